@@ -1,0 +1,262 @@
+//! Every `qa.*` setting: default, bounds and validation side by side.
+//!
+//! Numbers live in atomics (read lock-free on any thread). Strings live in one mutex-guarded
+//! struct together with the digest prefix of the default model and system prompt, so the hit
+//! path hashes only the question. A worker never reads these statics: it gets a [`Job`]
+//! snapshot made on the main thread.
+//!
+//! [`Job`]: crate::worker::Job
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::time::Duration;
+
+use redis_module::configuration::ConfigurationContext;
+use redis_module::{ConfigurationValue, RedisError, RedisString};
+use sha2::Sha256;
+
+use crate::backend::http::CallSettings;
+use crate::error;
+use crate::keys;
+
+/// An integer setting: name (without `qa.`), default, min, max.
+pub struct IntSetting {
+    pub name: &'static str,
+    pub default: i64,
+    pub min: i64,
+    pub max: i64,
+    value: AtomicI64,
+}
+
+impl IntSetting {
+    const fn new(name: &'static str, default: i64, min: i64, max: i64) -> Self {
+        Self {
+            name,
+            default,
+            min,
+            max,
+            value: AtomicI64::new(default),
+        }
+    }
+
+    pub fn get(&self) -> i64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+impl ConfigurationValue<i64> for IntSetting {
+    fn get(&self, _: &ConfigurationContext) -> i64 {
+        self.get()
+    }
+    fn set(&self, _: &ConfigurationContext, val: i64) -> Result<(), RedisError> {
+        // Redis checks min/max before calling this.
+        self.value.store(val, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Ten years: long enough for any cache, short enough that `now + ttl` never overflows.
+pub const MAX_TTL_SECS: i64 = 315_360_000;
+
+pub static TTL: IntSetting = IntSetting::new("ttl", 3600, 1, MAX_TTL_SECS);
+pub static TIMEOUT_MS: IntSetting = IntSetting::new("timeout-ms", 30_000, 100, 600_000);
+pub static CONNECT_TIMEOUT_MS: IntSetting =
+    IntSetting::new("connect-timeout-ms", 5_000, 10, 60_000);
+pub static MAX_INFLIGHT: IntSetting = IntSetting::new("max-inflight", 16, 1, 1024);
+pub static MAX_QUEUE: IntSetting = IntSetting::new("max-queue", 1000, 0, 1_000_000);
+pub static MAX_QUESTION_BYTES: IntSetting =
+    IntSetting::new("max-question-bytes", 8192, 16, 1 << 20);
+pub static MAX_ANSWER_BYTES: IntSetting =
+    IntSetting::new("max-answer-bytes", 1 << 20, 1024, 64 << 20);
+
+/// Which string setting a [`StrSetting`] is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum StrId {
+    BackendUrl,
+    Model,
+    SystemPrompt,
+    ApiKeyFile,
+}
+
+/// A string setting: name (without `qa.`), default, and which field of [`Strings`] it is.
+pub struct StrSetting {
+    pub name: &'static str,
+    pub default: &'static str,
+    id: StrId,
+}
+
+pub static BACKEND_URL: StrSetting = StrSetting {
+    name: "backend-url",
+    default: "",
+    id: StrId::BackendUrl,
+};
+pub static MODEL: StrSetting = StrSetting {
+    name: "model",
+    default: "gpt-4o-mini",
+    id: StrId::Model,
+};
+pub static SYSTEM_PROMPT: StrSetting = StrSetting {
+    name: "system-prompt",
+    default: "",
+    id: StrId::SystemPrompt,
+};
+pub static API_KEY_FILE: StrSetting = StrSetting {
+    name: "api-key-file",
+    default: "",
+    id: StrId::ApiKeyFile,
+};
+
+pub const MAX_MODEL_BYTES: usize = 256;
+pub const MAX_SYSTEM_BYTES: usize = 65536;
+
+pub fn valid_model(m: &str) -> bool {
+    !m.is_empty() && m.len() <= MAX_MODEL_BYTES && !m.chars().any(char::is_control)
+}
+
+pub fn valid_system(s: &str) -> bool {
+    s.len() <= MAX_SYSTEM_BYTES
+}
+
+pub fn valid_url(u: &str) -> bool {
+    u.is_empty()
+        || ((u.starts_with("http://") || u.starts_with("https://"))
+            && !u.chars().any(|c| c.is_whitespace() || c.is_control()))
+}
+
+/// The string settings, plus the digest prefix of the default model and system prompt.
+pub struct Strings {
+    pub backend_url: String,
+    pub model: String,
+    pub system_prompt: String,
+    pub api_key_file: String,
+    pub default_prefix: Sha256,
+}
+
+static STRINGS: LazyLock<Mutex<Strings>> = LazyLock::new(|| {
+    Mutex::new(Strings {
+        backend_url: BACKEND_URL.default.into(),
+        model: MODEL.default.into(),
+        system_prompt: SYSTEM_PROMPT.default.into(),
+        api_key_file: API_KEY_FILE.default.into(),
+        default_prefix: keys::prefix_state(MODEL.default, SYSTEM_PROMPT.default),
+    })
+});
+
+/// The string settings. A poisoned lock is recovered rather than turned into a panic
+/// (nothing panics while holding it, but a panic must never cascade).
+pub fn strings() -> MutexGuard<'static, Strings> {
+    STRINGS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl StrSetting {
+    fn read(&self, s: &Strings) -> String {
+        match self.id {
+            StrId::BackendUrl => s.backend_url.clone(),
+            StrId::Model => s.model.clone(),
+            StrId::SystemPrompt => s.system_prompt.clone(),
+            StrId::ApiKeyFile => s.api_key_file.clone(),
+        }
+    }
+
+    fn validate(&self, v: &str) -> Result<(), &'static str> {
+        let ok = match self.id {
+            StrId::BackendUrl => valid_url(v),
+            StrId::Model => valid_model(v),
+            StrId::SystemPrompt => valid_system(v),
+            StrId::ApiKeyFile => true,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(match self.id {
+                StrId::BackendUrl => error::CFG_URL,
+                StrId::Model => error::CFG_MODEL,
+                _ => error::CFG_SYSTEM,
+            })
+        }
+    }
+}
+
+impl ConfigurationValue<RedisString> for StrSetting {
+    fn get(&self, _: &ConfigurationContext) -> RedisString {
+        let v = self.read(&strings());
+        RedisString::create(None, v.as_str())
+    }
+
+    fn set(&self, _: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
+        let v = val
+            .try_as_str()
+            .map_err(|_| RedisError::Str(error::CFG_UTF8))?
+            .to_string();
+        self.validate(&v).map_err(RedisError::Str)?;
+        let mut s = strings();
+        match self.id {
+            StrId::BackendUrl => s.backend_url = v,
+            StrId::Model => s.model = v,
+            StrId::SystemPrompt => s.system_prompt = v,
+            StrId::ApiKeyFile => s.api_key_file = v,
+        }
+        if matches!(self.id, StrId::Model | StrId::SystemPrompt) {
+            s.default_prefix = keys::prefix_state(&s.model, &s.system_prompt);
+        }
+        Ok(())
+    }
+}
+
+/// What a worker needs for one backend call, copied on the main thread.
+pub fn call_settings() -> CallSettings {
+    let s = strings();
+    CallSettings {
+        url: s.backend_url.clone(),
+        api_key_file: s.api_key_file.clone(),
+        connect_timeout: Duration::from_millis(CONNECT_TIMEOUT_MS.get().max(1) as u64),
+        max_answer_bytes: MAX_ANSWER_BYTES.get().max(0) as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_within_bounds() {
+        for s in [
+            &TTL,
+            &TIMEOUT_MS,
+            &CONNECT_TIMEOUT_MS,
+            &MAX_INFLIGHT,
+            &MAX_QUEUE,
+            &MAX_QUESTION_BYTES,
+            &MAX_ANSWER_BYTES,
+        ] {
+            assert!(s.min <= s.default && s.default <= s.max, "{}", s.name);
+        }
+    }
+
+    #[test]
+    fn urls() {
+        // (url, accepted)
+        let rows = [
+            ("", true),
+            ("http://127.0.0.1:8080/v1", true),
+            ("https://api.openai.com/v1", true),
+            ("ftp://x", false),
+            ("127.0.0.1:8080", false),
+            ("http://a b", false),
+            ("http://a\nb", false),
+        ];
+        for (u, ok) in rows {
+            assert_eq!(valid_url(u), ok, "{u}");
+        }
+    }
+
+    #[test]
+    fn models() {
+        assert!(valid_model("gpt-4o-mini"));
+        assert!(valid_model("llama3.1:8b"));
+        assert!(!valid_model(""));
+        assert!(!valid_model("a\nb"));
+        assert!(valid_model(&"m".repeat(256)));
+        assert!(!valid_model(&"m".repeat(257)));
+    }
+}

@@ -1,0 +1,41 @@
+//! Every error message the module replies with, in one place, so tests and docs can quote
+//! them exactly. Replies are `ERR <message>`; messages are lowercase with no trailing period.
+
+pub const SYNTAX: &str = "ERR syntax error";
+pub const UNKNOWN_OPTION: &str = "ERR unknown option (expected TTL, MODEL, SYSTEM or REFRESH)";
+pub const OPTION_TWICE: &str = "ERR option given twice";
+pub const CACHE_EMPTY: &str = "ERR cache name is empty";
+pub const CACHE_TOO_LONG: &str = "ERR cache name is longer than 128 bytes";
+pub const CACHE_BRACE: &str = "ERR cache name must not contain '{' or '}'";
+pub const QUESTION_EMPTY: &str = "ERR question is empty";
+pub const QUESTION_TOO_LONG: &str = "ERR question is longer than qa.max-question-bytes";
+pub const QUESTION_UTF8: &str = "ERR question is not valid UTF-8";
+pub const TTL_RANGE: &str = "ERR TTL must be an integer between 1 and 315360000 seconds";
+pub const MODEL_INVALID: &str =
+    "ERR MODEL must be 1 to 256 bytes of UTF-8 without control characters";
+pub const SYSTEM_INVALID: &str = "ERR SYSTEM must be valid UTF-8 of at most 65536 bytes";
+pub const IN_MULTI: &str =
+    "ERR cache miss inside MULTI or a script: QA.GET cannot wait for the backend there";
+pub const ON_REPLICA: &str = "ERR cache miss on a read-only replica: send QA.GET to the primary";
+pub const WRONG_ENTRY_TYPE: &str =
+    "WRONGTYPE the entry key holds a value that is not a redis-qa hash";
+pub const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'";
+
+// Backend failures (without the ERR code; see `BackendError`'s Display).
+pub const BACKEND_URL_NOT_SET: &str = "backend URL not set (CONFIG SET qa.backend-url <url>)";
+pub const API_KEY_FILE: &str = "cannot read qa.api-key-file";
+pub const BACKEND_UNREACHABLE: &str = "backend unreachable";
+pub const BACKEND_TIMEOUT: &str = "backend timeout";
+pub const BACKEND_STATUS: &str = "backend returned HTTP";
+pub const BACKEND_TOO_LARGE: &str = "backend reply larger than";
+pub const BACKEND_MALFORMED: &str = "backend reply malformed";
+pub const BACKEND_EMPTY: &str = "backend reply has no answer";
+pub const BUSY: &str = "too many misses waiting for the backend (qa.max-queue)";
+pub const INTERNAL: &str = "internal error in redis-qa (see the server log)";
+
+// Config validation (CONFIG SET replies `ERR CONFIG SET failed ... - <message>`).
+pub const CFG_URL: &str = "must be empty or an http:// or https:// URL without spaces";
+pub const CFG_MODEL: &str = "must be 1 to 256 bytes of UTF-8 without control characters";
+pub const CFG_SYSTEM: &str = "must be valid UTF-8 of at most 65536 bytes";
+pub const CFG_UTF8: &str = "must be valid UTF-8";
+pub const OPTION_VALUE: &str = "ERR option needs a value";

@@ -1,0 +1,163 @@
+//! Key derivation: which Redis key holds the answer to a question.
+//!
+//! `qa:{<cache>}:<hex sha-256>`. The hash tag keeps all of a cache's entries in the cluster
+//! slot of the cache name (the command's declared key). The digest covers, each
+//! length-prefixed so no two field lists encode alike: the normalization version, the
+//! model, the system prompt and the normalized question.
+
+use sha2::{Digest, Sha256};
+
+use crate::normalize::NORMALIZATION_VERSION;
+
+/// Longest cache name accepted.
+pub const MAX_CACHE_NAME: usize = 128;
+
+/// Why a cache name was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CacheNameError {
+    Empty,
+    TooLong,
+    Brace,
+}
+
+pub fn validate_cache_name(name: &[u8]) -> Result<(), CacheNameError> {
+    if name.is_empty() {
+        Err(CacheNameError::Empty)
+    } else if name.len() > MAX_CACHE_NAME {
+        Err(CacheNameError::TooLong)
+    } else if name.iter().any(|b| *b == b'{' || *b == b'}') {
+        Err(CacheNameError::Brace)
+    } else {
+        Ok(())
+    }
+}
+
+fn update_field(h: &mut Sha256, field: &[u8]) {
+    h.update((field.len() as u64).to_be_bytes());
+    h.update(field);
+}
+
+/// The digest state after the version, the model and the system prompt: computed once per
+/// (model, system) and cloned per request, so a hit hashes only the question.
+pub fn prefix_state(model: &str, system: &str) -> Sha256 {
+    let mut h = Sha256::new();
+    update_field(&mut h, NORMALIZATION_VERSION.as_bytes());
+    update_field(&mut h, model.as_bytes());
+    update_field(&mut h, system.as_bytes());
+    h
+}
+
+/// Length of a full entry key for a cache name of `cache_len` bytes.
+pub fn key_len(cache_len: usize) -> usize {
+    "qa:{".len() + cache_len + "}:".len() + 64
+}
+
+/// Appends `qa:{<cache>}:<hex>` to `out`, finishing `prefix` with the normalized question.
+pub fn entry_key_into(prefix: &Sha256, cache: &[u8], normalized: &str, out: &mut Vec<u8>) {
+    let mut h = prefix.clone();
+    update_field(&mut h, normalized.as_bytes());
+    let digest = h.finalize();
+    out.reserve(key_len(cache.len()));
+    out.extend_from_slice(b"qa:{");
+    out.extend_from_slice(cache);
+    out.extend_from_slice(b"}:");
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in digest {
+        out.push(HEX[(b >> 4) as usize]);
+        out.push(HEX[(b & 15) as usize]);
+    }
+}
+
+/// Convenience wrapper: the key as an owned string (cache names may be binary, so bytes).
+pub fn entry_key(cache: &[u8], model: &str, system: &str, normalized: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    entry_key_into(&prefix_state(model, system), cache, normalized, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(cache: &str, model: &str, system: &str, q: &str) -> String {
+        String::from_utf8(entry_key(cache.as_bytes(), model, system, q)).unwrap()
+    }
+
+    #[test]
+    fn shape() {
+        let k = key("faq", "m", "", "what is our refund policy");
+        assert!(k.starts_with("qa:{faq}:"), "{k}");
+        assert_eq!(k.len(), key_len(3));
+        assert!(k["qa:{faq}:".len()..]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    }
+
+    #[test]
+    fn known_vector() {
+        // Pinned so an accidental change of the encoding (which would orphan every stored
+        // entry) fails here first. Recompute only together with NORMALIZATION_VERSION.
+        let mut h = Sha256::new();
+        for f in ["qa-norm-v1", "gpt-4o-mini", "", "hello"] {
+            h.update((f.len() as u64).to_be_bytes());
+            h.update(f.as_bytes());
+        }
+        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            key("c", "gpt-4o-mini", "", "hello"),
+            format!("qa:{{c}}:{hex}")
+        );
+    }
+
+    /// Each row differs from the base in one field; every one must give another key.
+    #[test]
+    fn every_field_matters() {
+        let base = key("faq", "gpt-4o", "be brief", "q");
+        let rows = [
+            ("faq2", "gpt-4o", "be brief", "q"),     // other cache
+            ("faq", "gpt-4o-mini", "be brief", "q"), // other model
+            ("faq", "gpt-4o", "be verbose", "q"),    // other system prompt
+            ("faq", "gpt-4o", "", "q"),              // no system prompt
+            ("faq", "gpt-4o", "be brief", "q2"),     // other question
+        ];
+        for (c, m, s, q) in rows {
+            assert_ne!(key(c, m, s, q), base, "{c} {m} {s} {q}");
+        }
+    }
+
+    #[test]
+    fn length_prefix_prevents_field_shifting() {
+        // Without length prefixes these two would hash the same concatenation.
+        assert_ne!(key("c", "ab", "c", "q"), key("c", "a", "bc", "q"));
+        assert_ne!(key("c", "m", "s", "q"), key("c", "m", "", "sq"));
+    }
+
+    #[test]
+    fn prefix_state_is_reusable() {
+        let p = prefix_state("m", "s");
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        entry_key_into(&p, b"c", "one", &mut a);
+        entry_key_into(&p, b"c", "one", &mut b);
+        assert_eq!(a, b);
+        assert_eq!(a, entry_key(b"c", "m", "s", "one"));
+    }
+
+    #[test]
+    fn cache_names() {
+        // (name, expected verdict)
+        let rows: &[(&[u8], Result<(), CacheNameError>)] = &[
+            (b"faq", Ok(())),
+            (b"support:acme", Ok(())),
+            (b"\xff\x00binary", Ok(())), // keys are binary-safe in Redis
+            (b"", Err(CacheNameError::Empty)),
+            (b"a{b", Err(CacheNameError::Brace)),
+            (b"a}b", Err(CacheNameError::Brace)),
+            (&[b'x'; 128], Ok(())),
+            (&[b'x'; 129], Err(CacheNameError::TooLong)),
+        ];
+        for (name, want) in rows {
+            assert_eq!(&validate_cache_name(name), want, "{name:?}");
+        }
+    }
+}

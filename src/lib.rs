@@ -1,0 +1,61 @@
+//! redis-qa: an LLM answer cache inside Redis. This file only wires the module together:
+//! configs, commands, the INFO section.
+
+pub mod backend;
+pub mod blocked;
+pub mod commands;
+pub mod config;
+pub mod entry;
+pub mod error;
+pub mod flight;
+pub mod keys;
+pub mod normalize;
+pub mod pool;
+pub mod stats;
+pub mod worker;
+
+#[cfg(not(test))]
+mod module {
+    use redis_module::configuration::ConfigurationFlags;
+    use redis_module::{redis_module, Context, InfoContext, RedisResult, RedisString, Status};
+
+    use crate::config::*;
+
+    fn init(ctx: &Context, _args: &[RedisString]) -> Status {
+        crate::commands::register(ctx)
+    }
+
+    fn info(ctx: &InfoContext, for_crash_report: bool) {
+        let _ = crate::stats::info(ctx, for_crash_report);
+    }
+
+    redis_module! {
+        name: "qa",
+        version: 1,
+        allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
+        data_types: [],
+        init: init,
+        info: info,
+        commands: [],
+        configurations: [
+            i64: [
+                [TTL.name, &TTL, TTL.default, TTL.min, TTL.max, ConfigurationFlags::DEFAULT, None],
+                [TIMEOUT_MS.name, &TIMEOUT_MS, TIMEOUT_MS.default, TIMEOUT_MS.min, TIMEOUT_MS.max, ConfigurationFlags::DEFAULT, None],
+                [CONNECT_TIMEOUT_MS.name, &CONNECT_TIMEOUT_MS, CONNECT_TIMEOUT_MS.default, CONNECT_TIMEOUT_MS.min, CONNECT_TIMEOUT_MS.max, ConfigurationFlags::DEFAULT, None],
+                [MAX_INFLIGHT.name, &MAX_INFLIGHT, MAX_INFLIGHT.default, MAX_INFLIGHT.min, MAX_INFLIGHT.max, ConfigurationFlags::DEFAULT, None],
+                [MAX_QUEUE.name, &MAX_QUEUE, MAX_QUEUE.default, MAX_QUEUE.min, MAX_QUEUE.max, ConfigurationFlags::DEFAULT, None],
+                [MAX_QUESTION_BYTES.name, &MAX_QUESTION_BYTES, MAX_QUESTION_BYTES.default, MAX_QUESTION_BYTES.min, MAX_QUESTION_BYTES.max, ConfigurationFlags::DEFAULT, None],
+                [MAX_ANSWER_BYTES.name, &MAX_ANSWER_BYTES, MAX_ANSWER_BYTES.default, MAX_ANSWER_BYTES.min, MAX_ANSWER_BYTES.max, ConfigurationFlags::DEFAULT, None],
+            ],
+            string: [
+                [BACKEND_URL.name, &BACKEND_URL, BACKEND_URL.default, ConfigurationFlags::DEFAULT, None],
+                [MODEL.name, &MODEL, MODEL.default, ConfigurationFlags::DEFAULT, None],
+                [SYSTEM_PROMPT.name, &SYSTEM_PROMPT, SYSTEM_PROMPT.default, ConfigurationFlags::DEFAULT, None],
+                [API_KEY_FILE.name, &API_KEY_FILE, API_KEY_FILE.default, ConfigurationFlags::DEFAULT, None],
+            ],
+            bool: [],
+            enum: [],
+            module_args_as_configuration: true,
+        ]
+    }
+}

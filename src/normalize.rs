@@ -1,0 +1,193 @@
+//! Question normalization: the rules that decide which questions share an answer.
+//!
+//! Pure and allocation-light; it never sees a Redis context. The rules are versioned
+//! ([`NORMALIZATION_VERSION`]) and the version is part of every key, so changing a rule
+//! can never make an old entry answer a question it was not asked for.
+
+use unicode_normalization::UnicodeNormalization;
+
+/// Bumped whenever a rule below changes; part of the key derivation.
+pub const NORMALIZATION_VERSION: &str = "qa-norm-v1";
+
+/// Punctuation that ends a sentence or clause. After NFKC the full-width forms
+/// (`？！．，；：`) are already their ASCII selves; the ideographic full stop and comma
+/// have no compatibility mapping, so they are listed too.
+fn is_sentence_punct(c: char) -> bool {
+    matches!(
+        c,
+        '?' | '!' | '.' | ',' | ';' | ':' | '\u{3002}' | '\u{3001}'
+    )
+}
+
+/// Characters that carry nothing a reader sees: zero-width space and the byte order mark.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200B}' | '\u{FEFF}')
+}
+
+fn fold_quote(c: char) -> char {
+    match c {
+        '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}' | '\u{2032}' => '\'',
+        '\u{201C}' | '\u{201D}' | '\u{201E}' | '\u{201F}' | '\u{2033}' => '"',
+        other => other,
+    }
+}
+
+/// Normalizes a question into `out` (cleared first).
+///
+/// Rules, in order: Unicode NFKC; lowercase; curly quotes to straight ones; zero-width
+/// spaces and BOMs dropped; then the text is split on Unicode whitespace, sentence
+/// punctuation (`? ! . , ; :`, `。`, `、`) is stripped from the end of every word, empty
+/// words are dropped and the rest are joined with one ASCII space. So punctuation
+/// survives inside a word (`c++`, `3.14`, `e.g`), and goes at the end of the text and
+/// before whitespace.
+pub fn normalize_into(question: &str, out: &mut String) {
+    out.clear();
+    if question.is_ascii() {
+        // The common case: NFKC is the identity on ASCII, so skip its buffering.
+        push_words(question.chars().map(|c| c.to_ascii_lowercase()), out);
+    } else {
+        let chars = question
+            .nfkc()
+            .flat_map(char::to_lowercase)
+            .map(fold_quote)
+            .filter(|c| !is_invisible(*c));
+        push_words(chars, out);
+    }
+}
+
+/// Convenience wrapper around [`normalize_into`].
+pub fn normalize(question: &str) -> String {
+    let mut out = String::with_capacity(question.len());
+    normalize_into(question, &mut out);
+    out
+}
+
+fn push_words(chars: impl Iterator<Item = char>, out: &mut String) {
+    // `word_start` is where the current word begins in `out`; the separator space before a
+    // word is written only once the word turns out to be non-empty.
+    let mut in_word = false;
+    let mut word_start = 0;
+    for c in chars {
+        if c.is_whitespace() {
+            if in_word {
+                end_word(out, word_start);
+                in_word = false;
+            }
+        } else {
+            if !in_word {
+                in_word = true;
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                word_start = out.len();
+            }
+            out.push(c);
+        }
+    }
+    if in_word {
+        end_word(out, word_start);
+    }
+}
+
+/// Strips trailing sentence punctuation from the word starting at `word_start`, and the
+/// separator space before it if nothing is left of the word.
+fn end_word(out: &mut String, word_start: usize) {
+    while let Some(c) = out[word_start..].chars().next_back() {
+        if is_sentence_punct(c) {
+            out.truncate(out.len() - c.len_utf8());
+        } else {
+            break;
+        }
+    }
+    if out.len() == word_start && word_start > 0 {
+        out.truncate(word_start - 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (input, expected normalized form)
+    const CASES: &[(&str, &str)] = &[
+        // The three spellings the product promises are one question.
+        ("What is our refund policy?", "what is our refund policy"),
+        (" what is our REFUND policy ", "what is our refund policy"),
+        ("What is our refund policy？", "what is our refund policy"),
+        // Runs of any whitespace become one space; tabs and newlines count.
+        (
+            "what\t is\n\nour  refund\u{00A0}policy",
+            "what is our refund policy",
+        ),
+        // Punctuation before whitespace goes, inside a word it stays.
+        ("Hello, world", "hello world"),
+        ("wait... what?!", "wait what"),
+        ("What is C++?", "what is c++"),
+        ("What is C?", "what is c"),
+        ("Is 3.5 > 3.14?", "is 3.5 > 3.14"),
+        ("e.g. this", "e.g this"),
+        ("version 2.0.", "version 2.0"),
+        // Punctuation that stands alone disappears with its space.
+        ("why ? because", "why because"),
+        ("???", ""),
+        ("", ""),
+        ("   ", ""),
+        // Full-width letters, digits and punctuation fold through NFKC.
+        ("ＷＨＡＴ　ＩＳ　１＋１？", "what is 1+1"),
+        ("こんにちは。", "こんにちは"),
+        // Without whitespace after it, punctuation is inside a word and stays.
+        ("はい、いいえ", "はい、いいえ"),
+        ("はい、 いいえ。", "はい いいえ"),
+        // Curly quotes and apostrophes become straight ones.
+        ("What\u{2019}s \u{201C}RAG\u{201D}?", "what's \"rag\""),
+        ("What's \"RAG\"?", "what's \"rag\""),
+        // Compatibility ligatures and composed/decomposed accents agree.
+        ("\u{FB01}nance", "finance"),
+        ("Caf\u{00E9}", "café"),
+        ("Cafe\u{0301}", "café"),
+        // Zero-width characters are invisible to the reader, so to the cache too.
+        ("re\u{200B}fund", "refund"),
+        ("\u{FEFF}refund", "refund"),
+        // Non-sentence punctuation is meaning: it stays.
+        ("a-b (c) [d] 'e' \"f\" #g", "a-b (c) [d] 'e' \"f\" #g"),
+        ("50%?", "50%"),
+        // Negations and numbers are untouched (a wrong answer is worse than a miss).
+        ("Is it not free?", "is it not free"),
+        ("Order 12 or 21?", "order 12 or 21"),
+        // Control characters are kept (only whitespace ones are folded).
+        ("a\u{0000}b", "a\u{0000}b"),
+        // Unicode uppercase beyond ASCII.
+        ("ÜBER ΣΟΦΙΑ", "über σοφια"),
+    ];
+
+    #[test]
+    fn table() {
+        for (input, expected) in CASES {
+            assert_eq!(normalize(input), *expected, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn idempotent() {
+        for (input, _) in CASES {
+            let once = normalize(input);
+            assert_eq!(normalize(&once), once, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn buffer_is_reused() {
+        let mut buf = String::from("leftover");
+        normalize_into("A B", &mut buf);
+        assert_eq!(buf, "a b");
+    }
+
+    #[test]
+    fn many_combining_marks_do_not_blow_up() {
+        let q: String = std::iter::once('a')
+            .chain(std::iter::repeat_n('\u{0301}', 10_000))
+            .collect();
+        let n = normalize(&q);
+        assert!(n.starts_with('á'));
+    }
+}

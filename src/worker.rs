@@ -1,0 +1,178 @@
+//! The miss path off the main thread: one backend call per flight, then one locked write.
+
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use redis_module::{CallOptionsBuilder, CallResult, ContextFlags, ThreadSafeContext};
+
+use crate::backend::http::{self, CallSettings};
+use crate::backend::openai::OpenAi;
+use crate::backend::{Answer, BackendError, Request};
+use crate::blocked::{Outcome, Waiter};
+use crate::flight::{Joined, SingleFlight};
+use crate::pool::{Pool, QueueFull};
+use crate::stats;
+
+/// Everything one backend call needs, copied on the main thread when the miss is seen.
+pub struct Job {
+    pub key: Vec<u8>,
+    pub request: Request,
+    pub ttl_secs: i64,
+    pub deadline: Instant,
+    pub timeout_ms: u64,
+    pub settings: CallSettings,
+}
+
+type Flights = SingleFlight<Vec<u8>, Waiter>;
+
+fn flight_table() -> MutexGuard<'static, Flights> {
+    static FLIGHTS: OnceLock<Mutex<Flights>> = OnceLock::new();
+    FLIGHTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+fn pool() -> &'static Arc<Pool> {
+    static POOL: OnceLock<Arc<Pool>> = OnceLock::new();
+    POOL.get_or_init(Default::default)
+}
+
+/// (calls running, calls queued)
+pub fn load() -> (usize, usize) {
+    pool().load()
+}
+
+/// (distinct flights, clients waiting on them)
+pub fn flights() -> (usize, usize) {
+    let t = flight_table();
+    (t.len(), t.waiters())
+}
+
+/// Adds a blocked client to the flight of `key`; a `Leader` must start the call.
+pub fn join(key: &[u8], waiter: Waiter) -> Joined {
+    flight_table().join(key.to_vec(), waiter)
+}
+
+/// Starts the call for a flight just created; on refusal, fails the flight's waiters.
+pub fn start(job: Job, max_inflight: usize, max_queue: usize) -> Result<(), QueueFull> {
+    let key = job.key.clone();
+    let run = Box::new(move || run(job));
+    let submitted = pool().submit(run, max_inflight, max_queue);
+    if submitted.is_err() {
+        finish(&key, Outcome::err(BackendError::Busy));
+    }
+    submitted
+}
+
+/// Ends the flight of `key` and unblocks all its waiters with `outcome`.
+fn finish(key: &[u8], outcome: Outcome) {
+    let waiters = flight_table().finish(&key.to_vec());
+    let outcome = Arc::new(outcome);
+    for w in waiters {
+        w.finish(&outcome);
+    }
+}
+
+/// Ends the flight if the job unwinds before doing so, so no later miss joins a dead flight.
+struct FlightGuard<'a>(Option<&'a [u8]>);
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.0.take() {
+            // Dropped waiters reply the internal error themselves (see Waiter's Drop).
+            drop(flight_table().finish(&key.to_vec()));
+        }
+    }
+}
+
+fn run(job: Job) {
+    let mut guard = FlightGuard(Some(&job.key));
+    stats::BACKEND_CALLS.bump();
+    let budget = job.deadline.saturating_duration_since(Instant::now());
+    let result = http::call(&OpenAi, &job.settings, &job.request, budget).map_err(|e| match e {
+        BackendError::Timeout(_) => BackendError::Timeout(job.timeout_ms),
+        other => other,
+    });
+    let outcome = match result {
+        Ok(answer) => {
+            // Write and end the flight under one lock: a miss seen after this finds the entry,
+            // one seen before joined the flight. Paid answers are stored even if every asker
+            // has gone.
+            let tsc = ThreadSafeContext::new();
+            let ctx = tsc.lock();
+            store(&ctx, &job, &answer);
+            let waiters = flight_table().finish(&job.key);
+            drop(ctx);
+            guard.0 = None;
+            let outcome = Arc::new(Outcome::Answer(answer.text));
+            for w in waiters {
+                w.finish(&outcome);
+            }
+            return;
+        }
+        Err(e) => {
+            stats::BACKEND_ERRORS.bump();
+            Outcome::err(e)
+        }
+    };
+    guard.0 = None;
+    finish(&job.key, outcome);
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Writes the entry with plain commands that replicate (`!`), fail on OOM instead of
+/// growing past `maxmemory` (`M`) and return errors as replies (`E`).
+fn store(ctx: &redis_module::Context, job: &Job, answer: &Answer) {
+    // A primary turned replica while the call was in flight must not write.
+    if ctx.get_flags().contains(ContextFlags::SLAVE) {
+        stats::STORE_ERRORS.bump();
+        return;
+    }
+    let created = now_ms();
+    let expire_at = created + job.ttl_secs * 1000;
+    let created_s = created.to_string();
+    let tokens_in = answer.tokens_in.map(|t| t.to_string()).unwrap_or_default();
+    let tokens_out = answer.tokens_out.map(|t| t.to_string()).unwrap_or_default();
+    let opts = CallOptionsBuilder::new()
+        .replicate()
+        .verify_oom()
+        .errors_as_replies()
+        .build();
+    let fields: [&[u8]; 13] = [
+        &job.key,
+        b"answer",
+        answer.text.as_bytes(),
+        b"question",
+        job.request.question.as_bytes(),
+        b"model",
+        job.request.model.as_bytes(),
+        b"created",
+        created_s.as_bytes(),
+        b"tokens_in",
+        tokens_in.as_bytes(),
+        b"tokens_out",
+        tokens_out.as_bytes(),
+    ];
+    let written: CallResult = ctx.call_ext("HSET", &opts, &fields[..]);
+    if written.is_err() {
+        stats::STORE_ERRORS.bump();
+        ctx.log_warning("redis-qa: could not store an answer (HSET refused, e.g. OOM)");
+        return;
+    }
+    let at = expire_at.to_string();
+    let expired: CallResult = ctx.call_ext("PEXPIREAT", &opts, &[&job.key[..], at.as_bytes()][..]);
+    if expired.is_err() {
+        stats::STORE_ERRORS.bump();
+        // An entry without its TTL would live forever: take it back.
+        let _: CallResult = ctx.call_ext("DEL", &opts, &[&job.key[..]][..]);
+        return;
+    }
+    stats::STORED.bump();
+}
