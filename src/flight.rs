@@ -51,6 +51,23 @@ impl<K: Eq + Hash, W> SingleFlight<K, W> {
         self.flights.remove(key).unwrap_or_default()
     }
 
+    /// Takes out every waiter for which `expired` is true, keeping the flights themselves: a
+    /// call whose waiters all gave up still finishes and stores its answer.
+    pub fn take_waiters_where(&mut self, mut expired: impl FnMut(&W) -> bool) -> Vec<W> {
+        let mut out = Vec::new();
+        for waiters in self.flights.values_mut() {
+            let mut i = 0;
+            while i < waiters.len() {
+                if expired(&waiters[i]) {
+                    out.push(waiters.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+
     /// Number of distinct calls in flight.
     pub fn len(&self) -> usize {
         self.flights.len()
@@ -99,6 +116,23 @@ mod tests {
         t.join("k", 1);
         t.finish(&"k");
         assert_eq!(t.join("k", 2), Joined::Leader);
+    }
+
+    #[test]
+    fn expired_waiters_leave_but_the_flight_stays() {
+        let mut t = SingleFlight::default();
+        t.join("a", 1);
+        t.join("a", 2);
+        t.join("b", 3);
+        let mut gone = t.take_waiters_where(|w| *w != 2);
+        gone.sort();
+        assert_eq!(gone, vec![1, 3]);
+        // "b" has no waiters left but its call is still in flight: a new asker follows it.
+        assert!(t.is_in_flight(&"b"));
+        assert_eq!(t.join("b", 4), Joined::Follower);
+        assert_eq!(t.finish(&"a"), vec![2]);
+        assert_eq!(t.finish(&"b"), vec![4]);
+        assert!(t.take_waiters_where(|_| true).is_empty());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The miss path off the main thread: one backend call per flight, then one locked write.
 
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis_module::{CallOptionsBuilder, CallResult, ContextFlags, ThreadSafeContext};
 
@@ -11,7 +11,7 @@ use crate::backend::{Answer, BackendError, Request};
 use crate::blocked::{Outcome, Waiter};
 use crate::flight::{Joined, SingleFlight};
 use crate::pool::{Pool, QueueFull};
-use crate::stats;
+use crate::{config, stats};
 
 /// Everything one backend call needs, copied on the main thread when the miss is seen.
 pub struct Job {
@@ -31,6 +31,38 @@ fn flight_table() -> MutexGuard<'static, Flights> {
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner())
+}
+
+/// How often waiters are checked against their deadlines.
+const REAP_EVERY: Duration = Duration::from_millis(10);
+
+/// Starts the thread that answers waiters whose deadline passed. Idempotent.
+pub fn start_reaper() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let _ = std::thread::Builder::new()
+            .name("qa-reaper".into())
+            .spawn(|| loop {
+                std::thread::sleep(REAP_EVERY);
+                let _ = std::panic::catch_unwind(reap);
+            });
+    });
+}
+
+fn reap() {
+    let now = Instant::now();
+    let expired = flight_table().take_waiters_where(|w| w.deadline <= now);
+    if expired.is_empty() {
+        return;
+    }
+    let timeout_ms = config::TIMEOUT_MS.get();
+    let outcome = Arc::new(Outcome::err(
+        BackendError::Timeout(timeout_ms.max(0) as u64),
+    ));
+    for w in expired {
+        stats::CLIENT_TIMEOUTS.bump();
+        w.finish(&outcome);
+    }
 }
 
 fn pool() -> &'static Arc<Pool> {

@@ -204,6 +204,7 @@ unsafe fn miss(
         return reply_error(ctx, error::OOM);
     }
     let timeout_ms = config::TIMEOUT_MS.get();
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64);
     // The job is built before blocking (nothing after the block may fail without a reply),
     // and for every miss: whether this caller leads is known only when it joins the flight,
     // atomically, below.
@@ -222,11 +223,11 @@ unsafe fn miss(
             system,
         },
         ttl_secs: a.ttl.unwrap_or_else(|| config::TTL.get()),
-        deadline: Instant::now() + Duration::from_millis(timeout_ms as u64),
+        deadline,
         timeout_ms: timeout_ms as u64,
         settings: config::call_settings(),
     };
-    let Some(waiter) = Waiter::block(ctx, timeout_ms) else {
+    let Some(waiter) = Waiter::block(ctx, deadline) else {
         return reply_error(ctx, &format!("ERR {}", error::INTERNAL));
     };
     stats::MISSES.bump_main();

@@ -108,6 +108,7 @@ const COMMANDS: &[CommandDef] = &[CommandDef {
 
 /// Registers every command, with a read-only key spec on the cache name (argument 1).
 pub fn register(ctx: &Context) -> Status {
+    crate::worker::start_reaper();
     for def in COMMANDS {
         if register_one(ctx, def).is_err() {
             ctx.log_warning(&format!("redis-qa: could not register {}", def.name));

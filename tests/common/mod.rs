@@ -1,0 +1,210 @@
+//! Test harness: real `redis-server` processes with the module loaded, on free loopback
+//! ports, each in its own temp dir, killed on drop (with the log tail printed if the test
+//! failed). The server binary is `QA_TEST_SERVER` (default `redis-server`); the module is
+//! `QA_MODULE` (default: this profile's build of `libredis_qa.so`).
+
+#![allow(dead_code)]
+
+pub mod backend;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn module_path() -> PathBuf {
+    if let Ok(p) = std::env::var("QA_MODULE") {
+        return PathBuf::from(p);
+    }
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join(profile).join("libredis_qa.so")
+}
+
+pub fn server_binary() -> String {
+    std::env::var("QA_TEST_SERVER").unwrap_or_else(|_| "redis-server".into())
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `f` every 10 ms until it is true or `deadline` passes; returns its last value.
+pub fn wait_until(deadline: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub struct Server {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Option<Child>,
+    extra: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Server {
+    /// Starts a server with the module and `extra` arguments (e.g. `--qa.ttl`, `60`).
+    pub fn start(extra: &[&str]) -> Server {
+        Self::start_with_env(extra, &[])
+    }
+
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join("test-servers")
+            .join(format!("{}-{}", std::process::id(), port));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("server dir");
+        let mut s = Server {
+            port,
+            dir,
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let module = module_path();
+        assert!(module.exists(), "module not built: {}", module.display());
+        let mut cmd = Command::new(server_binary());
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--logfile")
+            .arg("redis.log")
+            .arg("--save")
+            .arg("")
+            .arg("--appendonly")
+            .arg("no")
+            .arg("--loadmodule")
+            .arg(&module)
+            .args(&self.extra)
+            .env_remove("QA_API_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn redis-server"));
+        let url = self.url();
+        let up = wait_until(Duration::from_secs(10), || {
+            redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok()
+        });
+        if !up {
+            panic!("redis-server did not start:\n{}", self.log_tail(30));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url().as_str())
+            .and_then(|c| c.get_connection())
+            .expect("connect")
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Kills the server (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills and starts the server again on the same port and dir, with the same arguments
+    /// plus `more`.
+    pub fn restart(&mut self, more: &[&str]) {
+        self.kill();
+        self.extra.extend(more.iter().map(|s| s.to_string()));
+        self.spawn();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- redis.log (port {}) ---\n{}",
+                self.port,
+                self.log_tail(40)
+            );
+        }
+        self.kill();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The exact text of an error reply, code included (`ERR ...`, `WRONGTYPE ...`).
+pub fn err_text(e: &redis::RedisError) -> String {
+    match (e.code(), e.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        (Some(code), None) => code.to_string(),
+        _ => e.to_string(),
+    }
+}
+
+/// `QA.GET` with arguments, as a result.
+pub fn qa_get(con: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<String> {
+    redis::cmd("QA.GET").arg(args).query(con)
+}
+
+/// The `qa_<field>` value of `INFO qa`.
+pub fn info_field(con: &mut redis::Connection, field: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("qa").query(con).expect("INFO qa");
+    let prefix = format!("qa_{field}:");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no qa_{field} in INFO:\n{info}"))
+}
+
+/// Number of keys in the current database.
+pub fn dbsize(con: &mut redis::Connection) -> u64 {
+    redis::cmd("DBSIZE").query(con).expect("DBSIZE")
+}
