@@ -56,6 +56,8 @@ pub struct Server {
     pub port: u16,
     pub dir: PathBuf,
     child: Option<Child>,
+    /// A config file given first on the command line; it loads the module itself.
+    conf: Option<PathBuf>,
     extra: Vec<String>,
     env: Vec<(String, String)>,
 }
@@ -67,6 +69,15 @@ impl Server {
     }
 
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::start_full(None, extra, env)
+    }
+
+    /// Starts a server from a config file (which must load the module), plus `extra`.
+    pub fn start_with_conf(conf: &Path, extra: &[&str]) -> Server {
+        Self::start_full(Some(conf.to_path_buf()), extra, &[])
+    }
+
+    fn start_full(conf: Option<PathBuf>, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("target")
@@ -78,6 +89,7 @@ impl Server {
             port,
             dir,
             child: None,
+            conf,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: env
                 .iter()
@@ -92,6 +104,9 @@ impl Server {
         let module = module_path();
         assert!(module.exists(), "module not built: {}", module.display());
         let mut cmd = Command::new(server_binary());
+        if let Some(conf) = &self.conf {
+            cmd.arg(conf);
+        }
         cmd.arg("--port")
             .arg(self.port.to_string())
             .arg("--bind")
@@ -103,14 +118,19 @@ impl Server {
             .arg("--save")
             .arg("")
             .arg("--appendonly")
-            .arg("no")
-            .arg("--loadmodule")
-            .arg(&module)
-            .args(&self.extra)
+            .arg("no");
+        if self.conf.is_none() {
+            cmd.arg("--loadmodule").arg(&module);
+        }
+        cmd.args(&self.extra)
             .env_remove("QA_API_KEY")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(
+                std::fs::File::create(self.dir.join("stderr.log"))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            );
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -138,7 +158,8 @@ impl Server {
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
-        let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+        let mut log = std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default();
+        log.push_str(&std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default());
         let all: Vec<&str> = log.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }

@@ -1,0 +1,36 @@
+# redis-qa: the README's commands. `make run` to try it, `make test` to test it.
+
+CARGO ?= cargo
+PORT ?= 6379
+
+.PHONY: all deps build run test lint bench clean
+
+all: build
+
+# Installs what is missing on Debian: redis-server, redis-tools, libclang-dev (for bindgen),
+# and the Python packages the client tests use.
+deps:
+	@scripts/deps.sh
+
+build: deps
+	$(CARGO) build --release --lib --example demo_backend
+
+# Starts redis-server with redis.conf and the module, plus the bundled demo backend
+# (2 s per answer) unless QA_BACKEND_URL points at a real one.
+run: build
+	@PORT=$(PORT) scripts/run.sh
+
+# Unit tests, then the integration tests against real redis-server processes.
+test: deps
+	$(CARGO) build --release --lib
+	$(CARGO) test --release
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+bench: build
+	bench/run.sh
+
+clean:
+	$(CARGO) clean
