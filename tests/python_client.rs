@@ -1,0 +1,278 @@
+//! "Any client works": runs the redis-py test suite (tests/python/test_redis_py.py: sync,
+//! pipelines, RESP3, redis.asyncio) and the Python quickstart (examples/python/quickstart.py)
+//! against a real redis-server with the module and the in-process mock backend.
+//!
+//! Needs `python3` (or `QA_PYTHON`) with redis-py >= 5 and pytest >= 7:
+//! `pip install -r tests/python/requirements.txt`. Missing Python or packages fail these
+//! tests; set `QA_SKIP_PYTHON=1` to skip them instead.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::backend::{answer_for, Backend};
+use common::*;
+
+const MODEL: &str = "gpt-4o-mini";
+
+fn python() -> String {
+    std::env::var("QA_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// False (after saying so) if `QA_SKIP_PYTHON=1`; panics if Python, redis-py >= 5 or
+/// pytest >= 7 is missing.
+fn python_ready(test: &str) -> bool {
+    if std::env::var("QA_SKIP_PYTHON").as_deref() == Ok("1") {
+        // Straight to stderr, past the test harness's output capture, so it always shows.
+        let _ = writeln!(std::io::stderr(), "{test}: SKIPPED (QA_SKIP_PYTHON=1)");
+        return false;
+    }
+    let check = "import sys, redis, pytest\n\
+                 major = lambda v: int(v.split('.')[0])\n\
+                 print(sys.version.split()[0], redis.__version__, pytest.__version__)\n\
+                 sys.exit(0 if major(redis.__version__) >= 5 and major(pytest.__version__) >= 7 \
+                 else 3)";
+    let mut cmd = Command::new(python());
+    cmd.args(["-c", check]);
+    let out = match cmd.output() {
+        Ok(o) => o,
+        Err(e) => panic!("{test}: cannot run `{}`: {e}\n{}", python(), install_hint()),
+    };
+    if !out.status.success() {
+        panic!(
+            "{test}: `{}` lacks redis-py >= 5 or pytest >= 7 ({}):\n{}{}\n{}",
+            python(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            install_hint()
+        );
+    }
+    true
+}
+
+fn install_hint() -> &'static str {
+    "install them with `pip install -r tests/python/requirements.txt` \
+     (or set QA_PYTHON to another interpreter, or QA_SKIP_PYTHON=1 to skip these tests)"
+}
+
+struct Run {
+    ok: bool,
+    status: String,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn shown(&self) -> String {
+        format!(
+            "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs a Python script (from the crate root) with a deadline; kills it when the deadline
+/// passes. Python is unbuffered and writes no bytecode into the source tree.
+fn run_python(args: &[&str], env: &[(&str, &str)], deadline: Duration) -> Run {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = Command::new(python());
+    cmd.args(args)
+        .current_dir(root)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONUNBUFFERED", "1")
+        .env_remove("REDIS_HOST")
+        .env_remove("REDIS_PORT")
+        .env_remove("QA_REDIS_HOST")
+        .env_remove("QA_REDIS_PORT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {} {args:?}: {e}", python()));
+    let reader = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = reader(Box::new(child.stdout.take().unwrap()));
+    let err = reader(Box::new(child.stderr.take().unwrap()));
+    let end = Instant::now() + deadline;
+    let (ok, status) = loop {
+        if let Some(st) = child.try_wait().expect("wait for python") {
+            break (st.success(), st.to_string());
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            break (false, format!("killed after {deadline:?} (timed out)"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        ok,
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+fn server_for(b: &Backend) -> Server {
+    let url = b.url();
+    Server::start(&["--qa.backend-url", url.as_str()])
+}
+
+#[test]
+fn redis_py_suite_passes_against_the_module() {
+    if !python_ready("redis_py_suite_passes_against_the_module") {
+        return;
+    }
+    let b = Backend::start(Duration::from_millis(150));
+    let s = server_for(&b);
+    let port = s.port.to_string();
+    let run = run_python(
+        &[
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/python/test_redis_py.py",
+        ],
+        &[("QA_REDIS_PORT", &port)],
+        Duration::from_secs(60),
+    );
+    assert!(run.ok, "pytest failed\n{}", run.shown());
+    // Exit status 0 alone would also accept a run that collected or ran nothing.
+    let summary = run
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains(" passed"))
+        .unwrap_or_else(|| panic!("no pytest summary line\n{}", run.shown()));
+    for bad in ["skipped", "failed", "error", "deselected", "xfail"] {
+        assert!(!summary.contains(bad), "{summary}\n{}", run.shown());
+    }
+    let passed: usize = summary
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unparsable summary {summary:?}"));
+    assert!(passed >= 15, "only {passed} tests ran\n{}", run.shown());
+    println!("{}", run.shown());
+    // The suite counts backend calls through INFO qa; it must agree with the backend's own.
+    let mut con = s.conn();
+    assert_eq!(info_field(&mut con, "backend_calls"), b.calls() as u64);
+    assert!(b.calls() > 0);
+}
+
+/// Parses one "<first|second> ask:  12.3 ms  via <how>" line and the "  A: <answer>" after it.
+fn asks(out: &str) -> Vec<(f64, String, String)> {
+    let lines: Vec<&str> = out.lines().collect();
+    let mut v = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let Some(rest) = l
+            .strip_prefix("first ask:")
+            .or_else(|| l.strip_prefix("second ask:"))
+        else {
+            continue;
+        };
+        let (ms, how) = rest.split_once(" ms  via ").expect("ask line format");
+        let ms: f64 = ms.trim().parse().expect("latency");
+        let answer = lines
+            .get(i + 1)
+            .and_then(|a| a.strip_prefix("  A: "))
+            .expect("answer line");
+        v.push((ms, how.to_string(), answer.to_string()));
+    }
+    v
+}
+
+#[test]
+fn quickstart_shows_a_miss_then_a_hit() {
+    if !python_ready("quickstart_shows_a_miss_then_a_hit") {
+        return;
+    }
+    let delay = Duration::from_millis(200);
+    let b = Backend::start(delay);
+    let s = server_for(&b);
+    let port = s.port.to_string();
+    let q = "What is our refund policy?";
+    let expected = answer_for(q, MODEL, "");
+
+    // Port on the command line, default cache and question.
+    let run = run_python(
+        &["examples/python/quickstart.py", "--port", &port],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert!(run.ok, "quickstart failed\n{}", run.shown());
+    println!("{}", run.shown());
+    assert!(run.stdout.contains(&format!("Q: {q}")), "{}", run.shown());
+    let a = asks(&run.stdout);
+    assert_eq!(a.len(), 2, "{}", run.shown());
+    assert_eq!(a[0].1, "redis, cache miss (LLM called)", "{}", run.shown());
+    assert_eq!(a[1].1, "redis, cache hit", "{}", run.shown());
+    assert_eq!(a[0].2, expected);
+    assert_eq!(a[1].2, expected);
+    // The miss waited for the backend; the hit did not.
+    assert!(a[0].0 >= delay.as_millis() as f64, "{a:?}");
+    assert!(a[1].0 < a[0].0, "{a:?}");
+    assert_eq!(b.calls(), 1);
+
+    // Port from REDIS_PORT, a normalized variant of the question: two hits, no new call.
+    let run = run_python(
+        &[
+            "examples/python/quickstart.py",
+            "  what is our REFUND policy ",
+        ],
+        &[("REDIS_PORT", &port)],
+        Duration::from_secs(30),
+    );
+    assert!(run.ok, "quickstart failed\n{}", run.shown());
+    println!("{}", run.shown());
+    let a = asks(&run.stdout);
+    assert_eq!(a.len(), 2, "{}", run.shown());
+    for (_, how, answer) in &a {
+        assert_eq!(how, "redis, cache hit", "{}", run.shown());
+        assert_eq!(answer, &expected);
+    }
+    assert_eq!(b.calls(), 1);
+}
+
+#[test]
+fn quickstart_falls_back_to_the_llm_when_redis_is_unreachable() {
+    if !python_ready("quickstart_falls_back_to_the_llm_when_redis_is_unreachable") {
+        return;
+    }
+    let port = free_port().to_string(); // nothing listens there
+    let run = run_python(
+        &[
+            "examples/python/quickstart.py",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+        ],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert!(run.ok, "quickstart failed\n{}", run.shown());
+    println!("{}", run.shown());
+    assert!(run.stdout.contains("redis unreachable"), "{}", run.shown());
+    let a = asks(&run.stdout);
+    assert_eq!(a.len(), 2, "{}", run.shown());
+    for (_, how, answer) in &a {
+        assert_eq!(how, "direct LLM call (no cache)", "{}", run.shown());
+        assert!(answer.starts_with("(stub answer"), "{}", run.shown());
+    }
+}
