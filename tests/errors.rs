@@ -24,7 +24,11 @@ fn get_err(con: &mut redis::Connection, args: &[&[u8]]) -> String {
 }
 
 fn config_set(con: &mut redis::Connection, name: &str, value: &str) -> redis::RedisResult<()> {
-    redis::cmd("CONFIG").arg("SET").arg(name).arg(value).query(con)
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .query(con)
 }
 
 fn assert_untouched(con: &mut redis::Connection, keys_before: u64) {
@@ -46,24 +50,63 @@ fn bad_arguments_get_exact_errors_and_change_nothing() {
     let rows: &[(&[&[u8]], &str)] = &[
         (&[], ARITY),
         (&[b"faq"], ARITY),
-        (&[b"faq", b"q", b"BOGUS"], "ERR unknown option (expected TTL, MODEL, SYSTEM or REFRESH)"),
+        (
+            &[b"faq", b"q", b"BOGUS"],
+            "ERR unknown option (expected TTL, MODEL, SYSTEM or REFRESH)",
+        ),
         (&[b"faq", b"q", b"TTL"], "ERR option needs a value"),
-        (&[b"faq", b"q", b"TTL", b"0"], "ERR TTL must be an integer between 1 and 315360000 seconds"),
-        (&[b"faq", b"q", b"TTL", b"-1"], "ERR TTL must be an integer between 1 and 315360000 seconds"),
-        (&[b"faq", b"q", b"TTL", b"ten"], "ERR TTL must be an integer between 1 and 315360000 seconds"),
-        (&[b"faq", b"q", b"TTL", b"315360001"], "ERR TTL must be an integer between 1 and 315360000 seconds"),
-        (&[b"faq", b"q", b"TTL", b"5", b"ttl", b"6"], "ERR option given twice"),
-        (&[b"faq", b"q", b"REFRESH", b"refresh"], "ERR option given twice"),
-        (&[b"faq", b"q", b"MODEL", b""], "ERR MODEL must be 1 to 256 bytes of UTF-8 without control characters"),
-        (&[b"faq", b"q", b"MODEL", b"\xff"], "ERR MODEL must be 1 to 256 bytes of UTF-8 without control characters"),
-        (&[b"faq", b"q", b"SYSTEM", b"\xff"], "ERR SYSTEM must be valid UTF-8 of at most 65536 bytes"),
+        (
+            &[b"faq", b"q", b"TTL", b"0"],
+            "ERR TTL must be an integer between 1 and 315360000 seconds",
+        ),
+        (
+            &[b"faq", b"q", b"TTL", b"-1"],
+            "ERR TTL must be an integer between 1 and 315360000 seconds",
+        ),
+        (
+            &[b"faq", b"q", b"TTL", b"ten"],
+            "ERR TTL must be an integer between 1 and 315360000 seconds",
+        ),
+        (
+            &[b"faq", b"q", b"TTL", b"315360001"],
+            "ERR TTL must be an integer between 1 and 315360000 seconds",
+        ),
+        (
+            &[b"faq", b"q", b"TTL", b"5", b"ttl", b"6"],
+            "ERR option given twice",
+        ),
+        (
+            &[b"faq", b"q", b"REFRESH", b"refresh"],
+            "ERR option given twice",
+        ),
+        (
+            &[b"faq", b"q", b"MODEL", b""],
+            "ERR MODEL must be 1 to 256 bytes of UTF-8 without control characters",
+        ),
+        (
+            &[b"faq", b"q", b"MODEL", b"\xff"],
+            "ERR MODEL must be 1 to 256 bytes of UTF-8 without control characters",
+        ),
+        (
+            &[b"faq", b"q", b"SYSTEM", b"\xff"],
+            "ERR SYSTEM must be valid UTF-8 of at most 65536 bytes",
+        ),
         (&[b"", b"q"], "ERR cache name is empty"),
-        (&[b"a{b}", b"q"], "ERR cache name must not contain '{' or '}'"),
-        (&[long_cache.as_bytes(), b"q"], "ERR cache name is longer than 128 bytes"),
+        (
+            &[b"a{b}", b"q"],
+            "ERR cache name must not contain '{' or '}'",
+        ),
+        (
+            &[long_cache.as_bytes(), b"q"],
+            "ERR cache name is longer than 128 bytes",
+        ),
         (&[b"faq", b""], "ERR question is empty"),
         (&[b"faq", b"  \t\n "], "ERR question is empty"),
         (&[b"faq", b"?!."], "ERR question is empty"),
-        (&[b"faq", long_q.as_bytes()], "ERR question is longer than qa.max-question-bytes"),
+        (
+            &[b"faq", long_q.as_bytes()],
+            "ERR question is longer than qa.max-question-bytes",
+        ),
         (&[b"faq", b"caf\xe9?"], "ERR question is not valid UTF-8"),
     ];
     for (args, want) in rows {
@@ -88,7 +131,10 @@ fn backend_failures_get_exact_errors_and_cache_nothing() {
             Reply::Status(429, "slow down\r\nplease".into()),
             "ERR backend returned HTTP 429: slow down please",
         ),
-        (Reply::Status(503, String::new()), "ERR backend returned HTTP 503"),
+        (
+            Reply::Status(503, String::new()),
+            "ERR backend returned HTTP 503",
+        ),
         (
             Reply::Raw(r#"{"choices":[]}"#.into()),
             "ERR backend reply malformed: no choices[0].message.content",
@@ -110,21 +156,34 @@ fn backend_failures_get_exact_errors_and_cache_nothing() {
     }
     b.set_reply(Reply::Raw("<html>".into()));
     let e = get_err(&mut con, &[b"faq", b"html"]);
-    assert!(e.starts_with("ERR backend reply malformed: not JSON ("), "{e}");
+    assert!(
+        e.starts_with("ERR backend reply malformed: not JSON ("),
+        "{e}"
+    );
     assert_untouched(&mut con, 0);
 
     // A failure is not cached: once the backend recovers, the same question is answered.
     b.set_reply(Reply::Answer);
     let ok = qa_get(&mut con, &["faq", "question 0"]).unwrap();
-    assert_eq!(ok, common::backend::answer_for("question 0", "gpt-4o-mini", ""));
+    assert_eq!(
+        ok,
+        common::backend::answer_for("question 0", "gpt-4o-mini", "")
+    );
     assert_eq!(dbsize(&mut con), 1);
     assert_eq!(info_field(&mut con, "backend_errors"), 7);
 
     // Timeout: the client gets its error after qa.timeout-ms, not after the backend's delay.
     b.set_delay(Duration::from_secs(3));
     let started = Instant::now();
-    assert_eq!(get_err(&mut con, &[b"faq", b"slow"]), "ERR backend timeout after 300 ms");
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert_eq!(
+        get_err(&mut con, &[b"faq", b"slow"]),
+        "ERR backend timeout after 300 ms"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     assert_untouched(&mut con, 1);
 }
 
@@ -139,7 +198,12 @@ fn unset_and_unreachable_backends() {
     assert_untouched(&mut con, 0);
     // A port nobody listens on.
     let port = free_port();
-    config_set(&mut con, "qa.backend-url", &format!("http://127.0.0.1:{port}/v1")).unwrap();
+    config_set(
+        &mut con,
+        "qa.backend-url",
+        &format!("http://127.0.0.1:{port}/v1"),
+    )
+    .unwrap();
     let e = get_err(&mut con, &[b"faq", b"q"]);
     assert!(e.starts_with("ERR backend unreachable: "), "{e}");
     assert!(e.contains("refused"), "{e}");
@@ -161,7 +225,10 @@ fn misses_cannot_wait_inside_multi_or_scripts() {
         .query(&mut con)
         .unwrap_or_else(|e| vec![redis::Value::SimpleString(err_text(&e))]);
     let text = format!("{r:?}");
-    assert!(text.contains("cache miss inside MULTI or a script"), "{text}");
+    assert!(
+        text.contains("cache miss inside MULTI or a script"),
+        "{text}"
+    );
     let e: redis::RedisError = redis::cmd("EVAL")
         .arg("return redis.call('QA.GET', KEYS[1], ARGV[1])")
         .arg(1)
@@ -181,7 +248,11 @@ fn an_entry_key_holding_another_type_is_reported_not_overwritten() {
     let mut con = s.conn();
     qa_get(&mut con, &["faq", "q"]).unwrap();
     let keys: Vec<String> = redis::cmd("KEYS").arg("qa:*").query(&mut con).unwrap();
-    let _: () = redis::cmd("SET").arg(&keys[0]).arg("not a hash").query(&mut con).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&keys[0])
+        .arg("not a hash")
+        .query(&mut con)
+        .unwrap();
     assert_eq!(
         get_err(&mut con, &[b"faq", b"q"]),
         "WRONGTYPE the entry key holds a value that is not a redis-qa hash"
@@ -198,7 +269,9 @@ fn full_queue_and_full_memory_refuse_misses_before_calling_the_backend() {
     let mut con = s.conn();
     let mut c1 = s.conn();
     let first = std::thread::spawn(move || qa_get(&mut c1, &["faq", "first"]));
-    assert!(wait_until(Duration::from_secs(5), || info_field(&mut con, "inflight") == 1));
+    assert!(wait_until(Duration::from_secs(5), || info_field(
+        &mut con, "inflight"
+    ) == 1));
     assert_eq!(
         get_err(&mut con, &[b"faq", b"second"]),
         "ERR too many misses waiting for the backend (qa.max-queue)"
@@ -206,7 +279,10 @@ fn full_queue_and_full_memory_refuse_misses_before_calling_the_backend() {
     // The same question as the running call does not need a slot: it waits on that call.
     let mut c3 = s.conn();
     let same = std::thread::spawn(move || qa_get(&mut c3, &["faq", "first"]));
-    assert_eq!(first.join().unwrap().unwrap(), same.join().unwrap().unwrap());
+    assert_eq!(
+        first.join().unwrap().unwrap(),
+        same.join().unwrap().unwrap()
+    );
     assert_eq!(b.calls(), 1);
     assert_eq!(info_field(&mut con, "refused_busy"), 1);
 
@@ -220,7 +296,10 @@ fn full_queue_and_full_memory_refuse_misses_before_calling_the_backend() {
         "OOM command not allowed when used memory > 'maxmemory'"
     );
     assert_eq!(b.calls(), 1);
-    assert!(qa_get(&mut con, &["faq", "first"]).is_ok(), "hits are served at the limit");
+    assert!(
+        qa_get(&mut con, &["faq", "first"]).is_ok(),
+        "hits are served at the limit"
+    );
     config_set(&mut con, "maxmemory", "0").unwrap();
 }
 
@@ -248,7 +327,10 @@ fn every_timed_out_client_gets_exactly_one_reply() {
         assert_eq!(pong, "PONG");
     }
     let mut con = s.conn();
-    assert!(wait_until(Duration::from_secs(5), || info_field(&mut con, "waiting_clients") == 0));
+    assert!(wait_until(Duration::from_secs(5), || info_field(
+        &mut con,
+        "waiting_clients"
+    ) == 0));
     assert_eq!(dbsize(&mut con), 0);
 }
 
@@ -258,12 +340,36 @@ fn config_values_are_validated() {
     let mut con = s.conn();
     // (name, bad value, end of the error message)
     let rows = [
-        ("qa.ttl", "0", "argument must be between 1 and 315360000 inclusive"),
-        ("qa.timeout-ms", "5", "argument must be between 100 and 600000 inclusive"),
-        ("qa.max-inflight", "0", "argument must be between 1 and 1024 inclusive"),
-        ("qa.ttl", "abc", "argument couldn't be parsed into an integer"),
-        ("qa.backend-url", "ftp://x", "must be empty or an http:// or https:// URL without spaces"),
-        ("qa.model", "", "must be 1 to 256 bytes of UTF-8 without control characters"),
+        (
+            "qa.ttl",
+            "0",
+            "argument must be between 1 and 315360000 inclusive",
+        ),
+        (
+            "qa.timeout-ms",
+            "5",
+            "argument must be between 100 and 600000 inclusive",
+        ),
+        (
+            "qa.max-inflight",
+            "0",
+            "argument must be between 1 and 1024 inclusive",
+        ),
+        (
+            "qa.ttl",
+            "abc",
+            "argument couldn't be parsed into an integer",
+        ),
+        (
+            "qa.backend-url",
+            "ftp://x",
+            "must be empty or an http:// or https:// URL without spaces",
+        ),
+        (
+            "qa.model",
+            "",
+            "must be 1 to 256 bytes of UTF-8 without control characters",
+        ),
     ];
     for (name, value, want) in rows {
         let e = config_set(&mut con, name, value).unwrap_err();
@@ -271,6 +377,10 @@ fn config_values_are_validated() {
         assert!(text.starts_with("ERR CONFIG SET failed"), "{text}");
         assert!(text.ends_with(want), "{name}={value}: {text}");
     }
-    let ttl: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("qa.ttl").query(&mut con).unwrap();
+    let ttl: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("qa.ttl")
+        .query(&mut con)
+        .unwrap();
     assert_eq!(ttl[1], "3600", "a refused value leaves the old one");
 }
