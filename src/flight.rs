@@ -51,6 +51,14 @@ impl<K: Eq + Hash, W> SingleFlight<K, W> {
         self.flights.remove(key).unwrap_or_default()
     }
 
+    /// Takes out the waiters of `key` but keeps the flight: later askers still join it.
+    pub fn drain(&mut self, key: &K) -> Vec<W> {
+        self.flights
+            .get_mut(key)
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
     /// Takes out every waiter for which `expired` is true, keeping the flights themselves: a
     /// call whose waiters all gave up still finishes and stores its answer.
     pub fn take_waiters_where(&mut self, mut expired: impl FnMut(&W) -> bool) -> Vec<W> {
@@ -133,6 +141,18 @@ mod tests {
         assert_eq!(t.finish(&"a"), vec![2]);
         assert_eq!(t.finish(&"b"), vec![4]);
         assert!(t.take_waiters_where(|_| true).is_empty());
+    }
+
+    #[test]
+    fn drain_keeps_the_flight_open() {
+        let mut t = SingleFlight::default();
+        t.join("k", 1);
+        t.join("k", 2);
+        assert_eq!(t.drain(&"k"), vec![1, 2]);
+        assert!(t.is_in_flight(&"k"));
+        assert_eq!(t.join("k", 3), Joined::Follower);
+        assert_eq!(t.finish(&"k"), vec![3]);
+        assert!(t.drain(&"nope").is_empty());
     }
 
     #[test]

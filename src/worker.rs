@@ -126,30 +126,58 @@ fn run(job: Job) {
         BackendError::Timeout(_) => BackendError::Timeout(job.timeout_ms),
         other => other,
     });
-    let outcome = match result {
-        Ok(answer) => {
-            // Write and end the flight under one lock: a miss seen after this finds the entry,
-            // one seen before joined the flight. Paid answers are stored even if every asker
-            // has gone.
-            let tsc = ThreadSafeContext::new();
-            let ctx = tsc.lock();
-            store(&ctx, &job, &answer);
-            let waiters = flight_table().finish(&job.key);
-            drop(ctx);
+    let answer = match result {
+        Ok(answer) => answer,
+        Err(e) => {
+            stats::BACKEND_ERRORS.bump();
             guard.0 = None;
-            let outcome = Arc::new(Outcome::Answer(answer.text));
+            finish(&job.key, Outcome::err(e));
+            return;
+        }
+    };
+    // Write and end the flight under one lock: a miss seen after this finds the entry, one
+    // seen before joined the flight. A paid answer is stored even if every asker has gone.
+    let tsc = ThreadSafeContext::new();
+    let outcome = Arc::new(Outcome::Answer(answer.text.clone()));
+    let paused_since = Instant::now();
+    loop {
+        let ctx = tsc.lock();
+        let stored = store(&ctx, &job, &answer);
+        if stored == Store::Paused && paused_since.elapsed() < MAX_PAUSE_WAIT {
+            // Writes are paused (CLIENT PAUSE WRITE, FAILOVER): writing now would abort Redis
+            // 7.0. Answer who waits, keep the flight open so new askers wait on it instead of
+            // paying again, and retry the write when the pause is over.
+            let waiters = flight_table().drain(&job.key);
+            drop(ctx);
             for w in waiters {
                 w.finish(&outcome);
             }
-            return;
+            std::thread::sleep(PAUSE_RETRY);
+            continue;
         }
-        Err(e) => {
-            stats::BACKEND_ERRORS.bump();
-            Outcome::err(e)
+        if stored == Store::Paused {
+            stats::STORE_ERRORS.bump();
         }
-    };
-    guard.0 = None;
-    finish(&job.key, outcome);
+        let waiters = flight_table().finish(&job.key);
+        drop(ctx);
+        guard.0 = None;
+        for w in waiters {
+            w.finish(&outcome);
+        }
+        return;
+    }
+}
+
+/// How long a finished call waits for a write pause to end before dropping its answer.
+const MAX_PAUSE_WAIT: Duration = Duration::from_secs(60);
+const PAUSE_RETRY: Duration = Duration::from_millis(20);
+
+#[derive(PartialEq, Eq)]
+enum Store {
+    /// Written, or deliberately not (replica, OOM): either way the flight is over.
+    Done,
+    /// Writes are paused; try again later.
+    Paused,
 }
 
 fn now_ms() -> i64 {
@@ -161,11 +189,16 @@ fn now_ms() -> i64 {
 
 /// Writes the entry with plain commands that replicate (`!`), fail on OOM instead of
 /// growing past `maxmemory` (`M`) and return errors as replies (`E`).
-fn store(ctx: &redis_module::Context, job: &Job, answer: &Answer) {
+fn store(ctx: &redis_module::Context, job: &Job, answer: &Answer) -> Store {
     // A primary turned replica while the call was in flight must not write.
     if ctx.get_flags().contains(ContextFlags::SLAVE) {
         stats::STORE_ERRORS.bump();
-        return;
+        return Store::Done;
+    }
+    // True while clients are paused (CLIENT PAUSE, FAILOVER): Redis 7.0 asserts if a module
+    // propagates a write then.
+    if unsafe { redis_module::raw::RedisModule_AvoidReplicaTraffic.map_or(0, |f| f()) } != 0 {
+        return Store::Paused;
     }
     let created = now_ms();
     let expire_at = created + job.ttl_secs * 1000;
@@ -196,7 +229,7 @@ fn store(ctx: &redis_module::Context, job: &Job, answer: &Answer) {
     if written.is_err() {
         stats::STORE_ERRORS.bump();
         ctx.log_warning("redis-qa: could not store an answer (HSET refused, e.g. OOM)");
-        return;
+        return Store::Done;
     }
     let at = expire_at.to_string();
     let expired: CallResult = ctx.call_ext("PEXPIREAT", &opts, &[&job.key[..], at.as_bytes()][..]);
@@ -204,7 +237,8 @@ fn store(ctx: &redis_module::Context, job: &Job, answer: &Answer) {
         stats::STORE_ERRORS.bump();
         // An entry without its TTL would live forever: take it back.
         let _: CallResult = ctx.call_ext("DEL", &opts, &[&job.key[..]][..]);
-        return;
+        return Store::Done;
     }
     stats::STORED.bump();
+    Store::Done
 }

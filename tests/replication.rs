@@ -101,3 +101,43 @@ fn entries_replicate_and_persist_as_plain_writes() {
     assert_eq!(exp_after, exp_p, "a restart does not extend the expiry");
     assert_eq!(b.calls(), 1);
 }
+
+#[test]
+fn a_miss_that_ends_during_a_write_pause_answers_at_once_and_writes_after_it() {
+    // Regression: writing from a worker while writes are paused aborted Redis 7.0
+    // (propagatePendingCommands assertion) when an AOF or a replica was attached.
+    let b = Backend::start(Duration::from_millis(300));
+    let url = b.url();
+    let s = Server::start(&["--qa.backend-url", &url, "--appendonly", "yes"]);
+    let mut con = s.conn();
+    let mut c1 = s.conn();
+    let asker = std::thread::spawn(move || qa_get(&mut c1, &["faq", "straddle the pause"]));
+    assert!(wait_until(Duration::from_secs(5), || b.calls() == 1));
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("WRITE")
+        .query(&mut con)
+        .unwrap();
+    let paused_at = std::time::Instant::now();
+    // The waiting client is answered without waiting for the pause to end.
+    let want = answer_for("straddle the pause", "gpt-4o-mini", "");
+    assert_eq!(asker.join().unwrap().unwrap(), want);
+    assert!(
+        paused_at.elapsed() < Duration::from_millis(1200),
+        "{:?}",
+        paused_at.elapsed()
+    );
+    // Nothing was written during the pause; the entry lands after it, from the same call.
+    assert_eq!(dbsize(&mut con), 0);
+    assert!(wait_until(Duration::from_secs(10), || dbsize(&mut con) == 1));
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
+    assert_eq!(
+        qa_get(&mut con, &["faq", "straddle the pause"]).unwrap(),
+        want
+    );
+    assert_eq!(b.calls(), 1);
+    let aof = aof_text(&s);
+    assert!(aof.to_ascii_lowercase().contains("pexpireat"), "{aof}");
+}
