@@ -41,3 +41,31 @@ fn repository_redis_conf_loads_and_sets_every_setting() {
     assert_eq!(listed, got.len(), "redis.conf lists every qa.* setting");
     let _ = std::fs::remove_file(path);
 }
+
+#[test]
+fn module_arguments_set_configs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("target").join("test-servers");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("args-{}.conf", std::process::id()));
+    let conf = format!(
+        "loadmodule {} ttl 61 model llama3\n",
+        module_path().display()
+    );
+    std::fs::write(&path, conf).unwrap();
+    let s = Server::start_with_conf(&path, &[]);
+    let mut con = s.conn();
+    let got: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("qa.ttl")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(got, vec!["qa.ttl", "61"]);
+    let got: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("qa.model")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(got, vec!["qa.model", "llama3"]);
+    let _ = std::fs::remove_file(path);
+}

@@ -87,6 +87,10 @@ fn entries_replicate_and_persist_as_plain_writes() {
     assert!(aof.contains("HSET") || aof.contains("hset"), "{aof}");
     assert!(aof.to_ascii_lowercase().contains("pexpireat"), "{aof}");
     assert!(!aof.to_ascii_lowercase().contains("qa.get"), "{aof}");
+    assert!(
+        aof.contains("MULTI") && aof.contains("EXEC"),
+        "entry and expiry in one transaction"
+    );
 
     // kill -9 and restart: the entry is back from the AOF, same expiry, no backend call.
     drop(r);
