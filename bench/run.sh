@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# One-command benchmark of redis-qa: builds the module and the demo backend, starts its own
+# redis-server and demo backends on free loopback ports, measures (bench/bench.py), profiles the
+# hit path (bench/profile.py), writes docs/benchmarks.md, and stops only what it started.
+#
+#   bench/run.sh            (or: make bench)
+#
+# Settings (environment):
+#   SERVER_CPU=0 CLIENT_CPU=1  cores for redis-server (with its module threads) and for every
+#                              client (redis-benchmark, python, demo backends); see BENCH-NOTES
+#   REPS=5                     repetitions per comparison (median reported)
+#   PROFILER=auto|perf|callgrind|none
+#   OUT=docs/benchmarks.md
+# Traffic goes to 127.0.0.1 only. Every step is bounded by `timeout`.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+export SERVER_CPU="${SERVER_CPU:-0}"
+export CLIENT_CPU="${CLIENT_CPU:-1}"
+export REPS="${REPS:-5}"
+export PROFILER="${PROFILER:-auto}"
+export OUT="${OUT:-docs/benchmarks.md}"
+# Read before anything is pinned (nproc reports the affinity mask).
+export BENCH_NPROC="$(nproc)"
+# Whole run (excluding the build) must finish within this many seconds.
+TOTAL_LIMIT="${TOTAL_LIMIT:-540}"
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+for tool in redis-server redis-benchmark redis-cli python3 taskset cargo; do
+    command -v "$tool" >/dev/null || { log "missing tool: $tool"; exit 1; }
+done
+if [ "$(nproc)" -lt 2 ] && [ "$SERVER_CPU" != "$CLIENT_CPU" ]; then
+    log "only one core: pinning server and client to core 0"
+    SERVER_CPU=0 CLIENT_CPU=0
+fi
+
+# redis-py (the only Python dependency).
+if ! python3 -c 'import redis' 2>/dev/null; then
+    log "installing redis-py"
+    timeout 300 python3 -m pip install --quiet redis
+fi
+
+log "building the module and the demo backend (release)"
+timeout 900 cargo build --release --quiet --lib --example demo_backend
+MODULE="$ROOT/target/release/libredis_qa.so"
+BACKEND_BIN="$ROOT/target/release/examples/demo_backend"
+[ -f "$MODULE" ] && [ -x "$BACKEND_BIN" ] || { log "build products missing"; exit 1; }
+
+# 1000 concurrent clients need file descriptors on both sides.
+ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+WORK="$(mktemp -d /tmp/redis-qa-bench.XXXXXX)"
+PIDS=()
+cleanup() {
+    local rc=$?
+    # Processes that bench.py starts itself (e.g. a redis-server under valgrind) are listed here.
+    if [ -f "$WORK/extra.pids" ]; then
+        while read -r pid; do PIDS+=("$pid"); done <"$WORK/extra.pids"
+    fi
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    sleep 0.3
+    for pid in "${PIDS[@]}"; do
+        kill -9 "$pid" 2>/dev/null || true
+    done
+    if [ -n "${SERVER_PID:-}" ]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        sleep 0.2
+        kill -9 "$SERVER_PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Demo backends: 100 ms (miss overhead, and the entry set-up), 2 s (responsiveness), 1 s (stampede).
+declare -A BPORT
+for delay in 100 2000 1000; do
+    port="$(free_port)"
+    taskset -c "$CLIENT_CPU" "$BACKEND_BIN" "127.0.0.1:$port" "$delay" >"$WORK/backend-$delay.log" 2>&1 &
+    PIDS+=("$!")
+    BPORT[$delay]="$port"
+done
+
+RPORT="$(free_port)"
+log "starting redis-server on 127.0.0.1:$RPORT (core $SERVER_CPU)"
+taskset -c "$SERVER_CPU" redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --maxclients 4000 \
+    --loadmodule "$MODULE" --qa.backend-url "http://127.0.0.1:${BPORT[100]}/v1" \
+    --daemonize yes --pidfile "$WORK/redis.pid" --logfile "$WORK/redis.log"
+for _ in $(seq 50); do
+    [ -s "$WORK/redis.pid" ] && redis-cli -h 127.0.0.1 -p "$RPORT" PING >/dev/null 2>&1 && break
+    sleep 0.1
+done
+SERVER_PID="$(cat "$WORK/redis.pid")"
+redis-cli -h 127.0.0.1 -p "$RPORT" PING >/dev/null || { log "redis-server did not start"; cat "$WORK/redis.log" >&2; exit 1; }
+for delay in 100 2000 1000; do
+    for _ in $(seq 50); do
+        python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',int(sys.argv[1])),0.2).close()" \
+            "${BPORT[$delay]}" 2>/dev/null && break
+        sleep 0.1
+    done
+done
+
+mkdir -p "$(dirname "$OUT")"
+log "measuring (limit ${TOTAL_LIMIT}s)"
+timeout --kill-after=10 "$TOTAL_LIMIT" taskset -c "$CLIENT_CPU" python3 bench/bench.py \
+    --redis-port "$RPORT" --redis-pid "$SERVER_PID" \
+    --backend-100 "${BPORT[100]}" --backend-2000 "${BPORT[2000]}" --backend-1000 "${BPORT[1000]}" \
+    --module "$MODULE" --work "$WORK" --redis-log "$WORK/redis.log" --out "$OUT" --only "${ONLY:-1234p}"
+
+# The server must still be alive and have logged no panic.
+if ! redis-cli -h 127.0.0.1 -p "$RPORT" PING >/dev/null 2>&1; then
+    log "redis-server is not answering after the run"
+    tail -50 "$WORK/redis.log" >&2
+    exit 1
+fi
+if grep -Eiq 'panicked|crashed|assert' "$WORK/redis.log"; then
+    log "redis-server log mentions a panic or crash:"
+    grep -Ei 'panicked|crashed|assert' "$WORK/redis.log" | head -20 >&2
+fi
+log "wrote $OUT"
