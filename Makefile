@@ -20,10 +20,12 @@ build: deps
 run: build
 	@PORT=$(PORT) scripts/run.sh
 
-# Unit tests, then the integration tests against real redis-server processes.
+# Unit tests, then the integration tests against real redis-server processes: Debian's
+# Redis 7.0, then Redis 8.0 and Valkey 8.1 (QA_NEWER_SERVERS=0 skips those two).
 test: deps
 	$(CARGO) build --release --lib
 	$(CARGO) test --release
+	@CARGO=$(CARGO) scripts/test-newer-servers.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
