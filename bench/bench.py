@@ -737,7 +737,9 @@ def main():
     if "p" in a.only:
         import profile_hit
         us = results["hit"]["us"] if "hit" in results else None
-        prof = profile_hit.run(c, a, CACHE, HIT_QUESTION, us, log, anomaly)
+        prof = profile_hit.run(c, a, CACHE, HIT_QUESTION, us, log, anomaly,
+                               question2=HIT_QUESTION_UNICODE if us else None,
+                               us2=us[2] if us else None)
         sections["profile"] = prof["md"]
         results["profile"] = prof
     if "3" in a.only:

@@ -23,11 +23,21 @@ PARTS = [
     (re.compile(r"^RM_ReplyWithString$"), "RM_ReplyWithString: write the reply"),
     (re.compile(r"^RM_CreateString$"), "RM_CreateString: key name object"),
     (re.compile(r"^RM_(FreeString|CloseKey)$"), "RM_FreeString / RM_CloseKey"),
-    (re.compile(r"normalize"), "question normalization (redis_qa::normalize)"),
+    (re.compile(r"normaliz"), "question normalization (redis_qa::normalize, unicode_normalization)"),
     (re.compile(r"^(sha2::|digest::|redis_qa::keys::|<sha2|<digest)"), "key derivation: SHA-256 + hex (redis_qa::keys, sha2)"),
     (re.compile(r"(get::parse|from_utf8|validate_cache_name|question_str|run_utf8_validation)"), "argument parsing, UTF-8 check"),
     (re.compile(r"(pthread_mutex|futex|Mutex|config::strings|MutexGuard)"), "config mutex (config::strings)"),
     (re.compile(r"^RM_"), "other RedisModule_* calls"),
+]
+# Inside normalization, leaf first: the innermost frame that matches decides.
+NORM_PARTS = [
+    (re.compile(r"(Decompositions|decompos|fully_decomposed)"), "NFKC decomposition"),
+    (re.compile(r"(Recompositions|compose|composition)"), "NFKC recomposition"),
+    (re.compile(r"(to_lower|ToLowercase)"), "lowercasing"),
+    (re.compile(r"(fold_quote|is_invisible)"), "quote folding, invisible characters"),
+    (re.compile(r"(push_words|end_word|String>::push|is_whitespace|is_sentence_punct)"),
+     "splitting into words, trimming punctuation"),
+    (re.compile(r"is_ascii"), "ASCII check"),
 ]
 ALLOC_RE = re.compile(
     r"^(malloc|free|calloc|realloc|zmalloc|zfree|zcalloc|zrealloc|ztrymalloc\w*|ztryrealloc\w*|"
@@ -80,6 +90,7 @@ def parse_perf_script(text, main_tid):
 def classify(stacks):
     top = {}
     parts = {}
+    norm_parts = {}
     n_disp = n_handler = n_alloc_disp = 0
     for st in stacks:
         names = st
@@ -100,6 +111,14 @@ def classify(stacks):
                     if hit:
                         part = hit
                         break
+                if part.startswith("question normalization"):
+                    sub = "other"
+                    for fr in reversed(below[j + 1:]):
+                        m = next((label for rx, label in NORM_PARTS if rx.search(fr)), None)
+                        if m:
+                            sub = m
+                            break
+                    norm_parts[sub] = norm_parts.get(sub, 0) + 1
             elif "redis_qa::commands::get::qa_get" in below:
                 n_handler += 1
                 part = "handler entry: panic guard, argument slices, thread-local scratch"
@@ -126,7 +145,7 @@ def classify(stacks):
         else:
             where = "event loop and the rest"
         top[where] = top.get(where, 0) + 1
-    return {"top": top, "parts": parts, "n": len(stacks), "n_disp": n_disp,
+    return {"top": top, "parts": parts, "norm_parts": norm_parts, "n": len(stacks), "n_disp": n_disp,
             "n_handler": n_handler, "n_alloc_disp": n_alloc_disp}
 
 
@@ -229,7 +248,7 @@ def profile_callgrind(c, a, cache, question, log, hits=30000):
         "RM_ReplyWithString: write the reply": find(r"^RM_ReplyWithString$"),
         "RM_CreateString: key name object": find(r"^RM_CreateString$"),
         "RM_FreeString / RM_CloseKey": find(r"^RM_(FreeString|CloseKey)$"),
-        "question normalization (redis_qa::normalize)": find(r"^redis_qa::normalize::normalize_into$"),
+        "question normalization (redis_qa::normalize, unicode_normalization)": find(r"^redis_qa::normalize::normalize_into$"),
         "key derivation: SHA-256 + hex (redis_qa::keys, sha2)": find(r"^redis_qa::keys::entry_key_into$"),
         "Redis dispatcher: moduleCreateContext": find(r"^moduleCreateContext$"),
         "Redis dispatcher: moduleFreeContext (auto-memory, pool)": find(r"^moduleFreeContext$"),
@@ -242,7 +261,7 @@ def profile_callgrind(c, a, cache, question, log, hits=30000):
             "n_alloc_disp": None, "usec_per_call_profiled": float(cs.get("usec_per_call", "nan"))}
 
 
-def run(c, a, cache, question, us, log, anomaly):
+def run(c, a, cache, question, us, log, anomaly, question2=None, us2=None):
     mode = os.environ.get("PROFILER", "auto")
     r = None
     why = ""
@@ -269,7 +288,39 @@ def run(c, a, cache, question, us, log, anomaly):
             why += "valgrind is not installed"
     if r is None:
         return {"md": f"## Where a hit's time goes\n\nNo profile: {why}.\n", "summary": ""}
-    return {"md": render(r, us, question, why), "summary": r.get("line", ""), "raw": r}
+    md = render(r, us, question, why)
+    if r["tool"] == "perf" and question2 and us2:
+        log("profile: perf record on the hit path, non-ASCII question")
+        try:
+            r2 = profile_perf(c, a, cache, question2, log)
+            md += render_second(r2, us2, question2)
+        except Exception as e:
+            md += f"\n(The non-ASCII question could not be profiled: {e}.)\n"
+    return {"md": md, "summary": r.get("line", ""), "raw": r}
+
+
+def parts_table(r, qa_us):
+    disp = r["n_disp"]
+    out = ["| part | share of the command | ≈ µs per hit |", "|---|---|---|"]
+    for k, v in sorted(r["parts"].items(), key=lambda kv: -kv[1]):
+        share = v / disp
+        out.append(f"| {k} | {100 * share:.1f}% | {share * qa_us:.3f} |")
+    out.append(f"| **total** | 100% | **{qa_us:.2f}** |")
+    out.append("")
+    return out
+
+
+def render_second(r, qa_us, question):
+    out = ["", f"The same for the non-ASCII question `{question}` ({r['n']:,} samples; "
+           f"{qa_us:.2f} µs per hit in section 1), which takes the NFKC path of the normalization:\n"]
+    out += parts_table(r, qa_us)
+    norm = r["parts"].get("question normalization (redis_qa::normalize, unicode_normalization)", 0) / r["n_disp"]
+    np_ = r.get("norm_parts") or {}
+    tot = sum(np_.values())
+    split = ", ".join(f"{k} {100 * v / tot:.0f}%" for k, v in sorted(np_.items(), key=lambda kv: -kv[1])) if tot else ""
+    out.append(f"Normalization is {100 * norm:.0f}% of this hit (≈ {norm * qa_us:.2f} µs)"
+               + (f"; within it, by innermost matching frame (approximate: the iterator chain is inlined into one loop): {split}." if split else ".") + "\n")
+    return "\n".join(out)
 
 
 def render(r, us, question, why):
@@ -291,7 +342,10 @@ def render(r, us, question, why):
             f"{why}`valgrind --tool=callgrind` on a second redis-server serving a fixed number of "
             "hits (pipeline 16); inclusive instruction counts per function (bench/profile_hit.py). "
             f"µs per hit = share of the command's instructions × {qa_us:.2f} µs "
-            + ("(section 1).\n" if us else "(measured under valgrind, so far slower than native).\n"))
+            + ("(section 1)" if us else "(measured under valgrind, so far slower than native)")
+            + ". Instruction counts are not time: SHA-256 in particular may run a portable "
+            "implementation under valgrind instead of the CPU's SHA instructions, so its share is "
+            "overstated.\n")
     tot = r["n"]
     out.append("Whole server main thread under this load:\n")
     out.append(f"| where | share of {unit} |")
@@ -301,21 +355,14 @@ def render(r, us, question, why):
     out.append("")
     disp = r["n_disp"]
     out.append("Inside one QA.GET hit (100% = the command's own time, which is what `usec_per_call` measures):\n")
-    out.append("| part | share of the command | ≈ µs per hit |")
-    out.append("|---|---|---|")
-    rows = sorted(r["parts"].items(), key=lambda kv: -kv[1])
-    for k, v in rows:
-        share = v / disp
-        out.append(f"| {k} | {100 * share:.1f}% | {share * qa_us:.3f} |")
-    out.append(f"| **total** | 100% | **{qa_us:.2f}** |")
-    out.append("")
+    out += parts_table(r, qa_us)
     if r.get("n_alloc_disp") is not None:
         a_share = r["n_alloc_disp"] / disp
         out.append(f"Across those parts, samples whose innermost frame is the allocator (zmalloc/zfree, "
                    f"jemalloc, malloc_usable_size, the Rust allocator shim): {100 * a_share:.1f}% of the "
                    f"command (≈ {a_share * qa_us:.3f} µs per hit).\n")
     parts = dict(r["parts"])
-    norm = parts.get("question normalization (redis_qa::normalize)", 0) / disp
+    norm = parts.get("question normalization (redis_qa::normalize, unicode_normalization)", 0) / disp
     sha = parts.get("key derivation: SHA-256 + hex (redis_qa::keys, sha2)", 0) / disp
     rm = sum(v for k, v in parts.items() if k.startswith("RM_") or k.startswith("other RedisModule")) / disp
     dsp = sum(v for k, v in parts.items() if k.startswith("Redis dispatcher")) / disp
