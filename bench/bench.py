@@ -15,6 +15,7 @@ the load generator's work never delays it.
 
 import argparse
 import asyncio
+import collections
 import datetime
 import http.client
 import json
@@ -59,6 +60,13 @@ def expected_answer(question):
 
 
 ANOMALIES = []
+
+
+def describe(reply):
+    """A reply or an exception, short, for reports."""
+    if isinstance(reply, Exception):
+        return f"{type(reply).__name__}: {reply}"[:160]
+    return repr(reply)[:160]
 
 
 def anomaly(msg):
@@ -408,7 +416,12 @@ async def ping_window(c, duration, load_n):
             wrong = [(q, r) for q, (r, _, _) in zip(qs, results)
                      if not isinstance(r, bytes) or r.decode() != expected_answer(q)]
             if wrong:
-                anomaly(f"responsiveness: {len(wrong)}/{load_n} misses got a wrong reply, e.g. {wrong[0][1]!r}")
+                kinds = collections.Counter(describe(r) for _, r in wrong)
+                info = c.qa_info()
+                anomaly(f"responsiveness: {len(wrong)}/{load_n} misses got a wrong reply: "
+                        + "; ".join(f"{n}× {k}" for k, n in kinds.most_common(3))
+                        + f" (INFO qa now: backend_errors={info.get('qa_backend_errors')}, "
+                        f"refused_busy={info.get('qa_refused_busy')}, client_timeouts={info.get('qa_client_timeouts')})")
             load = {"start_ms": (t0 - t_go) * 1e3, "end_ms": (t1 - t_go) * 1e3, "all_answered_s": t1 - t0,
                     "slowest_s": max(d for _, d, _ in results), "wrong": len(wrong)}
         out, _ = await asyncio.wait_for(proc.communicate(), duration + 30)
@@ -568,12 +581,12 @@ async def stampede_once(c, n, q):
     finally:
         await close_clients(clients)
     want = expected_answer(q)
-    wrong = [r for r, _, _ in results if not isinstance(r, bytes) or r.decode() != want]
+    wrong = [describe(r) for r, _, _ in results if not isinstance(r, bytes) or r.decode() != want]
     sent_spread = max(s for _, _, s in results) - min(s for _, _, s in results)
     d = lambda f: int(after.get(f, 0)) - int(before.get(f, 0))
     return {"total_s": t1 - t0, "backend_calls": d("qa_backend_calls"), "misses": d("qa_misses"),
             "coalesced": d("qa_coalesced"), "hits": d("qa_hits"), "wrong": len(wrong),
-            "wrong_example": repr(wrong[0])[:120] if wrong else "", "sent_spread_s": sent_spread,
+            "wrong_example": wrong[0] if wrong else "", "sent_spread_s": sent_spread,
             "slowest_s": max(x for _, x, _ in results), "fastest_s": min(x for _, x, _ in results)}
 
 
