@@ -8,11 +8,13 @@
 //! [`Job`]: crate::worker::Job
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis_module::configuration::ConfigurationContext;
-use redis_module::{ConfigurationValue, RedisError, RedisString};
+use redis_module::{
+    ConfigurationValue, RedisError, RedisGILGuard, RedisLockIndicator, RedisString,
+};
 use sha2::Sha256;
 
 use crate::backend::http::CallSettings;
@@ -132,8 +134,10 @@ pub struct Strings {
     pub default_prefix: Sha256,
 }
 
-static STRINGS: LazyLock<Mutex<Strings>> = LazyLock::new(|| {
-    Mutex::new(Strings {
+// Guarded by the Redis lock, not a mutex: read on every hit, and only ever touched by the
+// main thread or a thread holding the lock (the type system asks for proof of either).
+static STRINGS: LazyLock<RedisGILGuard<Strings>> = LazyLock::new(|| {
+    RedisGILGuard::new(Strings {
         backend_url: BACKEND_URL.default.into(),
         model: MODEL.default.into(),
         system_prompt: SYSTEM_PROMPT.default.into(),
@@ -142,10 +146,9 @@ static STRINGS: LazyLock<Mutex<Strings>> = LazyLock::new(|| {
     })
 });
 
-/// The string settings. A poisoned lock is recovered rather than turned into a panic
-/// (nothing panics while holding it, but a panic must never cascade).
-pub fn strings() -> MutexGuard<'static, Strings> {
-    STRINGS.lock().unwrap_or_else(|p| p.into_inner())
+/// Runs `f` on the string settings, for a caller holding the Redis lock (`ctx`).
+pub fn with_strings<G: RedisLockIndicator, R>(ctx: &G, f: impl FnOnce(&mut Strings) -> R) -> R {
+    f(&mut STRINGS.lock(ctx))
 }
 
 impl StrSetting {
@@ -178,37 +181,39 @@ impl StrSetting {
 }
 
 impl ConfigurationValue<RedisString> for StrSetting {
-    fn get(&self, _: &ConfigurationContext) -> RedisString {
-        let v = self.read(&strings());
+    fn get(&self, ctx: &ConfigurationContext) -> RedisString {
+        let v = with_strings(ctx, |s| self.read(s));
         RedisString::create(None, v.as_str())
     }
 
-    fn set(&self, _: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
+    fn set(&self, ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
         let v = val
             .try_as_str()
             .map_err(|_| RedisError::Str(error::CFG_UTF8))?
             .to_string();
         self.validate(&v).map_err(RedisError::Str)?;
-        let mut s = strings();
-        match self.id {
-            StrId::BackendUrl => s.backend_url = v,
-            StrId::Model => s.model = v,
-            StrId::SystemPrompt => s.system_prompt = v,
-            StrId::ApiKeyFile => s.api_key_file = v,
-        }
-        if matches!(self.id, StrId::Model | StrId::SystemPrompt) {
-            s.default_prefix = keys::prefix_state(&s.model, &s.system_prompt);
-        }
+        with_strings(ctx, |s| {
+            match self.id {
+                StrId::BackendUrl => s.backend_url = v,
+                StrId::Model => s.model = v,
+                StrId::SystemPrompt => s.system_prompt = v,
+                StrId::ApiKeyFile => s.api_key_file = v,
+            }
+            if matches!(self.id, StrId::Model | StrId::SystemPrompt) {
+                s.default_prefix = keys::prefix_state(&s.model, &s.system_prompt);
+            }
+        });
         Ok(())
     }
 }
 
 /// What a worker needs for one backend call, copied on the main thread.
-pub fn call_settings() -> CallSettings {
-    let s = strings();
+pub fn call_settings<G: RedisLockIndicator>(ctx: &G) -> CallSettings {
+    let (url, api_key_file) =
+        with_strings(ctx, |s| (s.backend_url.clone(), s.api_key_file.clone()));
     CallSettings {
-        url: s.backend_url.clone(),
-        api_key_file: s.api_key_file.clone(),
+        url,
+        api_key_file,
         connect_timeout: Duration::from_millis(CONNECT_TIMEOUT_MS.get().max(1) as u64),
         max_answer_bytes: MAX_ANSWER_BYTES.get().max(0) as u64,
     }

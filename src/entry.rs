@@ -14,6 +14,28 @@ pub enum Lookup {
     WrongType,
 }
 
+/// The field name `answer` as a Redis string, made once: `RedisModule_HashGet` with a C
+/// string field would create and free a string object on every hit.
+struct FieldName(*mut raw::RedisModuleString);
+
+// SAFETY: created once under the Redis lock, then only read (by the main thread).
+unsafe impl Send for FieldName {}
+unsafe impl Sync for FieldName {}
+
+static ANSWER_FIELD: std::sync::OnceLock<FieldName> = std::sync::OnceLock::new();
+
+/// The `answer` field name, created on first use (on the main thread, under the lock).
+fn answer_field() -> *mut raw::RedisModuleString {
+    ANSWER_FIELD
+        .get_or_init(|| {
+            // SAFETY: a NULL context makes a string owned by the module, never freed.
+            FieldName(unsafe {
+                raw::RedisModule_CreateString.unwrap()(ptr::null_mut(), c"answer".as_ptr(), 6)
+            })
+        })
+        .0
+}
+
 /// Replies with the `answer` field of the hash at `key` if there is one.
 ///
 /// # Safety
@@ -29,10 +51,10 @@ pub unsafe fn reply_if_hit(ctx: *mut raw::RedisModuleCtx, key: &[u8]) -> Lookup 
             let mut value: *mut raw::RedisModuleString = ptr::null_mut();
             raw::RedisModule_HashGet.unwrap()(
                 k,
-                raw::REDISMODULE_HASH_CFIELDS as c_int,
-                c"answer".as_ptr(),
+                raw::REDISMODULE_HASH_NONE as c_int,
+                answer_field(),
                 &mut value as *mut *mut raw::RedisModuleString,
-                ptr::null_mut::<std::os::raw::c_char>(),
+                ptr::null_mut::<raw::RedisModuleString>(),
             );
             if value.is_null() {
                 // A hash without an answer is not an entry we wrote: ask the backend.

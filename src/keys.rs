@@ -37,13 +37,19 @@ fn update_field(h: &mut Sha256, field: &[u8]) {
     h.update(field);
 }
 
-/// The digest state after the version, the model and the system prompt: computed once per
-/// (model, system) and cloned per request, so a hit hashes only the question.
+/// The digest state after the version, the model and the system prompt, zero-padded to a
+/// whole number of 64-byte SHA-256 blocks: computed once per (model, system) and cloned per
+/// request, so a hit hashes only the question, in a single block when the normalized
+/// question is at most 47 bytes. The padding is unambiguous: the fields before it are
+/// length-prefixed, so where it starts and ends follows from them.
 pub fn prefix_state(model: &str, system: &str) -> Sha256 {
     let mut h = Sha256::new();
-    update_field(&mut h, NORMALIZATION_VERSION.as_bytes());
-    update_field(&mut h, model.as_bytes());
-    update_field(&mut h, system.as_bytes());
+    let mut len = 0;
+    for field in [NORMALIZATION_VERSION, model, system] {
+        update_field(&mut h, field.as_bytes());
+        len += 8 + field.len();
+    }
+    h.update(&[0u8; 64][..(64 - len % 64) % 64]);
     h
 }
 
@@ -62,10 +68,12 @@ pub fn entry_key_into(prefix: &Sha256, cache: &[u8], normalized: &str, out: &mut
     out.extend_from_slice(cache);
     out.extend_from_slice(b"}:");
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in digest {
-        out.push(HEX[(b >> 4) as usize]);
-        out.push(HEX[(b & 15) as usize]);
+    let mut hex = [0u8; 64];
+    for (pair, b) in hex.chunks_exact_mut(2).zip(digest) {
+        pair[0] = HEX[(b >> 4) as usize];
+        pair[1] = HEX[(b & 15) as usize];
     }
+    out.extend_from_slice(&hex);
 }
 
 /// Convenience wrapper: the key as an owned string (cache names may be binary, so bytes).
@@ -97,11 +105,17 @@ mod tests {
     fn known_vector() {
         // Pinned so an accidental change of the encoding (which would orphan every stored
         // entry) fails here first. Recompute only together with NORMALIZATION_VERSION.
+        // Header fields, zero padding to the 64-byte block, then the question.
         let mut h = Sha256::new();
-        for f in ["qa-norm-v1", "gpt-4o-mini", "", "hello"] {
-            h.update((f.len() as u64).to_be_bytes());
-            h.update(f.as_bytes());
+        let mut header = Vec::new();
+        for f in ["qa-norm-v1", "gpt-4o-mini", ""] {
+            header.extend_from_slice(&(f.len() as u64).to_be_bytes());
+            header.extend_from_slice(f.as_bytes());
         }
+        header.resize(64, 0);
+        h.update(&header);
+        h.update(5u64.to_be_bytes());
+        h.update(b"hello");
         let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
             key("c", "gpt-4o-mini", "", "hello"),
@@ -130,6 +144,22 @@ mod tests {
         // Without length prefixes these two would hash the same concatenation.
         assert_ne!(key("c", "ab", "c", "q"), key("c", "a", "bc", "q"));
         assert_ne!(key("c", "m", "s", "q"), key("c", "m", "", "sq"));
+    }
+
+    #[test]
+    fn padding_does_not_merge_fields() {
+        // A system prompt of NULs must not collide with the padding after a shorter one.
+        assert_ne!(key("c", "m", "", "q"), key("c", "m", "\0", "q"));
+        assert_ne!(
+            key("c", "m", "", "q"),
+            key("c", "m", "\0\0\0\0\0\0\0\0", "q")
+        );
+        // A header of exactly one block gets no padding, and still differs from its neighbours.
+        let exact = "s".repeat(64 - 3 * 8 - "qa-norm-v1".len() - 1);
+        assert_ne!(
+            key("c", "m", &exact, "q"),
+            key("c", "m", &format!("{exact}s"), "q")
+        );
     }
 
     #[test]

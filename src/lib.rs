@@ -14,7 +14,7 @@ pub mod pool;
 pub mod stats;
 pub mod worker;
 
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "core-only")))]
 mod module {
     use redis_module::configuration::ConfigurationFlags;
     use redis_module::{redis_module, Context, InfoContext, RedisResult, RedisString, Status};

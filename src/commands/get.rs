@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::os::raw::c_int;
 use std::time::{Duration, Instant};
 
-use redis_module::raw;
+use redis_module::{raw, Context};
 
 use super::{guarded, reply_error, Args};
 use crate::backend::Request;
@@ -154,19 +154,16 @@ unsafe fn get(ctx: *mut raw::RedisModuleCtx, a: &GetArgs<'_>, s: &mut Scratch) -
         return reply_error(ctx, error::QUESTION_EMPTY);
     }
     s.key.clear();
-    {
-        let cfg = config::strings();
-        match (a.model, a.system) {
-            (None, None) => {
-                keys::entry_key_into(&cfg.default_prefix, a.cache, &s.normalized, &mut s.key)
-            }
-            (m, sys) => {
-                let prefix =
-                    keys::prefix_state(m.unwrap_or(&cfg.model), sys.unwrap_or(&cfg.system_prompt));
-                keys::entry_key_into(&prefix, a.cache, &s.normalized, &mut s.key);
-            }
+    config::with_strings(&Context::new(ctx), |cfg| match (a.model, a.system) {
+        (None, None) => {
+            keys::entry_key_into(&cfg.default_prefix, a.cache, &s.normalized, &mut s.key)
         }
-    }
+        (m, sys) => {
+            let prefix =
+                keys::prefix_state(m.unwrap_or(&cfg.model), sys.unwrap_or(&cfg.system_prompt));
+            keys::entry_key_into(&prefix, a.cache, &s.normalized, &mut s.key);
+        }
+    });
     if !a.refresh {
         match entry::reply_if_hit(ctx, &s.key) {
             Lookup::Replied => {
@@ -208,13 +205,12 @@ unsafe fn miss(
     // The job is built before blocking (nothing after the block may fail without a reply),
     // and for every miss: whether this caller leads is known only when it joins the flight,
     // atomically, below.
-    let (model, system) = {
-        let cfg = config::strings();
+    let (model, system) = config::with_strings(&Context::new(ctx), |cfg| {
         (
             a.model.unwrap_or(&cfg.model).to_string(),
             a.system.unwrap_or(&cfg.system_prompt).to_string(),
         )
-    };
+    });
     let job = Job {
         key: key.to_vec(),
         request: Request {
@@ -225,7 +221,7 @@ unsafe fn miss(
         ttl_secs: a.ttl.unwrap_or_else(|| config::TTL.get()),
         deadline,
         timeout_ms: timeout_ms as u64,
-        settings: config::call_settings(),
+        settings: config::call_settings(&Context::new(ctx)),
     };
     let Some(waiter) = Waiter::block(ctx, deadline) else {
         return reply_error(ctx, &format!("ERR {}", error::INTERNAL));
