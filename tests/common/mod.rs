@@ -229,3 +229,140 @@ pub fn info_field(con: &mut redis::Connection, field: &str) -> u64 {
 pub fn dbsize(con: &mut redis::Connection) -> u64 {
     redis::cmd("DBSIZE").query(con).expect("DBSIZE")
 }
+
+// ---- Durability helpers (persistence, memory, cluster, lifecycle tests) ----
+
+/// A free loopback port `p` whose cluster bus port `p + 10000` is free as well.
+pub fn free_cluster_port() -> u16 {
+    for _ in 0..1000 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let p = l.local_addr().expect("addr").port();
+        if p > 55535 {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no port p with p + 10000 free");
+}
+
+impl Server {
+    /// Like [`Server::start`], on a port whose cluster bus port (`port + 10000`) is free, for
+    /// `--cluster-enabled yes` nodes.
+    pub fn start_cluster_node(extra: &[&str]) -> Server {
+        let port = free_cluster_port();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join("test-servers")
+            .join(format!("{}-{}", std::process::id(), port));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("server dir");
+        let mut s = Server {
+            port,
+            dir,
+            child: None,
+            conf: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+        };
+        s.spawn();
+        s
+    }
+
+    /// Waits up to `deadline` for the server process to exit on its own; its exit status, or
+    /// `None` if it is still running.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + deadline;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// True while the server process runs.
+    pub fn running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The whole log (stderr and redis.log).
+    pub fn log(&self) -> String {
+        self.log_tail(usize::MAX)
+    }
+}
+
+/// `field` of `INFO <section>`, as text (panics if absent).
+pub fn info_str(con: &mut redis::Connection, section: &str, field: &str) -> String {
+    let info: String = redis::cmd("INFO").arg(section).query(con).expect("INFO");
+    let prefix = format!("{field}:");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no {field} in INFO {section}:\n{info}"))
+}
+
+/// `field` of `INFO <section>` as a number.
+pub fn info_num(con: &mut redis::Connection, section: &str, field: &str) -> u64 {
+    info_str(con, section, field)
+        .parse()
+        .unwrap_or_else(|_| panic!("{field} is not a number"))
+}
+
+/// Runs `redis-cli` with `args`; (exit success, stdout, stderr).
+pub fn redis_cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("redis-cli")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redis-cli");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every key matching `pattern` (SCAN, so it works on big databases too), sorted.
+pub fn scan_keys(con: &mut redis::Connection, pattern: &str) -> Vec<String> {
+    let mut cursor = 0u64;
+    let mut keys = Vec::new();
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(con)
+            .expect("SCAN");
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    keys.sort();
+    keys
+}
+
+/// The body of a chat completion whose answer is `content` (for `Reply::Raw`).
+pub fn completion_body(content: &str) -> String {
+    serde_json::json!({
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 120, "total_tokens": 132}
+    })
+    .to_string()
+}
