@@ -145,3 +145,225 @@ fn a_miss_that_ends_during_a_write_pause_answers_at_once_and_writes_after_it() {
     let aof = aof_text(&s);
     assert!(aof.to_ascii_lowercase().contains("pexpireat"), "{aof}");
 }
+
+fn role(con: &mut redis::Connection) -> String {
+    info_str(con, "replication", "role")
+}
+
+fn replicaof(con: &mut redis::Connection, host: &str, port: &str) {
+    let _: String = redis::cmd("REPLICAOF")
+        .arg(host)
+        .arg(port)
+        .query(con)
+        .unwrap();
+}
+
+fn entry_keys(con: &mut redis::Connection) -> Vec<String> {
+    scan_keys(con, "qa:*")
+}
+
+#[test]
+fn a_promoted_replica_serves_cached_entries_and_takes_misses_as_a_primary() {
+    let b = Backend::start(Duration::from_millis(20));
+    let url = b.url();
+    let old_primary = Server::start(&["--qa.backend-url", &url, "--repl-diskless-sync-delay", "0"]);
+    let replica_of = old_primary.port.to_string();
+    let new_primary = Server::start(&[
+        "--qa.backend-url",
+        &url,
+        "--repl-diskless-sync-delay",
+        "0",
+        "--replicaof",
+        "127.0.0.1",
+        &replica_of,
+    ]);
+    let mut p = old_primary.conn();
+    let mut r = new_primary.conn();
+    assert!(wait_until(Duration::from_secs(10), || link_up(&mut r)));
+    let q1 = "What is our refund policy?";
+    let a1 = answer_for(q1, "gpt-4o-mini", "");
+    assert_eq!(qa_get(&mut p, &["faq", q1]).unwrap(), a1);
+    let acked: i64 = redis::cmd("WAIT").arg(1).arg(2000).query(&mut p).unwrap();
+    assert_eq!(acked, 1);
+    let k1 = entry_keys(&mut r).remove(0);
+    let exp1: i64 = redis::cmd("PEXPIRETIME").arg(&k1).query(&mut p).unwrap();
+
+    // Failover: the replica is promoted.
+    let ok: String = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    assert_eq!(role(&mut r), "master");
+    // It serves what it replicated, as hits, with the expiry the old primary set...
+    assert_eq!(
+        qa_get(&mut r, &["faq", "what is our refund policy"]).unwrap(),
+        a1
+    );
+    assert_eq!(info_field(&mut r, "hits"), 1);
+    let exp1_r: i64 = redis::cmd("PEXPIRETIME").arg(&k1).query(&mut r).unwrap();
+    assert_eq!(exp1_r, exp1);
+    assert_eq!(b.calls(), 1);
+    // ...and takes misses as a primary: one backend call, stored with its TTL.
+    let q2 = "How do I reset my password?";
+    let a2 = answer_for(q2, "gpt-4o-mini", "");
+    assert_eq!(qa_get(&mut r, &["faq", q2, "TTL", "120"]).unwrap(), a2);
+    assert_eq!(b.calls(), 2);
+    assert_eq!(info_field(&mut r, "stored"), 1);
+    let k2 = entry_keys(&mut r)
+        .into_iter()
+        .find(|k| *k != k1)
+        .expect("the new entry");
+    let created: i64 = redis::cmd("HGET")
+        .arg(&k2)
+        .arg("created")
+        .query::<String>(&mut r)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let exp2: i64 = redis::cmd("PEXPIRETIME").arg(&k2).query(&mut r).unwrap();
+    assert_eq!(exp2, created + 120_000);
+    assert_eq!(qa_get(&mut r, &["faq", q2]).unwrap(), a2);
+    assert_eq!(b.calls(), 2);
+
+    // The old primary rejoins as a replica of the new one: it gets the new entry, serves it
+    // as a hit, and refuses misses.
+    let new_port = new_primary.port.to_string();
+    replicaof(&mut p, "127.0.0.1", &new_port);
+    assert!(wait_until(Duration::from_secs(10), || link_up(&mut p)));
+    let acked: i64 = redis::cmd("WAIT").arg(1).arg(2000).query(&mut r).unwrap();
+    assert_eq!(acked, 1);
+    assert_eq!(entry_keys(&mut p), entry_keys(&mut r));
+    let exp2_p: i64 = redis::cmd("PEXPIRETIME").arg(&k2).query(&mut p).unwrap();
+    assert_eq!(exp2_p, exp2);
+    assert_eq!(qa_get(&mut p, &["faq", q2]).unwrap(), a2);
+    assert_eq!(
+        err_text(&qa_get(&mut p, &["faq", "a third question"]).unwrap_err()),
+        "ERR cache miss on a read-only replica: send QA.GET to the primary"
+    );
+    assert_eq!(b.calls(), 2);
+}
+
+#[test]
+fn a_primary_turned_replica_mid_miss_answers_every_waiter_and_drops_its_write() {
+    let b = Backend::start(Duration::from_millis(800));
+    let url = b.url();
+    let a = Server::start(&["--qa.backend-url", &url, "--repl-diskless-sync-delay", "0"]);
+    let other = Server::start(&["--qa.backend-url", &url, "--repl-diskless-sync-delay", "0"]);
+    let mut ca = a.conn();
+    let mut co = other.conn();
+    // The primary it will follow has one entry of its own.
+    b.set_delay(Duration::ZERO);
+    let own = "What does the other primary know?";
+    assert_eq!(
+        qa_get(&mut co, &["faq", own]).unwrap(),
+        answer_for(own, "gpt-4o-mini", "")
+    );
+    b.set_delay(Duration::from_millis(800));
+
+    // Three clients wait on one call on `a`...
+    let q = "Asked just before the role change";
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let mut c = a.conn();
+            std::thread::spawn(move || qa_get(&mut c, &["faq", q]))
+        })
+        .collect();
+    assert!(wait_until(Duration::from_secs(5), || info_field(
+        &mut ca,
+        "waiting_clients"
+    ) == 3));
+    assert_eq!(b.calls(), 2);
+    // ...when `a` becomes a replica.
+    let other_port = other.port.to_string();
+    replicaof(&mut ca, "127.0.0.1", &other_port);
+    // Redis itself unblocks them (and closes their connections after the reply).
+    for w in waiters {
+        let e = w.join().unwrap().unwrap_err();
+        assert_eq!(
+            err_text(&e),
+            "UNBLOCKED force unblock from blocking operation, instance state changed \
+             (master -> replica?)"
+        );
+    }
+    // The call still ends; its answer is not written on the replica.
+    assert!(wait_until(Duration::from_secs(5), || info_field(
+        &mut ca, "flights"
+    ) == 0));
+    assert_eq!(info_field(&mut ca, "stored"), 0);
+    assert_eq!(info_field(&mut ca, "store_errors"), 1);
+    assert!(wait_until(Duration::from_secs(10), || link_up(&mut ca)));
+    let acked: i64 = redis::cmd("WAIT").arg(1).arg(2000).query(&mut co).unwrap();
+    assert_eq!(acked, 1);
+    // `a` holds exactly what its new primary has: the other entry, not the dropped one.
+    assert_eq!(entry_keys(&mut ca), entry_keys(&mut co));
+    assert_eq!(dbsize(&mut ca), 1);
+    assert_eq!(dbsize(&mut co), 1);
+    assert_eq!(
+        qa_get(&mut ca, &["faq", own]).unwrap(),
+        answer_for(own, "gpt-4o-mini", "")
+    );
+    assert_eq!(
+        err_text(&qa_get(&mut ca, &["faq", q]).unwrap_err()),
+        "ERR cache miss on a read-only replica: send QA.GET to the primary"
+    );
+    assert_eq!(b.calls(), 2);
+    let pong: String = redis::cmd("PING").query(&mut ca).unwrap();
+    assert_eq!(pong, "PONG");
+}
+
+#[test]
+fn a_coordinated_failover_during_a_miss_unblocks_the_client_and_leaves_no_divergence() {
+    let b = Backend::start(Duration::from_millis(1000));
+    let url = b.url();
+    let p = Server::start(&["--qa.backend-url", &url, "--repl-diskless-sync-delay", "0"]);
+    let replica_of = p.port.to_string();
+    let r = Server::start(&[
+        "--qa.backend-url",
+        &url,
+        "--repl-diskless-sync-delay",
+        "0",
+        "--replicaof",
+        "127.0.0.1",
+        &replica_of,
+    ]);
+    let mut cp = p.conn();
+    let mut cr = r.conn();
+    assert!(wait_until(Duration::from_secs(10), || link_up(&mut cr)));
+    let q = "Asked during the failover";
+    let want = answer_for(q, "gpt-4o-mini", "");
+    let mut c = p.conn();
+    let asker = std::thread::spawn(move || qa_get(&mut c, &["faq", q]));
+    assert!(wait_until(Duration::from_secs(5), || b.calls() == 1));
+    // FAILOVER pauses writes on the primary, lets the replica catch up, and swaps roles.
+    let ok: String = redis::cmd("FAILOVER").query(&mut cp).unwrap();
+    assert_eq!(ok, "OK");
+    assert!(wait_until(Duration::from_secs(10), || role(&mut cr)
+        == "master"
+        && role(&mut cp) == "slave"));
+    // The call (1 s) outlasts the failover (milliseconds): the waiting client is unblocked by
+    // Redis when the roles change.
+    let e = asker.join().unwrap().unwrap_err();
+    assert_eq!(
+        err_text(&e),
+        "UNBLOCKED force unblock from blocking operation, instance state changed \
+         (master -> replica?)"
+    );
+    assert!(wait_until(Duration::from_secs(5), || info_field(
+        &mut cp, "flights"
+    ) == 0));
+    // The old primary dropped the write; nothing diverges: both have no entry.
+    assert!(wait_until(Duration::from_secs(10), || link_up(&mut cp)));
+    assert_eq!(info_field(&mut cp, "stored"), 0);
+    assert_eq!(info_field(&mut cp, "store_errors"), 1);
+    assert_eq!(dbsize(&mut cp), 0);
+    assert_eq!(dbsize(&mut cr), 0);
+    // The new primary takes the miss again and the old one replicates it.
+    b.set_delay(Duration::ZERO);
+    assert_eq!(qa_get(&mut cr, &["faq", q]).unwrap(), want);
+    let acked: i64 = redis::cmd("WAIT").arg(1).arg(2000).query(&mut cr).unwrap();
+    assert_eq!(acked, 1);
+    assert_eq!(qa_get(&mut cp, &["faq", q]).unwrap(), want);
+    assert_eq!(b.calls(), 2);
+}
