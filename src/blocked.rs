@@ -24,7 +24,8 @@ use crate::error;
 
 /// How a backend call ended, shared by everyone who waited on it.
 pub enum Outcome {
-    Answer(String),
+    /// The answer, and the TTL in ms of the entry made from it.
+    Answer(String, i64),
     /// A full error reply, code included (`ERR ...`).
     Error(CString),
 }
@@ -57,6 +58,17 @@ pub struct Waiter {
     bc: NonNull<raw::RedisModuleBlockedClient>,
     /// When the client stops waiting and gets a timeout error.
     pub deadline: Instant,
+    /// Reply with metadata (`WITHMETA`).
+    pub withmeta: bool,
+    /// How the answer reached this client: `miss`, `refresh` or `coalesced`.
+    pub served: &'static str,
+}
+
+/// What a blocked client's reply is made from.
+struct Reply {
+    outcome: Arc<Outcome>,
+    withmeta: bool,
+    served: &'static str,
 }
 
 // SAFETY: a RedisModuleBlockedClient handle may be unblocked from any thread.
@@ -67,9 +79,18 @@ impl Waiter {
     ///
     /// # Safety
     /// `ctx` must be the context of a command being executed on the main thread.
-    pub unsafe fn block(ctx: *mut raw::RedisModuleCtx, deadline: Instant) -> Option<Waiter> {
+    pub unsafe fn block(
+        ctx: *mut raw::RedisModuleCtx,
+        deadline: Instant,
+        withmeta: bool,
+    ) -> Option<Waiter> {
         let bc = raw::RedisModule_BlockClient.unwrap()(ctx, Some(reply_cb), None, Some(free_cb), 0);
-        NonNull::new(bc).map(|bc| Waiter { bc, deadline })
+        NonNull::new(bc).map(|bc| Waiter {
+            bc,
+            deadline,
+            withmeta,
+            served: "miss",
+        })
     }
 
     /// Unblocks the client with `outcome` (its reply is written on the main thread).
@@ -79,7 +100,12 @@ impl Waiter {
     }
 
     fn unblock(&self, outcome: Arc<Outcome>) {
-        let data = Box::into_raw(Box::new(outcome)).cast::<c_void>();
+        let reply = Reply {
+            outcome,
+            withmeta: self.withmeta,
+            served: self.served,
+        };
+        let data = Box::into_raw(Box::new(reply)).cast::<c_void>();
         // SAFETY: the handle came from BlockClient and is unblocked exactly once (finish
         // forgets self; Drop runs only when finish did not).
         unsafe {
@@ -102,15 +128,28 @@ extern "C" fn reply_cb(
 ) -> c_int {
     let _ = catch_unwind(AssertUnwindSafe(|| unsafe {
         let data = raw::RedisModule_GetBlockedClientPrivateData.unwrap()(ctx)
-            .cast::<Arc<Outcome>>()
+            .cast::<Reply>()
             .as_ref();
-        match data.map(|d| &**d) {
-            Some(Outcome::Answer(a)) => {
-                raw::RedisModule_ReplyWithStringBuffer.unwrap()(ctx, a.as_ptr().cast(), a.len());
-            }
-            Some(Outcome::Error(e)) => {
-                raw::RedisModule_ReplyWithError.unwrap()(ctx, e.as_ptr());
-            }
+        match data {
+            Some(Reply {
+                outcome,
+                withmeta,
+                served,
+            }) => match &**outcome {
+                Outcome::Answer(a, ttl_ms) if *withmeta => {
+                    reply_meta(ctx, a.as_bytes(), served, 0, *ttl_ms);
+                }
+                Outcome::Answer(a, _) => {
+                    raw::RedisModule_ReplyWithStringBuffer.unwrap()(
+                        ctx,
+                        a.as_ptr().cast(),
+                        a.len(),
+                    );
+                }
+                Outcome::Error(e) => {
+                    raw::RedisModule_ReplyWithError.unwrap()(ctx, e.as_ptr());
+                }
+            },
             None => {
                 let e = error_reply(&format!("ERR {}", error::INTERNAL));
                 raw::RedisModule_ReplyWithError.unwrap()(ctx, e.as_ptr());
@@ -120,10 +159,35 @@ extern "C" fn reply_cb(
     raw::REDISMODULE_OK as c_int
 }
 
+/// The `WITHMETA` reply: a map (RESP3) or flat array (RESP2) of `answer`, `served`,
+/// `age_ms` and `ttl_ms` (-1: no expiry).
+///
+/// # Safety
+/// `ctx` must be a context that may reply.
+pub unsafe fn reply_meta(
+    ctx: *mut raw::RedisModuleCtx,
+    answer: &[u8],
+    served: &str,
+    age_ms: i64,
+    ttl_ms: i64,
+) {
+    let text =
+        |s: &str| raw::RedisModule_ReplyWithStringBuffer.unwrap()(ctx, s.as_ptr().cast(), s.len());
+    raw::reply_with_map(ctx, 4);
+    text("answer");
+    raw::RedisModule_ReplyWithStringBuffer.unwrap()(ctx, answer.as_ptr().cast(), answer.len());
+    text("served");
+    text(served);
+    text("age_ms");
+    raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, age_ms);
+    text("ttl_ms");
+    raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, ttl_ms);
+}
+
 extern "C" fn free_cb(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
     if !data.is_null() {
-        // SAFETY: every privdata passed to UnblockClient is a Box<Arc<Outcome>>.
-        drop(unsafe { Box::from_raw(data.cast::<Arc<Outcome>>()) });
+        // SAFETY: every privdata passed to UnblockClient is a Box<Reply>.
+        drop(unsafe { Box::from_raw(data.cast::<Reply>()) });
     }
 }
 

@@ -78,6 +78,8 @@ pub enum StrId {
     Model,
     SystemPrompt,
     ApiKeyFile,
+    PriceIn,
+    PriceOut,
 }
 
 /// A string setting: name (without `qa.`), default, and which field of [`Strings`] it is.
@@ -108,6 +110,25 @@ pub static API_KEY_FILE: StrSetting = StrSetting {
     id: StrId::ApiKeyFile,
 };
 
+pub static PRICE_IN: StrSetting = StrSetting {
+    name: "price-input-per-mtok",
+    default: "0",
+    id: StrId::PriceIn,
+};
+pub static PRICE_OUT: StrSetting = StrSetting {
+    name: "price-output-per-mtok",
+    default: "0",
+    id: StrId::PriceOut,
+};
+
+/// A price per million tokens: a finite, non-negative decimal.
+pub fn parse_price(v: &str) -> Option<f64> {
+    let ok = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    v.parse::<f64>()
+        .ok()
+        .filter(|p| ok && p.is_finite() && *p >= 0.0)
+}
+
 pub const MAX_MODEL_BYTES: usize = 256;
 pub const MAX_SYSTEM_BYTES: usize = 65536;
 
@@ -131,7 +152,19 @@ pub struct Strings {
     pub model: String,
     pub system_prompt: String,
     pub api_key_file: String,
+    pub price_in: String,
+    pub price_out: String,
     pub default_prefix: Sha256,
+}
+
+impl Strings {
+    /// (input, output) prices per million tokens.
+    pub fn prices(&self) -> (f64, f64) {
+        (
+            parse_price(&self.price_in).unwrap_or(0.0),
+            parse_price(&self.price_out).unwrap_or(0.0),
+        )
+    }
 }
 
 // Guarded by the Redis lock, not a mutex: read on every hit, and only ever touched by the
@@ -142,6 +175,8 @@ static STRINGS: LazyLock<RedisGILGuard<Strings>> = LazyLock::new(|| {
         model: MODEL.default.into(),
         system_prompt: SYSTEM_PROMPT.default.into(),
         api_key_file: API_KEY_FILE.default.into(),
+        price_in: PRICE_IN.default.into(),
+        price_out: PRICE_OUT.default.into(),
         default_prefix: keys::prefix_state(MODEL.default, SYSTEM_PROMPT.default),
     })
 });
@@ -158,6 +193,8 @@ impl StrSetting {
             StrId::Model => s.model.clone(),
             StrId::SystemPrompt => s.system_prompt.clone(),
             StrId::ApiKeyFile => s.api_key_file.clone(),
+            StrId::PriceIn => s.price_in.clone(),
+            StrId::PriceOut => s.price_out.clone(),
         }
     }
 
@@ -167,6 +204,7 @@ impl StrSetting {
             StrId::Model => valid_model(v),
             StrId::SystemPrompt => valid_system(v),
             StrId::ApiKeyFile => true,
+            StrId::PriceIn | StrId::PriceOut => parse_price(v).is_some(),
         };
         if ok {
             Ok(())
@@ -174,6 +212,7 @@ impl StrSetting {
             Err(match self.id {
                 StrId::BackendUrl => error::CFG_URL,
                 StrId::Model => error::CFG_MODEL,
+                StrId::PriceIn | StrId::PriceOut => error::CFG_PRICE,
                 _ => error::CFG_SYSTEM,
             })
         }
@@ -198,6 +237,8 @@ impl ConfigurationValue<RedisString> for StrSetting {
                 StrId::Model => s.model = v,
                 StrId::SystemPrompt => s.system_prompt = v,
                 StrId::ApiKeyFile => s.api_key_file = v,
+                StrId::PriceIn => s.price_in = v,
+                StrId::PriceOut => s.price_out = v,
             }
             if matches!(self.id, StrId::Model | StrId::SystemPrompt) {
                 s.default_prefix = keys::prefix_state(&s.model, &s.system_prompt);
@@ -252,6 +293,25 @@ mod tests {
         ];
         for (u, ok) in rows {
             assert_eq!(valid_url(u), ok, "{u}");
+        }
+    }
+
+    #[test]
+    fn prices() {
+        // (value, parsed)
+        let rows = [
+            ("0", Some(0.0)),
+            ("0.15", Some(0.15)),
+            ("10", Some(10.0)),
+            ("", None),
+            ("-1", None),
+            ("1e3", None),
+            ("inf", None),
+            ("NaN", None),
+            ("1.2.3", None),
+        ];
+        for (v, want) in rows {
+            assert_eq!(parse_price(v), want, "{v}");
         }
     }
 

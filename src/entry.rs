@@ -1,46 +1,90 @@
-//! Reading entries on the main thread with the low-level key API (no `RedisModule_Call`:
-//! it costs microseconds, and this is the hit path).
+//! Entries on the main thread, read with the low-level key API (no `RedisModule_Call`: it
+//! costs microseconds, and this is the hit path).
 
-use std::os::raw::c_int;
+use std::os::raw::{c_int, c_longlong};
 use std::ptr;
+use std::sync::OnceLock;
 
-use redis_module::raw;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redis_module::{raw, CallOptionsBuilder, CallResult, Context};
+
+/// Field names as Redis strings, made once: `RedisModule_HashGet` with C-string fields
+/// would create and free a string object per field on every hit.
+struct Fields([*mut raw::RedisModuleString; 5]);
+
+// SAFETY: created once under the Redis lock, then only read, under the lock.
+unsafe impl Send for Fields {}
+unsafe impl Sync for Fields {}
+
+static FIELDS: OnceLock<Fields> = OnceLock::new();
+
+/// The fields a lookup reads, in this order.
+const NAMES: [&str; 5] = ["answer", "tokens_in", "tokens_out", "latency_ms", "created"];
+
+fn fields() -> &'static [*mut raw::RedisModuleString; 5] {
+    &FIELDS
+        .get_or_init(|| {
+            Fields(NAMES.map(|n| {
+                // SAFETY: a NULL context makes a string owned by the module, never freed.
+                unsafe {
+                    raw::RedisModule_CreateString.unwrap()(
+                        ptr::null_mut(),
+                        n.as_ptr().cast(),
+                        n.len(),
+                    )
+                }
+            }))
+        })
+        .0
+}
+
+/// A found entry. The answer string is owned here and freed on drop.
+pub struct Hit {
+    ctx: *mut raw::RedisModuleCtx,
+    pub answer: *mut raw::RedisModuleString,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub latency_ms: u64,
+    /// Unix ms, when asked for.
+    pub created_ms: Option<i64>,
+    /// Remaining TTL in ms (-1: none), when asked for.
+    pub ttl_ms: Option<i64>,
+}
+
+impl Drop for Hit {
+    fn drop(&mut self) {
+        // SAFETY: `answer` came from HashGet in this command's context.
+        unsafe { raw::RedisModule_FreeString.unwrap()(self.ctx, self.answer) };
+    }
+}
 
 pub enum Lookup {
-    /// The answer was found and already sent as the reply.
-    Replied,
+    Hit(Hit),
     Miss,
     /// The key exists but is not a hash (someone wrote it with other commands).
     WrongType,
 }
 
-/// The field name `answer` as a Redis string, made once: `RedisModule_HashGet` with a C
-/// string field would create and free a string object on every hit.
-struct FieldName(*mut raw::RedisModuleString);
-
-// SAFETY: created once under the Redis lock, then only read (by the main thread).
-unsafe impl Send for FieldName {}
-unsafe impl Sync for FieldName {}
-
-static ANSWER_FIELD: std::sync::OnceLock<FieldName> = std::sync::OnceLock::new();
-
-/// The `answer` field name, created on first use (on the main thread, under the lock).
-fn answer_field() -> *mut raw::RedisModuleString {
-    ANSWER_FIELD
-        .get_or_init(|| {
-            // SAFETY: a NULL context makes a string owned by the module, never freed.
-            FieldName(unsafe {
-                raw::RedisModule_CreateString.unwrap()(ptr::null_mut(), c"answer".as_ptr(), 6)
-            })
-        })
-        .0
+unsafe fn to_u64(ctx: *mut raw::RedisModuleCtx, s: *mut raw::RedisModuleString) -> u64 {
+    if s.is_null() {
+        return 0;
+    }
+    let mut v: c_longlong = 0;
+    let ok = raw::RedisModule_StringToLongLong.unwrap()(s, &mut v) == raw::REDISMODULE_OK as c_int;
+    raw::RedisModule_FreeString.unwrap()(ctx, s);
+    if ok {
+        v.max(0) as u64
+    } else {
+        0
+    }
 }
 
-/// Replies with the `answer` field of the hash at `key` if there is one.
+/// Looks up the entry at `key`; `meta` also reads its creation time and remaining TTL.
 ///
 /// # Safety
 /// `ctx` must be the context of the command being executed, on the main thread.
-pub unsafe fn reply_if_hit(ctx: *mut raw::RedisModuleCtx, key: &[u8]) -> Lookup {
+pub unsafe fn lookup(ctx: *mut raw::RedisModuleCtx, key: &[u8], meta: bool) -> Lookup {
     let name = raw::RedisModule_CreateString.unwrap()(ctx, key.as_ptr().cast(), key.len());
     let k = raw::RedisModule_OpenKey.unwrap()(ctx, name, raw::REDISMODULE_READ as c_int);
     let result = if k.is_null() {
@@ -48,21 +92,64 @@ pub unsafe fn reply_if_hit(ctx: *mut raw::RedisModuleCtx, key: &[u8]) -> Lookup 
     } else {
         let kind = raw::RedisModule_KeyType.unwrap()(k);
         if kind == raw::REDISMODULE_KEYTYPE_HASH as c_int {
-            let mut value: *mut raw::RedisModuleString = ptr::null_mut();
-            raw::RedisModule_HashGet.unwrap()(
-                k,
-                raw::REDISMODULE_HASH_NONE as c_int,
-                answer_field(),
-                &mut value as *mut *mut raw::RedisModuleString,
-                ptr::null_mut::<raw::RedisModuleString>(),
-            );
-            if value.is_null() {
+            let f = fields();
+            let mut v: [*mut raw::RedisModuleString; 5] = [ptr::null_mut(); 5];
+            let [a, ti, to, lat, cr] = &mut v;
+            let end = ptr::null_mut::<raw::RedisModuleString>();
+            if meta {
+                raw::RedisModule_HashGet.unwrap()(
+                    k,
+                    raw::REDISMODULE_HASH_NONE as c_int,
+                    f[0],
+                    a as *mut _,
+                    f[1],
+                    ti as *mut _,
+                    f[2],
+                    to as *mut _,
+                    f[3],
+                    lat as *mut _,
+                    f[4],
+                    cr as *mut _,
+                    end,
+                );
+            } else {
+                raw::RedisModule_HashGet.unwrap()(
+                    k,
+                    raw::REDISMODULE_HASH_NONE as c_int,
+                    f[0],
+                    a as *mut _,
+                    f[1],
+                    ti as *mut _,
+                    f[2],
+                    to as *mut _,
+                    f[3],
+                    lat as *mut _,
+                    end,
+                );
+            }
+            let (tokens_in, tokens_out, latency_ms) =
+                (to_u64(ctx, v[1]), to_u64(ctx, v[2]), to_u64(ctx, v[3]));
+            if v[0].is_null() {
+                let _ = to_u64(ctx, v[4]);
                 // A hash without an answer is not an entry we wrote: ask the backend.
                 Lookup::Miss
             } else {
-                raw::RedisModule_ReplyWithString.unwrap()(ctx, value);
-                raw::RedisModule_FreeString.unwrap()(ctx, value);
-                Lookup::Replied
+                let (created_ms, ttl_ms) = if meta {
+                    let created = to_u64(ctx, v[4]) as i64;
+                    let ttl = raw::RedisModule_GetExpire.unwrap()(k);
+                    (Some(created), Some(ttl))
+                } else {
+                    (None, None)
+                };
+                Lookup::Hit(Hit {
+                    ctx,
+                    answer: v[0],
+                    tokens_in,
+                    tokens_out,
+                    latency_ms,
+                    created_ms,
+                    ttl_ms,
+                })
             }
         } else if kind == raw::REDISMODULE_KEYTYPE_EMPTY as c_int {
             Lookup::Miss
@@ -75,4 +162,72 @@ pub unsafe fn reply_if_hit(ctx: *mut raw::RedisModuleCtx, key: &[u8]) -> Lookup 
     }
     raw::RedisModule_FreeString.unwrap()(ctx, name);
     result
+}
+
+/// An entry to write.
+pub struct NewEntry<'a> {
+    pub key: &'a [u8],
+    pub answer: &'a [u8],
+    pub question: &'a [u8],
+    pub model: &'a [u8],
+    pub tokens_in: Option<u64>,
+    pub tokens_out: Option<u64>,
+    pub latency_ms: Option<u64>,
+    pub ttl_secs: i64,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A write was refused (out of memory, or a key of another type in the way).
+#[derive(Debug)]
+pub struct WriteRefused;
+
+/// Writes an entry with plain commands that replicate (`!`), fail on OOM instead of growing
+/// past `maxmemory` (`M`) and return errors as replies (`E`): `HSET` then `PEXPIREAT`, which
+/// replicas and the AOF receive in one `MULTI`. The caller holds the Redis lock.
+pub fn write(ctx: &Context, e: &NewEntry<'_>) -> Result<(), WriteRefused> {
+    let created = now_ms();
+    let created_s = created.to_string();
+    let num = |v: Option<u64>| v.map(|t| t.to_string()).unwrap_or_default();
+    let (tokens_in, tokens_out, latency) = (num(e.tokens_in), num(e.tokens_out), num(e.latency_ms));
+    let opts = CallOptionsBuilder::new()
+        .replicate()
+        .verify_oom()
+        .errors_as_replies()
+        .build();
+    let fields: [&[u8]; 15] = [
+        e.key,
+        b"answer",
+        e.answer,
+        b"question",
+        e.question,
+        b"model",
+        e.model,
+        b"created",
+        created_s.as_bytes(),
+        b"tokens_in",
+        tokens_in.as_bytes(),
+        b"tokens_out",
+        tokens_out.as_bytes(),
+        b"latency_ms",
+        latency.as_bytes(),
+    ];
+    let written: CallResult = ctx.call_ext("HSET", &opts, &fields[..]);
+    if written.is_err() {
+        return Err(WriteRefused);
+    }
+    let at = (created + e.ttl_secs * 1000).to_string();
+    let expired: CallResult = ctx.call_ext("PEXPIREAT", &opts, &[e.key, at.as_bytes()][..]);
+    if expired.is_err() {
+        // An entry without its TTL would live forever: take it back.
+        let _: CallResult = ctx.call_ext("DEL", &opts, &[e.key][..]);
+        return Err(WriteRefused);
+    }
+    crate::stats::STORED.bump();
+    Ok(())
 }

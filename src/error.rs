@@ -2,7 +2,16 @@
 //! them exactly. Replies are `ERR <message>`; messages are lowercase with no trailing period.
 
 pub const SYNTAX: &str = "ERR syntax error";
-pub const UNKNOWN_OPTION: &str = "ERR unknown option (expected TTL, MODEL, SYSTEM or REFRESH)";
+pub const UNKNOWN_OPTION_GET: &str =
+    "ERR unknown option (expected TTL, MODEL, SYSTEM, REFRESH or WITHMETA)";
+pub const UNKNOWN_OPTION_SET: &str = "ERR unknown option (expected TTL, MODEL or SYSTEM)";
+pub const UNKNOWN_OPTION_LOOKUP: &str = "ERR unknown option (expected MODEL or SYSTEM)";
+pub const GENERATION_TYPE: &str =
+    "WRONGTYPE the cache's generation key (qa:{<cache>}:gen) does not hold a string";
+pub const ANSWER_EMPTY: &str = "ERR answer is empty";
+pub const ANSWER_TOO_LONG: &str = "ERR answer is longer than qa.max-answer-bytes";
+pub const STATS_ARITY: &str = "ERR QA.STATS takes at most one cache name";
+pub const CFG_PRICE: &str = "must be a non-negative decimal number, e.g. 0.15";
 pub const OPTION_TWICE: &str = "ERR option given twice";
 pub const CACHE_EMPTY: &str = "ERR cache name is empty";
 pub const CACHE_TOO_LONG: &str = "ERR cache name is longer than 128 bytes";

@@ -3,7 +3,8 @@
 //! `qa:{<cache>}:<hex sha-256>`. The hash tag keeps all of a cache's entries in the cluster
 //! slot of the cache name (the command's declared key). The digest covers, each
 //! length-prefixed so no two field lists encode alike: the normalization version, the
-//! model, the system prompt and the normalized question.
+//! model, the system prompt (zero-padded to a 64-byte block), the cache's generation (see
+//! `generation`) and the normalized question.
 
 use sha2::{Digest, Sha256};
 
@@ -39,8 +40,8 @@ fn update_field(h: &mut Sha256, field: &[u8]) {
 
 /// The digest state after the version, the model and the system prompt, zero-padded to a
 /// whole number of 64-byte SHA-256 blocks: computed once per (model, system) and cloned per
-/// request, so a hit hashes only the question, in a single block when the normalized
-/// question is at most 47 bytes. The padding is unambiguous: the fields before it are
+/// request, so a hit hashes only the generation and the question, in a single block when
+/// they take at most 39 bytes together. The padding is unambiguous: the fields before it are
 /// length-prefixed, so where it starts and ends follows from them.
 pub fn prefix_state(model: &str, system: &str) -> Sha256 {
     let mut h = Sha256::new();
@@ -58,9 +59,17 @@ pub fn key_len(cache_len: usize) -> usize {
     "qa:{".len() + cache_len + "}:".len() + 64
 }
 
-/// Appends `qa:{<cache>}:<hex>` to `out`, finishing `prefix` with the normalized question.
-pub fn entry_key_into(prefix: &Sha256, cache: &[u8], normalized: &str, out: &mut Vec<u8>) {
+/// Appends `qa:{<cache>}:<hex>` to `out`, finishing `prefix` with the cache's generation
+/// (empty if never invalidated) and the normalized question.
+pub fn entry_key_into(
+    prefix: &Sha256,
+    cache: &[u8],
+    generation: &[u8],
+    normalized: &str,
+    out: &mut Vec<u8>,
+) {
     let mut h = prefix.clone();
+    update_field(&mut h, generation);
     update_field(&mut h, normalized.as_bytes());
     let digest = h.finalize();
     out.reserve(key_len(cache.len()));
@@ -76,10 +85,17 @@ pub fn entry_key_into(prefix: &Sha256, cache: &[u8], normalized: &str, out: &mut
     out.extend_from_slice(&hex);
 }
 
-/// Convenience wrapper: the key as an owned string (cache names may be binary, so bytes).
-pub fn entry_key(cache: &[u8], model: &str, system: &str, normalized: &str) -> Vec<u8> {
+/// Convenience wrapper for generation "" (cache names may be binary, so bytes).
+#[cfg(test)]
+fn entry_key(cache: &[u8], model: &str, system: &str, normalized: &str) -> Vec<u8> {
     let mut out = Vec::new();
-    entry_key_into(&prefix_state(model, system), cache, normalized, &mut out);
+    entry_key_into(
+        &prefix_state(model, system),
+        cache,
+        b"",
+        normalized,
+        &mut out,
+    );
     out
 }
 
@@ -114,6 +130,7 @@ mod tests {
         }
         header.resize(64, 0);
         h.update(&header);
+        h.update(0u64.to_be_bytes()); // generation ""
         h.update(5u64.to_be_bytes());
         h.update(b"hello");
         let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
@@ -167,10 +184,14 @@ mod tests {
         let p = prefix_state("m", "s");
         let mut a = Vec::new();
         let mut b = Vec::new();
-        entry_key_into(&p, b"c", "one", &mut a);
-        entry_key_into(&p, b"c", "one", &mut b);
+        entry_key_into(&p, b"c", b"", "one", &mut a);
+        entry_key_into(&p, b"c", b"", "one", &mut b);
         assert_eq!(a, b);
         assert_eq!(a, entry_key(b"c", "m", "s", "one"));
+        // Another generation is another key.
+        let mut g = Vec::new();
+        entry_key_into(&p, b"c", b"1", "one", &mut g);
+        assert_ne!(a, g);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod config;
 pub mod entry;
 pub mod error;
 pub mod flight;
+pub mod generation;
 pub mod keys;
 pub mod normalize;
 pub mod pool;
@@ -37,6 +38,9 @@ mod module {
         init: init,
         info: info,
         commands: [],
+        event_handlers: [
+            [@STRING @GENERIC @EXPIRED @EVICTED: crate::generation::on_key_event],
+        ],
         configurations: [
             i64: [
                 [TTL.name, &TTL, TTL.default, TTL.min, TTL.max, ConfigurationFlags::DEFAULT, None],
@@ -52,6 +56,8 @@ mod module {
                 [MODEL.name, &MODEL, MODEL.default, ConfigurationFlags::DEFAULT, None],
                 [SYSTEM_PROMPT.name, &SYSTEM_PROMPT, SYSTEM_PROMPT.default, ConfigurationFlags::DEFAULT, None],
                 [API_KEY_FILE.name, &API_KEY_FILE, API_KEY_FILE.default, ConfigurationFlags::DEFAULT, None],
+                [PRICE_IN.name, &PRICE_IN, PRICE_IN.default, ConfigurationFlags::DEFAULT, None],
+                [PRICE_OUT.name, &PRICE_OUT, PRICE_OUT.default, ConfigurationFlags::DEFAULT, None],
             ],
             bool: [],
             enum: [],

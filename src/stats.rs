@@ -1,8 +1,12 @@
-//! Counters for the `qa` INFO section. In memory only: the hit path never writes a key.
+//! Counters for `INFO qa` and `QA.STATS`. In memory only: the hit path never writes a key.
+//! Global counters are atomics (workers count too); per-cache counters live under the Redis
+//! lock, for caches seen since the module loaded.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
 
-use redis_module::{InfoContext, RedisResult};
+use redis_module::{InfoContext, RedisGILGuard, RedisLockIndicator, RedisResult};
 
 pub struct Counter(AtomicU64);
 
@@ -13,18 +17,30 @@ impl Counter {
 
     /// Adds one. Relaxed: counters order nothing.
     pub fn bump(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.add(1);
     }
 
-    /// Adds one from the main thread only: a plain load and store, no locked instruction,
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds `n` from the main thread only: a plain load and store, no locked instruction,
     /// because this runs on every hit.
-    pub fn bump_main(&self) {
+    pub fn add_main(&self, n: u64) {
         self.0
-            .store(self.0.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            .store(self.0.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    }
+
+    pub fn bump_main(&self) {
+        self.add_main(1);
     }
 
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+
+    fn reset(&self) {
+        self.0.store(0, Ordering::Relaxed);
     }
 }
 
@@ -37,11 +53,135 @@ pub static CLIENT_TIMEOUTS: Counter = Counter::new();
 pub static REFUSED_BUSY: Counter = Counter::new();
 pub static STORED: Counter = Counter::new();
 pub static STORE_ERRORS: Counter = Counter::new();
+pub static TOKENS_IN_SPENT: Counter = Counter::new();
+pub static TOKENS_OUT_SPENT: Counter = Counter::new();
+pub static TOKENS_IN_SAVED: Counter = Counter::new();
+pub static TOKENS_OUT_SAVED: Counter = Counter::new();
+pub static BACKEND_MS_SAVED: Counter = Counter::new();
+
+const GLOBAL: [&Counter; 14] = [
+    &HITS,
+    &MISSES,
+    &COALESCED,
+    &BACKEND_CALLS,
+    &BACKEND_ERRORS,
+    &CLIENT_TIMEOUTS,
+    &REFUSED_BUSY,
+    &STORED,
+    &STORE_ERRORS,
+    &TOKENS_IN_SPENT,
+    &TOKENS_OUT_SPENT,
+    &TOKENS_IN_SAVED,
+    &TOKENS_OUT_SAVED,
+    &BACKEND_MS_SAVED,
+];
+
+/// Per-cache figures.
+#[derive(Default, Clone, Debug, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub coalesced: u64,
+    pub backend_calls: u64,
+    pub backend_errors: u64,
+    pub tokens_in_spent: u64,
+    pub tokens_out_spent: u64,
+    pub tokens_in_saved: u64,
+    pub tokens_out_saved: u64,
+    pub backend_ms_saved: u64,
+}
+
+/// Caches tracked one by one; beyond, only the global figures grow (bounded memory whatever
+/// cache names clients send).
+const MAX_CACHES: usize = 10_000;
+
+static PER_CACHE: LazyLock<RedisGILGuard<HashMap<Box<[u8]>, CacheStats>>> =
+    LazyLock::new(|| RedisGILGuard::new(HashMap::new()));
+
+/// Updates the figures of `cache` (the caller holds the Redis lock).
+pub fn for_cache<G: RedisLockIndicator>(ctx: &G, cache: &[u8], f: impl FnOnce(&mut CacheStats)) {
+    let mut map = PER_CACHE.lock(ctx);
+    if let Some(s) = map.get_mut(cache) {
+        f(s);
+    } else if map.len() < MAX_CACHES {
+        let mut s = CacheStats::default();
+        f(&mut s);
+        map.insert(cache.into(), s);
+    }
+}
+
+/// The figures of one cache, if it was seen.
+pub fn cache<G: RedisLockIndicator>(ctx: &G, cache: &[u8]) -> Option<CacheStats> {
+    PER_CACHE.lock(ctx).get(cache).cloned()
+}
+
+/// The global figures as a `CacheStats`.
+pub fn global() -> CacheStats {
+    CacheStats {
+        hits: HITS.get(),
+        misses: MISSES.get(),
+        coalesced: COALESCED.get(),
+        backend_calls: BACKEND_CALLS.get(),
+        backend_errors: BACKEND_ERRORS.get(),
+        tokens_in_spent: TOKENS_IN_SPENT.get(),
+        tokens_out_spent: TOKENS_OUT_SPENT.get(),
+        tokens_in_saved: TOKENS_IN_SAVED.get(),
+        tokens_out_saved: TOKENS_OUT_SAVED.get(),
+        backend_ms_saved: BACKEND_MS_SAVED.get(),
+    }
+}
+
+/// Backend latencies of the last calls, for percentiles.
+const WINDOW: usize = 1024;
+static LATENCIES: Mutex<VecDeque<u64>> = Mutex::new(VecDeque::new());
+
+pub fn record_latency(ms: u64) {
+    let mut w = LATENCIES.lock().unwrap_or_else(|p| p.into_inner());
+    if w.len() == WINDOW {
+        w.pop_front();
+    }
+    w.push_back(ms);
+}
+
+/// (p50, p99) of the recent backend latencies in ms, 0 when there were none.
+pub fn latency_percentiles() -> (u64, u64) {
+    let mut v: Vec<u64> = LATENCIES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .copied()
+        .collect();
+    percentiles(&mut v)
+}
+
+fn percentiles(v: &mut [u64]) -> (u64, u64) {
+    if v.is_empty() {
+        return (0, 0);
+    }
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.50), at(0.99))
+}
+
+/// `CONFIG RESETSTAT`: every counter and the latency window back to zero.
+pub fn reset<G: RedisLockIndicator>(ctx: &G) {
+    for c in GLOBAL {
+        c.reset();
+    }
+    PER_CACHE.lock(ctx).clear();
+    LATENCIES.lock().unwrap_or_else(|p| p.into_inner()).clear();
+}
+
+/// Money saved, from the tokens saved and the prices per million tokens.
+pub fn money_saved(s: &CacheStats, price_in: f64, price_out: f64) -> f64 {
+    (s.tokens_in_saved as f64 * price_in + s.tokens_out_saved as f64 * price_out) / 1e6
+}
 
 /// Writes the `# qa` INFO section.
 pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
     let (running, queued) = crate::worker::load();
     let (flights, waiting) = crate::worker::flights();
+    let (p50, p99) = latency_percentiles();
     ctx.builder()
         .add_section("")
         .field("hits", HITS.get())?
@@ -53,6 +193,13 @@ pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .field("refused_busy", REFUSED_BUSY.get())?
         .field("stored", STORED.get())?
         .field("store_errors", STORE_ERRORS.get())?
+        .field("tokens_in_spent", TOKENS_IN_SPENT.get())?
+        .field("tokens_out_spent", TOKENS_OUT_SPENT.get())?
+        .field("tokens_in_saved", TOKENS_IN_SAVED.get())?
+        .field("tokens_out_saved", TOKENS_OUT_SAVED.get())?
+        .field("backend_ms_saved", BACKEND_MS_SAVED.get())?
+        .field("backend_latency_p50_ms", p50)?
+        .field("backend_latency_p99_ms", p99)?
         .field("inflight", running as u64)?
         .field("queued", queued as u64)?
         .field("flights", flights as u64)?
@@ -60,4 +207,36 @@ pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .build_section()?
         .build_info()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_a_window() {
+        // (values, expected (p50, p99))
+        let rows: &[(&[u64], (u64, u64))] = &[
+            (&[], (0, 0)),
+            (&[7], (7, 7)),
+            (&[5, 1, 3], (3, 5)),
+            (&[1, 2, 3, 4, 5, 6, 7, 8, 9, 100], (6, 100)),
+        ];
+        for (values, want) in rows {
+            assert_eq!(percentiles(&mut values.to_vec()), *want, "{values:?}");
+        }
+        let mut hundred: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentiles(&mut hundred), (51, 99));
+    }
+
+    #[test]
+    fn money() {
+        let s = CacheStats {
+            tokens_in_saved: 2_000_000,
+            tokens_out_saved: 1_000_000,
+            ..Default::default()
+        };
+        // $0.15 per million in, $0.60 per million out.
+        assert!((money_saved(&s, 0.15, 0.60) - 0.90).abs() < 1e-9);
+    }
 }

@@ -1,9 +1,9 @@
 //! The miss path off the main thread: one backend call per flight, then one locked write.
 
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use redis_module::{CallOptionsBuilder, CallResult, ContextFlags, ThreadSafeContext};
+use redis_module::{ContextFlags, ThreadSafeContext};
 
 use crate::backend::http::{self, CallSettings};
 use crate::backend::openai::OpenAi;
@@ -11,10 +11,11 @@ use crate::backend::{Answer, BackendError, Request};
 use crate::blocked::{Outcome, Waiter};
 use crate::flight::{Joined, SingleFlight};
 use crate::pool::{Pool, QueueFull};
-use crate::{config, stats};
+use crate::{config, entry, stats};
 
 /// Everything one backend call needs, copied on the main thread when the miss is seen.
 pub struct Job {
+    pub cache: Vec<u8>,
     pub key: Vec<u8>,
     pub request: Request,
     pub ttl_secs: i64,
@@ -81,9 +82,19 @@ pub fn flights() -> (usize, usize) {
     (t.len(), t.waiters())
 }
 
-/// Adds a blocked client to the flight of `key`; a `Leader` must start the call.
-pub fn join(key: &[u8], waiter: Waiter) -> Joined {
-    flight_table().join(key.to_vec(), waiter)
+/// Adds a blocked client to the flight of `key`; a `Leader` must start the call. Whether it
+/// leads is decided under the table's lock, and recorded in the waiter for `WITHMETA`.
+pub fn join(key: &[u8], mut waiter: Waiter, refresh: bool) -> Joined {
+    let mut table = flight_table();
+    let key = key.to_vec();
+    waiter.served = if table.is_in_flight(&key) {
+        "coalesced"
+    } else if refresh {
+        "refresh"
+    } else {
+        "miss"
+    };
+    table.join(key, waiter)
 }
 
 /// Starts the call for a flight just created; on refusal, fails the flight's waiters.
@@ -121,28 +132,52 @@ impl Drop for FlightGuard<'_> {
 fn run(job: Job) {
     let mut guard = FlightGuard(Some(&job.key));
     stats::BACKEND_CALLS.bump();
-    let budget = job.deadline.saturating_duration_since(Instant::now());
+    let started = Instant::now();
+    let budget = job.deadline.saturating_duration_since(started);
     let result = http::call(&OpenAi, &job.settings, &job.request, budget).map_err(|e| match e {
         BackendError::Timeout(_) => BackendError::Timeout(job.timeout_ms),
         other => other,
     });
+    let latency_ms = started.elapsed().as_millis() as u64;
+    let tsc = ThreadSafeContext::new();
     let answer = match result {
         Ok(answer) => answer,
         Err(e) => {
             stats::BACKEND_ERRORS.bump();
+            {
+                let ctx = tsc.lock();
+                stats::for_cache(&ctx, &job.cache, |s| {
+                    s.backend_calls += 1;
+                    s.backend_errors += 1;
+                });
+            }
             guard.0 = None;
             finish(&job.key, Outcome::err(e));
             return;
         }
     };
+    stats::record_latency(latency_ms);
+    let (tokens_in, tokens_out) = (
+        answer.tokens_in.unwrap_or(0),
+        answer.tokens_out.unwrap_or(0),
+    );
+    stats::TOKENS_IN_SPENT.add(tokens_in);
+    stats::TOKENS_OUT_SPENT.add(tokens_out);
     // Write and end the flight under one lock: a miss seen after this finds the entry, one
     // seen before joined the flight. A paid answer is stored even if every asker has gone.
-    let tsc = ThreadSafeContext::new();
-    let outcome = Arc::new(Outcome::Answer(answer.text.clone()));
+    let outcome = Arc::new(Outcome::Answer(answer.text.clone(), job.ttl_secs * 1000));
     let paused_since = Instant::now();
+    let mut counted = false;
     loop {
         let ctx = tsc.lock();
-        let stored = store(&ctx, &job, &answer);
+        if !std::mem::replace(&mut counted, true) {
+            stats::for_cache(&ctx, &job.cache, |s| {
+                s.backend_calls += 1;
+                s.tokens_in_spent += tokens_in;
+                s.tokens_out_spent += tokens_out;
+            });
+        }
+        let stored = store(&ctx, &job, &answer, latency_ms);
         if stored == Store::Paused && paused_since.elapsed() < MAX_PAUSE_WAIT {
             // Writes are paused (CLIENT PAUSE WRITE, FAILOVER): writing now would abort Redis
             // 7.0. Answer who waits, keep the flight open so new askers wait on it instead of
@@ -180,16 +215,8 @@ enum Store {
     Paused,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// Writes the entry with plain commands that replicate (`!`), fail on OOM instead of
-/// growing past `maxmemory` (`M`) and return errors as replies (`E`).
-fn store(ctx: &redis_module::Context, job: &Job, answer: &Answer) -> Store {
+/// Writes the entry unless this server must not write now.
+fn store(ctx: &redis_module::Context, job: &Job, answer: &Answer, latency_ms: u64) -> Store {
     // A primary turned replica while the call was in flight must not write.
     if ctx.get_flags().contains(ContextFlags::SLAVE) {
         stats::STORE_ERRORS.bump();
@@ -200,45 +227,22 @@ fn store(ctx: &redis_module::Context, job: &Job, answer: &Answer) -> Store {
     if unsafe { redis_module::raw::RedisModule_AvoidReplicaTraffic.map_or(0, |f| f()) } != 0 {
         return Store::Paused;
     }
-    let created = now_ms();
-    let expire_at = created + job.ttl_secs * 1000;
-    let created_s = created.to_string();
-    let tokens_in = answer.tokens_in.map(|t| t.to_string()).unwrap_or_default();
-    let tokens_out = answer.tokens_out.map(|t| t.to_string()).unwrap_or_default();
-    let opts = CallOptionsBuilder::new()
-        .replicate()
-        .verify_oom()
-        .errors_as_replies()
-        .build();
-    let fields: [&[u8]; 13] = [
-        &job.key,
-        b"answer",
-        answer.text.as_bytes(),
-        b"question",
-        job.request.question.as_bytes(),
-        b"model",
-        job.request.model.as_bytes(),
-        b"created",
-        created_s.as_bytes(),
-        b"tokens_in",
-        tokens_in.as_bytes(),
-        b"tokens_out",
-        tokens_out.as_bytes(),
-    ];
-    let written: CallResult = ctx.call_ext("HSET", &opts, &fields[..]);
+    let written = entry::write(
+        ctx,
+        &entry::NewEntry {
+            key: &job.key,
+            answer: answer.text.as_bytes(),
+            question: job.request.question.as_bytes(),
+            model: job.request.model.as_bytes(),
+            tokens_in: answer.tokens_in,
+            tokens_out: answer.tokens_out,
+            latency_ms: Some(latency_ms),
+            ttl_secs: job.ttl_secs,
+        },
+    );
     if written.is_err() {
         stats::STORE_ERRORS.bump();
-        ctx.log_warning("redis-qa: could not store an answer (HSET refused, e.g. OOM)");
-        return Store::Done;
+        ctx.log_warning("redis-qa: could not store an answer (write refused, e.g. OOM)");
     }
-    let at = expire_at.to_string();
-    let expired: CallResult = ctx.call_ext("PEXPIREAT", &opts, &[&job.key[..], at.as_bytes()][..]);
-    if expired.is_err() {
-        stats::STORE_ERRORS.bump();
-        // An entry without its TTL would live forever: take it back.
-        let _: CallResult = ctx.call_ext("DEL", &opts, &[&job.key[..]][..]);
-        return Store::Done;
-    }
-    stats::STORED.bump();
     Store::Done
 }

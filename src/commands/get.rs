@@ -1,173 +1,52 @@
-//! `QA.GET <cache> <question> [TTL <seconds>] [MODEL <name>] [SYSTEM <prompt>] [REFRESH]`
+//! `QA.GET <cache> <question> [TTL <seconds>] [MODEL <name>] [SYSTEM <prompt>] [REFRESH]
+//! [WITHMETA]`
 
-use std::cell::RefCell;
 use std::os::raw::c_int;
 use std::time::{Duration, Instant};
 
 use redis_module::{raw, Context};
 
-use super::{guarded, reply_error, Args};
+use super::args::{Allowed, EntryArgs};
+use super::{reply_error, resolve, with_entry_args, Scratch};
 use crate::backend::Request;
-use crate::blocked::Waiter;
-use crate::config::{self, MAX_TTL_SECS};
-use crate::entry::{self, Lookup};
+use crate::blocked::{self, Waiter};
+use crate::config;
+use crate::entry::{self, Hit, Lookup};
 use crate::error;
 use crate::flight::Joined;
-use crate::keys::{self, CacheNameError};
-use crate::normalize;
 use crate::stats;
 use crate::worker::{self, Job};
 
-/// The parsed arguments of `QA.GET`.
-#[derive(Debug, PartialEq, Eq)]
-pub struct GetArgs<'a> {
-    pub cache: &'a [u8],
-    pub question: &'a [u8],
-    pub ttl: Option<i64>,
-    pub model: Option<&'a str>,
-    pub system: Option<&'a str>,
-    pub refresh: bool,
-}
-
-/// Parses everything after the command name. Pure: all checks that need no config.
-pub fn parse<'a>(args: &[&'a [u8]]) -> Result<GetArgs<'a>, &'static str> {
-    let [cache, question, rest @ ..] = args else {
-        return Err(error::SYNTAX);
-    };
-    let mut out = GetArgs {
-        cache,
-        question,
-        ttl: None,
-        model: None,
-        system: None,
-        refresh: false,
-    };
-    let mut i = 0;
-    while i < rest.len() {
-        let opt = rest[i];
-        let value = rest.get(i + 1).copied();
-        if opt.eq_ignore_ascii_case(b"REFRESH") {
-            if out.refresh {
-                return Err(error::OPTION_TWICE);
-            }
-            out.refresh = true;
-            i += 1;
-            continue;
-        }
-        let is = |name: &[u8]| opt.eq_ignore_ascii_case(name);
-        if !(is(b"TTL") || is(b"MODEL") || is(b"SYSTEM")) {
-            return Err(error::UNKNOWN_OPTION);
-        }
-        let value = value.ok_or(error::OPTION_VALUE)?;
-        if is(b"TTL") {
-            if out.ttl.is_some() {
-                return Err(error::OPTION_TWICE);
-            }
-            out.ttl = Some(parse_ttl(value).ok_or(error::TTL_RANGE)?);
-        } else if is(b"MODEL") {
-            if out.model.is_some() {
-                return Err(error::OPTION_TWICE);
-            }
-            let m = std::str::from_utf8(value).map_err(|_| error::MODEL_INVALID)?;
-            if !config::valid_model(m) {
-                return Err(error::MODEL_INVALID);
-            }
-            out.model = Some(m);
-        } else {
-            if out.system.is_some() {
-                return Err(error::OPTION_TWICE);
-            }
-            let s = std::str::from_utf8(value).map_err(|_| error::SYSTEM_INVALID)?;
-            if !config::valid_system(s) {
-                return Err(error::SYSTEM_INVALID);
-            }
-            out.system = Some(s);
-        }
-        i += 2;
-    }
-    match keys::validate_cache_name(cache) {
-        Ok(()) => {}
-        Err(CacheNameError::Empty) => return Err(error::CACHE_EMPTY),
-        Err(CacheNameError::TooLong) => return Err(error::CACHE_TOO_LONG),
-        Err(CacheNameError::Brace) => return Err(error::CACHE_BRACE),
-    }
-    Ok(out)
-}
-
-/// Seconds, as plain decimal digits (no sign, no spaces), 1 to [`MAX_TTL_SECS`].
-fn parse_ttl(v: &[u8]) -> Option<i64> {
-    if v.is_empty() || v.len() > 10 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let n: i64 = std::str::from_utf8(v).ok()?.parse().ok()?;
-    (1..=MAX_TTL_SECS).contains(&n).then_some(n)
-}
-
-/// Checks the question against the size limit and decodes it.
-pub fn question_str(q: &[u8], max_bytes: usize) -> Result<&str, &'static str> {
-    if q.len() > max_bytes {
-        return Err(error::QUESTION_TOO_LONG);
-    }
-    std::str::from_utf8(q).map_err(|_| error::QUESTION_UTF8)
-}
-
-/// Scratch buffers reused by every call on the main thread, so a hit allocates nothing of ours.
-struct Scratch {
-    normalized: String,
-    key: Vec<u8>,
-}
-
-thread_local! {
-    static SCRATCH: RefCell<Scratch> = const {
-        RefCell::new(Scratch { normalized: String::new(), key: Vec::new() })
-    };
-}
+/// The options `QA.GET` takes.
+const ALLOWED: Allowed = Allowed {
+    ttl: true,
+    refresh: true,
+    withmeta: true,
+    unknown: error::UNKNOWN_OPTION_GET,
+};
 
 pub(crate) extern "C" fn qa_get(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut *mut raw::RedisModuleString,
     argc: c_int,
 ) -> c_int {
-    guarded(ctx, || {
-        // SAFETY: Redis passes the running command's arguments.
-        let args = unsafe { Args::new(argv, argc) };
-        args.with_slices(|a| match parse(a) {
-            Ok(parsed) => SCRATCH.with(|s| match s.try_borrow_mut() {
-                Ok(mut scratch) => unsafe { get(ctx, &parsed, &mut scratch) },
-                Err(_) => unsafe { reply_error(ctx, &format!("ERR {}", error::INTERNAL)) },
-            }),
-            Err(e) => unsafe { reply_error(ctx, e) },
-        })
+    with_entry_args(ctx, argv, argc, 2, ALLOWED, |a, s| unsafe {
+        get(ctx, a, s)
     })
 }
 
 /// # Safety
 /// `ctx` must be the running command's context, on the main thread.
-unsafe fn get(ctx: *mut raw::RedisModuleCtx, a: &GetArgs<'_>, s: &mut Scratch) -> c_int {
-    let max_q = config::MAX_QUESTION_BYTES.get().max(0) as usize;
-    let question = match question_str(a.question, max_q) {
+unsafe fn get(ctx: *mut raw::RedisModuleCtx, a: &EntryArgs<'_>, s: &mut Scratch) -> c_int {
+    let question = match resolve(ctx, a, s) {
         Ok(q) => q,
         Err(e) => return reply_error(ctx, e),
     };
-    normalize::normalize_into(question, &mut s.normalized);
-    if s.normalized.is_empty() {
-        return reply_error(ctx, error::QUESTION_EMPTY);
-    }
-    s.key.clear();
-    config::with_strings(&Context::new(ctx), |cfg| match (a.model, a.system) {
-        (None, None) => {
-            keys::entry_key_into(&cfg.default_prefix, a.cache, &s.normalized, &mut s.key)
-        }
-        (m, sys) => {
-            let prefix =
-                keys::prefix_state(m.unwrap_or(&cfg.model), sys.unwrap_or(&cfg.system_prompt));
-            keys::entry_key_into(&prefix, a.cache, &s.normalized, &mut s.key);
-        }
-    });
     if !a.refresh {
-        match entry::reply_if_hit(ctx, &s.key) {
-            Lookup::Replied => {
-                stats::HITS.bump_main();
+        match entry::lookup(ctx, &s.key, a.withmeta) {
+            Lookup::Hit(hit) => {
+                reply_hit(ctx, &hit, a.withmeta);
+                count_hit(ctx, a.cache, &hit);
                 return raw::REDISMODULE_OK as c_int;
             }
             Lookup::WrongType => return reply_error(ctx, error::WRONG_ENTRY_TYPE),
@@ -177,10 +56,42 @@ unsafe fn get(ctx: *mut raw::RedisModuleCtx, a: &GetArgs<'_>, s: &mut Scratch) -
     miss(ctx, a, question, &s.key)
 }
 
+/// Replies a hit: the answer, or with `WITHMETA` the answer and how it was served.
+unsafe fn reply_hit(ctx: *mut raw::RedisModuleCtx, hit: &Hit, withmeta: bool) {
+    if !withmeta {
+        raw::RedisModule_ReplyWithString.unwrap()(ctx, hit.answer);
+        return;
+    }
+    let mut len = 0usize;
+    let p = raw::RedisModule_StringPtrLen.unwrap()(hit.answer, &mut len);
+    let answer = if p.is_null() {
+        &[][..]
+    } else {
+        std::slice::from_raw_parts(p.cast::<u8>(), len)
+    };
+    let now = raw::RedisModule_Milliseconds.unwrap()();
+    let age = hit.created_ms.map_or(0, |c| (now - c).max(0));
+    blocked::reply_meta(ctx, answer, "hit", age, hit.ttl_ms.unwrap_or(-1));
+}
+
+/// Counts a hit, with what it saved: the tokens and backend time the entry cost.
+fn count_hit(ctx: *mut raw::RedisModuleCtx, cache: &[u8], hit: &Hit) {
+    stats::HITS.bump_main();
+    stats::TOKENS_IN_SAVED.add_main(hit.tokens_in);
+    stats::TOKENS_OUT_SAVED.add_main(hit.tokens_out);
+    stats::BACKEND_MS_SAVED.add_main(hit.latency_ms);
+    stats::for_cache(&Context::new(ctx), cache, |c| {
+        c.hits += 1;
+        c.tokens_in_saved += hit.tokens_in;
+        c.tokens_out_saved += hit.tokens_out;
+        c.backend_ms_saved += hit.latency_ms;
+    });
+}
+
 /// The miss path: refuse what cannot wait, else block the caller on the key's flight.
 unsafe fn miss(
     ctx: *mut raw::RedisModuleCtx,
-    a: &GetArgs<'_>,
+    a: &EntryArgs<'_>,
     question: &str,
     key: &[u8],
 ) -> c_int {
@@ -212,6 +123,7 @@ unsafe fn miss(
         )
     });
     let job = Job {
+        cache: a.cache.to_vec(),
         key: key.to_vec(),
         request: Request {
             question: question.to_string(),
@@ -223,11 +135,16 @@ unsafe fn miss(
         timeout_ms: timeout_ms as u64,
         settings: config::call_settings(&Context::new(ctx)),
     };
-    let Some(waiter) = Waiter::block(ctx, deadline) else {
+    let Some(waiter) = Waiter::block(ctx, deadline, a.withmeta) else {
         return reply_error(ctx, &format!("ERR {}", error::INTERNAL));
     };
     stats::MISSES.bump_main();
-    match worker::join(key, waiter) {
+    let joined = worker::join(key, waiter, a.refresh);
+    stats::for_cache(&Context::new(ctx), a.cache, |c| {
+        c.misses += 1;
+        c.coalesced += u64::from(joined == Joined::Follower);
+    });
+    match joined {
         Joined::Leader => {
             let max_inflight = config::MAX_INFLIGHT.get().max(1) as usize;
             let max_queue = config::MAX_QUEUE.get().max(0) as usize;
@@ -238,96 +155,4 @@ unsafe fn miss(
         Joined::Follower => stats::COALESCED.bump_main(),
     }
     raw::REDISMODULE_OK as c_int
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn p(args: &[&str]) -> Result<GetArgs<'static>, &'static str> {
-        let v: Vec<&'static [u8]> = args
-            .iter()
-            .map(|s| &*Box::leak(s.as_bytes().to_vec().into_boxed_slice()))
-            .collect();
-        parse(Box::leak(v.into_boxed_slice()))
-    }
-
-    #[test]
-    fn parses_options_case_insensitively() {
-        let a = p(&[
-            "faq", "q", "ttl", "60", "Model", "m1", "SYSTEM", "be brief", "refresh",
-        ])
-        .unwrap();
-        assert_eq!(
-            a,
-            GetArgs {
-                cache: b"faq",
-                question: b"q",
-                ttl: Some(60),
-                model: Some("m1"),
-                system: Some("be brief"),
-                refresh: true,
-            }
-        );
-        assert_eq!(p(&["faq", "q"]).unwrap().ttl, None);
-    }
-
-    /// (arguments, expected error)
-    #[test]
-    fn errors() {
-        let rows: &[(&[&str], &str)] = &[
-            (&["faq"], error::SYNTAX),
-            (&["faq", "q", "TTL"], error::OPTION_VALUE),
-            (&["faq", "q", "TTL", "0"], error::TTL_RANGE),
-            (&["faq", "q", "TTL", "-5"], error::TTL_RANGE),
-            (&["faq", "q", "TTL", "+5"], error::TTL_RANGE),
-            (&["faq", "q", "TTL", " 5"], error::TTL_RANGE),
-            (&["faq", "q", "TTL", "1.5"], error::TTL_RANGE),
-            (&["faq", "q", "TTL", "abc"], error::TTL_RANGE),
-            (&["faq", "q", "TTL", "315360001"], error::TTL_RANGE),
-            (
-                &["faq", "q", "TTL", "99999999999999999999"],
-                error::TTL_RANGE,
-            ),
-            (&["faq", "q", "TTL", "5", "TTL", "6"], error::OPTION_TWICE),
-            (&["faq", "q", "REFRESH", "REFRESH"], error::OPTION_TWICE),
-            (
-                &["faq", "q", "MODEL", "a", "MODEL", "b"],
-                error::OPTION_TWICE,
-            ),
-            (
-                &["faq", "q", "SYSTEM", "a", "SYSTEM", "b"],
-                error::OPTION_TWICE,
-            ),
-            (&["faq", "q", "MODEL", ""], error::MODEL_INVALID),
-            (&["faq", "q", "MODEL", "a\nb"], error::MODEL_INVALID),
-            (&["faq", "q", "BOGUS"], error::UNKNOWN_OPTION),
-            (&["faq", "q", "BOGUS", "1"], error::UNKNOWN_OPTION),
-            (&["", "q"], error::CACHE_EMPTY),
-            (&["a{b", "q"], error::CACHE_BRACE),
-            (&["a}b", "q"], error::CACHE_BRACE),
-        ];
-        for (args, want) in rows {
-            assert_eq!(p(args).unwrap_err(), *want, "{args:?}");
-        }
-        assert_eq!(
-            p(&[&"c".repeat(129), "q"]).unwrap_err(),
-            error::CACHE_TOO_LONG
-        );
-    }
-
-    #[test]
-    fn ttl_bounds() {
-        assert_eq!(parse_ttl(b"1"), Some(1));
-        assert_eq!(parse_ttl(b"315360000"), Some(315_360_000));
-        assert_eq!(parse_ttl(b"0001"), Some(1));
-        assert_eq!(parse_ttl(b""), None);
-    }
-
-    #[test]
-    fn questions() {
-        assert_eq!(question_str(b"abc", 3), Ok("abc"));
-        assert_eq!(question_str(b"abcd", 3), Err(error::QUESTION_TOO_LONG));
-        assert_eq!(question_str(b"\xff", 3), Err(error::QUESTION_UTF8));
-    }
 }

@@ -2,6 +2,8 @@
 //! hit path pays for nothing it does not use (no argument vector, no wrapper allocation), and
 //! every one runs inside [`guarded`] so no panic reaches Redis.
 
+pub mod args;
+pub mod entries;
 pub mod get;
 
 use std::ffi::CString;
@@ -10,7 +12,78 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use redis_module::{raw, Context, Status};
 
-use crate::error;
+use crate::{config, error, generation, keys, normalize};
+
+use args::EntryArgs;
+
+/// Scratch buffers reused by every command on the main thread, so a hit allocates nothing
+/// of ours.
+pub struct Scratch {
+    pub normalized: String,
+    pub key: Vec<u8>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = const {
+        std::cell::RefCell::new(Scratch { normalized: String::new(), key: Vec::new() })
+    };
+}
+
+/// Parses a command's arguments and runs `f` with them and the scratch buffers; every
+/// failure becomes an error reply.
+pub(crate) fn with_entry_args(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+    positional: usize,
+    allowed: args::Allowed,
+    f: impl FnOnce(&EntryArgs<'_>, &mut Scratch) -> c_int,
+) -> c_int {
+    guarded(ctx, || {
+        // SAFETY: Redis passes the running command's arguments.
+        let args = unsafe { Args::new(argv, argc) };
+        args.with_slices(|a| match args::parse(a, positional, allowed) {
+            Ok(parsed) => SCRATCH.with(|s| match s.try_borrow_mut() {
+                Ok(mut scratch) => f(&parsed, &mut scratch),
+                Err(_) => unsafe { reply_error(ctx, &format!("ERR {}", error::INTERNAL)) },
+            }),
+            Err(e) => unsafe { reply_error(ctx, e) },
+        })
+    })
+}
+
+/// Checks and normalizes the question and derives the entry key into `s.key`; returns the
+/// question as asked.
+///
+/// # Safety
+/// `ctx` must be the running command's context, on the main thread.
+pub unsafe fn resolve<'a>(
+    ctx: *mut raw::RedisModuleCtx,
+    a: &EntryArgs<'a>,
+    s: &mut Scratch,
+) -> Result<&'a str, &'static str> {
+    let max_q = config::MAX_QUESTION_BYTES.get().max(0) as usize;
+    let question = args::question_str(a.question, max_q)?;
+    normalize::normalize_into(question, &mut s.normalized);
+    if s.normalized.is_empty() {
+        return Err(error::QUESTION_EMPTY);
+    }
+    s.key.clear();
+    let Scratch { normalized, key } = s;
+    generation::with_generation(ctx, a.cache, |generation| {
+        config::with_strings(&Context::new(ctx), |cfg| match (a.model, a.system) {
+            (None, None) => {
+                keys::entry_key_into(&cfg.default_prefix, a.cache, generation, normalized, key)
+            }
+            (m, sys) => {
+                let prefix =
+                    keys::prefix_state(m.unwrap_or(&cfg.model), sys.unwrap_or(&cfg.system_prompt));
+                keys::entry_key_into(&prefix, a.cache, generation, normalized, key);
+            }
+        })
+    })?;
+    Ok(question)
+}
 
 /// The arguments of a command as byte slices, without copying.
 pub struct Args {
@@ -91,24 +164,85 @@ struct CommandDef {
     handler: Handler,
     flags: &'static str,
     arity: c_int,
+    /// The cache name (argument 1) is written, not only read.
+    write: bool,
     summary: &'static str,
     complexity: &'static str,
 }
 
-const COMMANDS: &[CommandDef] = &[CommandDef {
-    name: "qa.get",
-    handler: get::qa_get,
-    // readonly: served on replicas and for read-only users (a hit writes nothing; a miss
-    // writes through replicated calls from a worker). may-replicate: it can cause writes.
-    flags: "readonly may-replicate",
-    arity: -3,
-    summary: "Returns the cached answer to a question, asking the LLM backend on a miss",
-    complexity: "O(N) in the question's length on a hit",
-}];
+const COMMANDS: &[CommandDef] = &[
+    CommandDef {
+        name: "qa.get",
+        handler: get::qa_get,
+        // readonly: served on replicas and for read-only users (a hit writes nothing; a miss
+        // writes through replicated calls from a worker). may-replicate: it can cause writes.
+        flags: "readonly may-replicate",
+        arity: -3,
+        write: false,
+        summary: "Returns the cached answer to a question, asking the LLM backend on a miss",
+        complexity: "O(N) in the question's length on a hit",
+    },
+    CommandDef {
+        name: "qa.peek",
+        handler: entries::qa_peek,
+        flags: "readonly fast",
+        arity: -3,
+        write: false,
+        summary: "Returns the cached answer to a question, or nil; never calls the backend",
+        complexity: "O(N) in the question's length",
+    },
+    CommandDef {
+        name: "qa.key",
+        handler: entries::qa_key,
+        flags: "readonly fast",
+        arity: -3,
+        write: false,
+        summary: "Returns the normalized question and the entry key it maps to",
+        complexity: "O(N) in the question's length",
+    },
+    CommandDef {
+        name: "qa.set",
+        handler: entries::qa_set,
+        flags: "write deny-oom",
+        arity: -4,
+        write: true,
+        summary: "Stores an answer for a question, as a miss would",
+        complexity: "O(N) in the question's and answer's length",
+    },
+    CommandDef {
+        name: "qa.del",
+        handler: entries::qa_del,
+        flags: "write",
+        arity: -3,
+        write: true,
+        summary: "Deletes the entry of a question; replies 1 if there was one, else 0",
+        complexity: "O(N) in the question's length",
+    },
+    CommandDef {
+        name: "qa.invalidate",
+        handler: entries::qa_invalidate,
+        flags: "write fast",
+        arity: 2,
+        write: true,
+        summary:
+            "Stops every entry of a cache from being served, at once; replies the new generation",
+        complexity: "O(1)",
+    },
+    CommandDef {
+        name: "qa.stats",
+        handler: entries::qa_stats,
+        flags: "readonly",
+        arity: -1,
+        write: false,
+        summary: "Returns hit, miss, cost and latency figures, global or for one cache",
+        complexity: "O(1), O(W log W) for the latency window",
+    },
+];
 
 /// Registers every command, with a read-only key spec on the cache name (argument 1).
 pub fn register(ctx: &Context) -> Status {
     crate::worker::start_reaper();
+    crate::generation::subscribe(ctx);
     for def in COMMANDS {
         if register_one(ctx, def).is_err() {
             ctx.log_warning(&format!("redis-qa: could not register {}", def.name));
@@ -121,15 +255,21 @@ pub fn register(ctx: &Context) -> Status {
 fn register_one(ctx: &Context, def: &CommandDef) -> Result<(), ()> {
     let name = CString::new(def.name).map_err(|_| ())?;
     let flags = CString::new(def.flags).map_err(|_| ())?;
+    // QA.STATS names no key (its cache argument is optional and reads no key).
+    let (first, last, step) = if def.name == "qa.stats" {
+        (0, 0, 0)
+    } else {
+        (1, 1, 1)
+    };
     let created = unsafe {
         raw::RedisModule_CreateCommand.unwrap()(
             ctx.ctx,
             name.as_ptr(),
             Some(def.handler),
             flags.as_ptr(),
-            1,
-            1,
-            1,
+            first,
+            last,
+            step,
         )
     };
     if created != raw::REDISMODULE_OK as c_int {
@@ -139,8 +279,8 @@ fn register_one(ctx: &Context, def: &CommandDef) -> Result<(), ()> {
     Ok(())
 }
 
-/// Declares the cache name a read-only key (`RO ACCESS`) so ACL `%R~pattern` users and cluster
-/// routing treat it as one. Redis copies everything it is given here.
+/// Declares the cache name a key (read-only `RO ACCESS`, or `RW` for writing commands) so
+/// ACL key patterns and cluster routing apply to it. Redis copies everything it is given.
 fn set_info(ctx: &Context, name: &CString, def: &CommandDef) {
     let (Some(get_command), Some(set_command_info)) =
         (unsafe { raw::RedisModule_GetCommand }, unsafe {
@@ -161,7 +301,11 @@ fn set_info(ctx: &Context, name: &CString, def: &CommandDef) {
     };
     // SAFETY: all-zero is a valid (terminating) key spec.
     let mut specs: [raw::RedisModuleCommandKeySpec; 2] = unsafe { std::mem::zeroed() };
-    specs[0].flags = (raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS) as u64;
+    specs[0].flags = if def.write {
+        (raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE) as u64
+    } else {
+        (raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS) as u64
+    };
     specs[0].begin_search_type = raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX;
     specs[0].bs.index.pos = 1;
     specs[0].find_keys_type = raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE;
@@ -178,7 +322,9 @@ fn set_info(ctx: &Context, name: &CString, def: &CommandDef) {
     info.complexity = complexity.as_ptr();
     info.since = since.as_ptr();
     info.arity = def.arity;
-    info.key_specs = specs.as_mut_ptr();
+    if def.name != "qa.stats" {
+        info.key_specs = specs.as_mut_ptr();
+    }
     if unsafe { set_command_info(cmd, &info) } != raw::REDISMODULE_OK as c_int {
         ctx.log_warning(&format!(
             "redis-qa: could not set command info for {}",

@@ -1,0 +1,296 @@
+//! Argument parsing shared by every command that names an entry:
+//! `<cache> <question> [<answer>] [TTL <s>] [MODEL <m>] [SYSTEM <p>] [REFRESH] [WITHMETA]`.
+//! Pure: everything that needs no config or Redis state.
+
+use crate::config::{self, MAX_TTL_SECS};
+use crate::error;
+use crate::keys::{self, CacheNameError};
+
+/// Which options a command takes, and the error it replies for any other.
+#[derive(Clone, Copy)]
+pub struct Allowed {
+    pub ttl: bool,
+    pub refresh: bool,
+    pub withmeta: bool,
+    pub unknown: &'static str,
+}
+
+/// `QA.PEEK`, `QA.DEL`, `QA.KEY`: MODEL and SYSTEM only.
+pub const LOOKUP_ONLY: Allowed = Allowed {
+    ttl: false,
+    refresh: false,
+    withmeta: false,
+    unknown: error::UNKNOWN_OPTION_LOOKUP,
+};
+
+/// The parsed arguments.
+#[derive(Debug, PartialEq, Eq, Default)]
+pub struct EntryArgs<'a> {
+    pub cache: &'a [u8],
+    pub question: &'a [u8],
+    /// The third positional argument (`QA.SET`'s answer), when the command has one.
+    pub answer: Option<&'a [u8]>,
+    pub ttl: Option<i64>,
+    pub model: Option<&'a str>,
+    pub system: Option<&'a str>,
+    pub refresh: bool,
+    pub withmeta: bool,
+}
+
+/// Parses everything after the command name: `positional` (2 or 3) fixed arguments, then
+/// options. Redis has already checked the minimum arity.
+pub fn parse<'a>(
+    args: &[&'a [u8]],
+    positional: usize,
+    allowed: Allowed,
+) -> Result<EntryArgs<'a>, &'static str> {
+    if args.len() < positional {
+        return Err(error::SYNTAX);
+    }
+    let mut out = EntryArgs {
+        cache: args[0],
+        question: args[1],
+        answer: (positional > 2).then(|| args[2]),
+        ..Default::default()
+    };
+    let rest = &args[positional..];
+    let mut i = 0;
+    while i < rest.len() {
+        let opt = rest[i];
+        let is = |name: &[u8]| opt.eq_ignore_ascii_case(name);
+        if allowed.refresh && is(b"REFRESH") {
+            if std::mem::replace(&mut out.refresh, true) {
+                return Err(error::OPTION_TWICE);
+            }
+            i += 1;
+            continue;
+        }
+        if allowed.withmeta && is(b"WITHMETA") {
+            if std::mem::replace(&mut out.withmeta, true) {
+                return Err(error::OPTION_TWICE);
+            }
+            i += 1;
+            continue;
+        }
+        if !((allowed.ttl && is(b"TTL")) || is(b"MODEL") || is(b"SYSTEM")) {
+            return Err(allowed.unknown);
+        }
+        let value = rest.get(i + 1).copied().ok_or(error::OPTION_VALUE)?;
+        if is(b"TTL") {
+            let ttl = parse_ttl(value).ok_or(error::TTL_RANGE)?;
+            if out.ttl.replace(ttl).is_some() {
+                return Err(error::OPTION_TWICE);
+            }
+        } else if is(b"MODEL") {
+            let m = std::str::from_utf8(value)
+                .ok()
+                .filter(|m| config::valid_model(m))
+                .ok_or(error::MODEL_INVALID)?;
+            if out.model.replace(m).is_some() {
+                return Err(error::OPTION_TWICE);
+            }
+        } else {
+            let s = std::str::from_utf8(value)
+                .ok()
+                .filter(|s| config::valid_system(s))
+                .ok_or(error::SYSTEM_INVALID)?;
+            if out.system.replace(s).is_some() {
+                return Err(error::OPTION_TWICE);
+            }
+        }
+        i += 2;
+    }
+    cache_name(out.cache)?;
+    Ok(out)
+}
+
+/// Checks a cache name, with the error reply for a bad one.
+pub fn cache_name(cache: &[u8]) -> Result<(), &'static str> {
+    keys::validate_cache_name(cache).map_err(|e| match e {
+        CacheNameError::Empty => error::CACHE_EMPTY,
+        CacheNameError::TooLong => error::CACHE_TOO_LONG,
+        CacheNameError::Brace => error::CACHE_BRACE,
+    })
+}
+
+/// Seconds, as plain decimal digits (no sign, no spaces), 1 to [`MAX_TTL_SECS`].
+fn parse_ttl(v: &[u8]) -> Option<i64> {
+    if v.is_empty() || v.len() > 10 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: i64 = std::str::from_utf8(v).ok()?.parse().ok()?;
+    (1..=MAX_TTL_SECS).contains(&n).then_some(n)
+}
+
+/// Checks the question against the size limit and decodes it.
+pub fn question_str(q: &[u8], max_bytes: usize) -> Result<&str, &'static str> {
+    if q.len() > max_bytes {
+        return Err(error::QUESTION_TOO_LONG);
+    }
+    std::str::from_utf8(q).map_err(|_| error::QUESTION_UTF8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GET: Allowed = Allowed {
+        ttl: true,
+        refresh: true,
+        withmeta: true,
+        unknown: error::UNKNOWN_OPTION_GET,
+    };
+    const SET: Allowed = Allowed {
+        ttl: true,
+        refresh: false,
+        withmeta: false,
+        unknown: error::UNKNOWN_OPTION_SET,
+    };
+
+    fn p(
+        args: &[&str],
+        positional: usize,
+        allowed: Allowed,
+    ) -> Result<EntryArgs<'static>, &'static str> {
+        let v: Vec<&'static [u8]> = args
+            .iter()
+            .map(|s| &*Box::leak(s.as_bytes().to_vec().into_boxed_slice()))
+            .collect();
+        parse(Box::leak(v.into_boxed_slice()), positional, allowed)
+    }
+
+    #[test]
+    fn parses_options_case_insensitively() {
+        let a = p(
+            &[
+                "faq", "q", "ttl", "60", "Model", "m1", "SYSTEM", "be brief", "refresh", "withMeta",
+            ],
+            2,
+            GET,
+        )
+        .unwrap();
+        assert_eq!(
+            a,
+            EntryArgs {
+                cache: b"faq",
+                question: b"q",
+                answer: None,
+                ttl: Some(60),
+                model: Some("m1"),
+                system: Some("be brief"),
+                refresh: true,
+                withmeta: true,
+            }
+        );
+        let s = p(&["faq", "q", "the answer", "TTL", "5"], 3, SET).unwrap();
+        assert_eq!((s.answer, s.ttl), (Some(&b"the answer"[..]), Some(5)));
+    }
+
+    /// (arguments, positional count, allowed options, expected error)
+    #[test]
+    fn errors() {
+        let rows: &[(&[&str], usize, Allowed, &str)] = &[
+            (&["faq"], 2, GET, error::SYNTAX),
+            (&["faq", "q", "TTL"], 2, GET, error::OPTION_VALUE),
+            (&["faq", "q", "TTL", "0"], 2, GET, error::TTL_RANGE),
+            (&["faq", "q", "TTL", "-5"], 2, GET, error::TTL_RANGE),
+            (&["faq", "q", "TTL", "+5"], 2, GET, error::TTL_RANGE),
+            (&["faq", "q", "TTL", " 5"], 2, GET, error::TTL_RANGE),
+            (&["faq", "q", "TTL", "1.5"], 2, GET, error::TTL_RANGE),
+            (&["faq", "q", "TTL", "abc"], 2, GET, error::TTL_RANGE),
+            (&["faq", "q", "TTL", "315360001"], 2, GET, error::TTL_RANGE),
+            (
+                &["faq", "q", "TTL", "99999999999999999999"],
+                2,
+                GET,
+                error::TTL_RANGE,
+            ),
+            (
+                &["faq", "q", "TTL", "5", "TTL", "6"],
+                2,
+                GET,
+                error::OPTION_TWICE,
+            ),
+            (
+                &["faq", "q", "REFRESH", "REFRESH"],
+                2,
+                GET,
+                error::OPTION_TWICE,
+            ),
+            (
+                &["faq", "q", "WITHMETA", "withmeta"],
+                2,
+                GET,
+                error::OPTION_TWICE,
+            ),
+            (
+                &["faq", "q", "MODEL", "a", "MODEL", "b"],
+                2,
+                GET,
+                error::OPTION_TWICE,
+            ),
+            (
+                &["faq", "q", "SYSTEM", "a", "SYSTEM", "b"],
+                2,
+                GET,
+                error::OPTION_TWICE,
+            ),
+            (&["faq", "q", "MODEL", ""], 2, GET, error::MODEL_INVALID),
+            (&["faq", "q", "MODEL", "a\nb"], 2, GET, error::MODEL_INVALID),
+            (&["faq", "q", "BOGUS"], 2, GET, error::UNKNOWN_OPTION_GET),
+            (
+                &["faq", "q", "BOGUS", "1"],
+                2,
+                GET,
+                error::UNKNOWN_OPTION_GET,
+            ),
+            (
+                &["faq", "q", "TTL", "5"],
+                2,
+                LOOKUP_ONLY,
+                error::UNKNOWN_OPTION_LOOKUP,
+            ),
+            (
+                &["faq", "q", "REFRESH"],
+                2,
+                LOOKUP_ONLY,
+                error::UNKNOWN_OPTION_LOOKUP,
+            ),
+            (
+                &["faq", "q", "a", "REFRESH"],
+                3,
+                SET,
+                error::UNKNOWN_OPTION_SET,
+            ),
+            (&["", "q"], 2, GET, error::CACHE_EMPTY),
+            (&["a{b", "q"], 2, GET, error::CACHE_BRACE),
+            (&["a}b", "q"], 2, GET, error::CACHE_BRACE),
+        ];
+        for (args, positional, allowed, want) in rows {
+            assert_eq!(
+                p(args, *positional, *allowed).unwrap_err(),
+                *want,
+                "{args:?}"
+            );
+        }
+        assert_eq!(
+            p(&[&"c".repeat(129), "q"], 2, GET).unwrap_err(),
+            error::CACHE_TOO_LONG
+        );
+    }
+
+    #[test]
+    fn ttl_bounds() {
+        assert_eq!(parse_ttl(b"1"), Some(1));
+        assert_eq!(parse_ttl(b"315360000"), Some(315_360_000));
+        assert_eq!(parse_ttl(b"0001"), Some(1));
+        assert_eq!(parse_ttl(b""), None);
+    }
+
+    #[test]
+    fn questions() {
+        assert_eq!(question_str(b"abc", 3), Ok("abc"));
+        assert_eq!(question_str(b"abcd", 3), Err(error::QUESTION_TOO_LONG));
+        assert_eq!(question_str(b"\xff", 3), Err(error::QUESTION_UTF8));
+    }
+}

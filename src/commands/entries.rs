@@ -1,0 +1,242 @@
+//! The companion commands: `QA.PEEK`, `QA.KEY`, `QA.SET`, `QA.DEL`, `QA.INVALIDATE`,
+//! `QA.STATS`. None of them ever calls the backend.
+
+use std::os::raw::c_int;
+
+use redis_module::{raw, CallOptionsBuilder, CallResult, Context, RedisValue};
+
+use super::args::{self, Allowed, LOOKUP_ONLY};
+use super::{guarded, reply_error, resolve, with_entry_args, Args};
+use crate::entry::{self, Lookup};
+use crate::stats::{self, CacheStats};
+use crate::{config, error, generation};
+
+const OK: c_int = raw::REDISMODULE_OK as c_int;
+
+unsafe fn reply_str(ctx: *mut raw::RedisModuleCtx, s: &[u8]) {
+    raw::RedisModule_ReplyWithStringBuffer.unwrap()(ctx, s.as_ptr().cast(), s.len());
+}
+
+/// `QA.PEEK <cache> <question> [MODEL <name>] [SYSTEM <prompt>]`: the cached answer or nil.
+pub(crate) extern "C" fn qa_peek(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    with_entry_args(ctx, argv, argc, 2, LOOKUP_ONLY, |a, s| unsafe {
+        if let Err(e) = resolve(ctx, a, s) {
+            return reply_error(ctx, e);
+        }
+        match entry::lookup(ctx, &s.key, false) {
+            Lookup::Hit(hit) => {
+                raw::RedisModule_ReplyWithString.unwrap()(ctx, hit.answer);
+            }
+            Lookup::Miss => {
+                raw::RedisModule_ReplyWithNull.unwrap()(ctx);
+            }
+            Lookup::WrongType => return reply_error(ctx, error::WRONG_ENTRY_TYPE),
+        }
+        OK
+    })
+}
+
+/// `QA.KEY <cache> <question> [MODEL <name>] [SYSTEM <prompt>]`: a map of `normalized`
+/// (the question as the cache sees it) and `key` (the entry key it maps to).
+pub(crate) extern "C" fn qa_key(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    with_entry_args(ctx, argv, argc, 2, LOOKUP_ONLY, |a, s| unsafe {
+        if let Err(e) = resolve(ctx, a, s) {
+            return reply_error(ctx, e);
+        }
+        raw::reply_with_map(ctx, 2);
+        reply_str(ctx, b"normalized");
+        reply_str(ctx, s.normalized.as_bytes());
+        reply_str(ctx, b"key");
+        reply_str(ctx, &s.key);
+        OK
+    })
+}
+
+const SET_ALLOWED: Allowed = Allowed {
+    ttl: true,
+    refresh: false,
+    withmeta: false,
+    unknown: error::UNKNOWN_OPTION_SET,
+};
+
+/// `QA.SET <cache> <question> <answer> [TTL <seconds>] [MODEL <name>] [SYSTEM <prompt>]`:
+/// stores an answer as a miss would (to pre-load FAQs); replies OK.
+pub(crate) extern "C" fn qa_set(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    with_entry_args(ctx, argv, argc, 3, SET_ALLOWED, |a, s| unsafe {
+        let answer = a.answer.unwrap_or_default();
+        if answer.is_empty() {
+            return reply_error(ctx, error::ANSWER_EMPTY);
+        }
+        if answer.len() as i64 > config::MAX_ANSWER_BYTES.get() {
+            return reply_error(ctx, error::ANSWER_TOO_LONG);
+        }
+        let question = match resolve(ctx, a, s) {
+            Ok(q) => q,
+            Err(e) => return reply_error(ctx, e),
+        };
+        let context = Context::new(ctx);
+        let model = config::with_strings(&context, |c| a.model.unwrap_or(&c.model).to_string());
+        let written = entry::write(
+            &context,
+            &entry::NewEntry {
+                key: &s.key,
+                answer,
+                question: question.as_bytes(),
+                model: model.as_bytes(),
+                tokens_in: None,
+                tokens_out: None,
+                latency_ms: None,
+                ttl_secs: a.ttl.unwrap_or_else(|| config::TTL.get()),
+            },
+        );
+        match written {
+            Ok(()) => {
+                raw::RedisModule_ReplyWithSimpleString.unwrap()(ctx, c"OK".as_ptr());
+                OK
+            }
+            Err(_) => reply_error(ctx, error::OOM),
+        }
+    })
+}
+
+/// `QA.DEL <cache> <question> [MODEL <name>] [SYSTEM <prompt>]`: 1 if an entry was
+/// deleted, else 0.
+pub(crate) extern "C" fn qa_del(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    with_entry_args(ctx, argv, argc, 2, LOOKUP_ONLY, |a, s| unsafe {
+        if let Err(e) = resolve(ctx, a, s) {
+            return reply_error(ctx, e);
+        }
+        let opts = CallOptionsBuilder::new()
+            .replicate()
+            .errors_as_replies()
+            .build();
+        let context = Context::new(ctx);
+        let deleted: CallResult = context.call_ext("DEL", &opts, &[&s.key[..]][..]);
+        let n = match deleted.map(|r| RedisValue::from(&r)) {
+            Ok(RedisValue::Integer(n)) => n,
+            _ => 0,
+        };
+        raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, n);
+        OK
+    })
+}
+
+/// `QA.INVALIDATE <cache>`: bumps the cache's generation (`INCR qa:{<cache>}:gen`, a
+/// replicated plain write), so no existing entry of it is served again; replies the new
+/// generation. O(1) whatever the cache's size: old entries expire with their TTL.
+pub(crate) extern "C" fn qa_invalidate(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    guarded(ctx, || unsafe {
+        let args = Args::new(argv, argc);
+        let cache = args.get(1);
+        if let Err(e) = args::cache_name(cache) {
+            return reply_error(ctx, e);
+        }
+        let key = generation::gen_key(cache);
+        let opts = CallOptionsBuilder::new()
+            .replicate()
+            .errors_as_replies()
+            .build();
+        let context = Context::new(ctx);
+        let bumped: CallResult = context.call_ext("INCR", &opts, &[&key[..]][..]);
+        let db = raw::RedisModule_GetSelectedDb.unwrap()(ctx).max(0) as usize;
+        generation::forget(&context, db, cache);
+        match bumped.map(|r| RedisValue::from(&r)) {
+            Ok(RedisValue::Integer(n)) => {
+                raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, n);
+                OK
+            }
+            _ => reply_error(ctx, error::GENERATION_TYPE),
+        }
+    })
+}
+
+/// `QA.STATS [<cache>]`: a map of figures, global or for one cache (zeros for a cache not
+/// seen since the module loaded).
+pub(crate) extern "C" fn qa_stats(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    guarded(ctx, || unsafe {
+        let args = Args::new(argv, argc);
+        if argc > 2 {
+            return reply_error(ctx, error::STATS_ARITY);
+        }
+        let context = Context::new(ctx);
+        let (figures, global) = if argc == 2 {
+            let cache = args.get(1);
+            if let Err(e) = args::cache_name(cache) {
+                return reply_error(ctx, e);
+            }
+            (stats::cache(&context, cache).unwrap_or_default(), false)
+        } else {
+            (stats::global(), true)
+        };
+        let (price_in, price_out) = config::with_strings(&context, |c| c.prices());
+        reply_stats(ctx, &figures, global, price_in, price_out);
+        OK
+    })
+}
+
+unsafe fn reply_stats(
+    ctx: *mut raw::RedisModuleCtx,
+    f: &CacheStats,
+    global: bool,
+    price_in: f64,
+    price_out: f64,
+) {
+    let ints: [(&str, u64); 10] = [
+        ("hits", f.hits),
+        ("misses", f.misses),
+        ("coalesced", f.coalesced),
+        ("backend_calls", f.backend_calls),
+        ("backend_errors", f.backend_errors),
+        ("tokens_in_spent", f.tokens_in_spent),
+        ("tokens_out_spent", f.tokens_out_spent),
+        ("tokens_in_saved", f.tokens_in_saved),
+        ("tokens_out_saved", f.tokens_out_saved),
+        ("backend_ms_saved", f.backend_ms_saved),
+    ];
+    let (p50, p99) = stats::latency_percentiles();
+    let (running, queued) = crate::worker::load();
+    let globals: [(&str, u64); 6] = [
+        ("client_timeouts", stats::CLIENT_TIMEOUTS.get()),
+        ("refused_busy", stats::REFUSED_BUSY.get()),
+        ("inflight", running as u64),
+        ("queued", queued as u64),
+        ("backend_latency_p50_ms", p50),
+        ("backend_latency_p99_ms", p99),
+    ];
+    let extra = if global { globals.len() } else { 0 };
+    raw::reply_with_map(ctx, (ints.len() + 1 + extra) as _);
+    for (name, v) in ints.iter().chain(globals.iter().take(extra)) {
+        reply_str(ctx, name.as_bytes());
+        raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, *v as i64);
+    }
+    // Money as a decimal string (RESP2 has no double), in the currency of the prices.
+    reply_str(ctx, b"money_saved");
+    reply_str(
+        ctx,
+        format!("{:.6}", stats::money_saved(f, price_in, price_out)).as_bytes(),
+    );
+}
