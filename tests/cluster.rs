@@ -1,0 +1,311 @@
+//! Redis Cluster: three primaries on loopback, the module on each. `QA.GET <cache> ...` has
+//! the cache name as its key, and entries (`qa:{<cache>}:...`) hash to the cache name's slot,
+//! so cluster clients route each cache to one node, entries land there, several caches
+//! spread over the nodes, and a node that does not own the slot answers a plain `MOVED`.
+//!
+//! Routing is exercised three ways: plain connections (the `MOVED` reply itself),
+//! `redis-cli -c` (follows redirections), and redis-py's `RedisCluster` (computes the slot
+//! from `COMMAND` key specs), run as a small Python script. The Python part needs `python3`
+//! (or `QA_PYTHON`) with redis-py >= 5; `QA_SKIP_PYTHON=1` skips only that part.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::Command;
+use std::time::Duration;
+
+use common::backend::{answer_for, Backend};
+use common::*;
+
+const MODEL: &str = "gpt-4o-mini";
+
+struct Cluster {
+    nodes: Vec<Server>,
+}
+
+impl Cluster {
+    /// Three primaries (no replicas), created with `redis-cli --cluster create`, every slot
+    /// covered and every node agreeing.
+    fn start(backend_url: &str) -> Cluster {
+        let nodes: Vec<Server> = (0..3)
+            .map(|_| {
+                Server::start_cluster_node(&[
+                    "--qa.backend-url",
+                    backend_url,
+                    "--cluster-enabled",
+                    "yes",
+                    // Each node has its own directory: the file name need not be unique.
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let mut args = vec!["--cluster", "create"];
+        args.extend(addrs.iter().map(|s| s.as_str()));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        let (ok, out, err) = redis_cli(&args);
+        assert!(ok, "redis-cli --cluster create failed:\n{out}\n{err}");
+        let c = Cluster { nodes };
+        let ready = wait_until(Duration::from_secs(20), || {
+            c.nodes.iter().all(|n| {
+                let mut con = n.conn();
+                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut con).unwrap();
+                info.contains("cluster_state:ok") && c.slot_owners(&mut con).len() == 3
+            })
+        });
+        assert!(ready, "the cluster did not become ready");
+        c
+    }
+
+    /// (first slot, last slot, owner's port) for every range, as `node` sees them.
+    fn slot_owners(&self, con: &mut redis::Connection) -> Vec<(u16, u16, u16)> {
+        let slots: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query(con).unwrap();
+        slots
+            .iter()
+            .map(|range| {
+                let redis::Value::Array(parts) = range else {
+                    panic!("{range:?}")
+                };
+                let int =
+                    |v: &redis::Value| -> u16 { redis::from_redis_value::<i64>(v).unwrap() as u16 };
+                let redis::Value::Array(master) = &parts[2] else {
+                    panic!("{range:?}")
+                };
+                (int(&parts[0]), int(&parts[1]), int(&master[1]))
+            })
+            .collect()
+    }
+
+    fn node(&self, port: u16) -> &Server {
+        self.nodes.iter().find(|n| n.port == port).unwrap()
+    }
+
+    /// The port of the node owning `slot`.
+    fn owner(&self, slot: u16) -> u16 {
+        let mut con = self.nodes[0].conn();
+        self.slot_owners(&mut con)
+            .into_iter()
+            .find(|(a, b, _)| (*a..=*b).contains(&slot))
+            .map(|(_, _, p)| p)
+            .unwrap()
+    }
+}
+
+fn keyslot(con: &mut redis::Connection, key: &str) -> u16 {
+    redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query::<i64>(con)
+        .unwrap() as u16
+}
+
+fn python() -> String {
+    std::env::var("QA_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Asks each (cache, question) through redis-py's RedisCluster, starting from `port`; per ask:
+/// (cache, question, answer, port of the node redis-py routed it to).
+const PY_CLUSTER: &str = r#"
+import json, sys
+import redis
+from redis.cluster import RedisCluster
+assert int(redis.__version__.split(".")[0]) >= 5, redis.__version__
+rc = RedisCluster(host="127.0.0.1", port=int(sys.argv[1]), decode_responses=True)
+out = []
+for cache, q in json.loads(sys.argv[2]):
+    answer = rc.execute_command("QA.GET", cache, q)
+    node = rc.get_node_from_key(cache)
+    out.append([cache, q, answer, node.port])
+rc.close()
+print(json.dumps(out))
+"#;
+
+fn redis_py_asks(
+    port: u16,
+    asks: &[(String, String)],
+) -> Option<Vec<(String, String, String, u16)>> {
+    if std::env::var("QA_SKIP_PYTHON").as_deref() == Ok("1") {
+        let _ = writeln!(
+            std::io::stderr(),
+            "redis-py RedisCluster part: SKIPPED (QA_SKIP_PYTHON=1)"
+        );
+        return None;
+    }
+    let out = Command::new(python())
+        .args([
+            "-c",
+            PY_CLUSTER,
+            &port.to_string(),
+            &serde_json::to_string(asks).unwrap(),
+        ])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e} (QA_SKIP_PYTHON=1 skips this part)",
+                python()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "redis-py RedisCluster script failed ({}); needs redis-py >= 5 \
+         (pip install -r tests/python/requirements.txt, or QA_SKIP_PYTHON=1):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("JSON from the script"))
+}
+
+#[test]
+fn qa_get_is_routed_to_the_node_owning_the_cache_slot() {
+    let b = Backend::start(Duration::from_millis(5));
+    let url = b.url();
+    let cluster = Cluster::start(&url);
+    let mut any = cluster.nodes[0].conn();
+
+    // The cache name is the command's key, and an entry key hashes like the cache name.
+    let getkeys: Vec<String> = redis::cmd("COMMAND")
+        .arg("GETKEYS")
+        .arg("QA.GET")
+        .arg("faq")
+        .arg("a question")
+        .query(&mut any)
+        .unwrap();
+    assert_eq!(getkeys, ["faq"]);
+    let faq_slot = keyslot(&mut any, "faq");
+    assert_eq!(keyslot(&mut any, "qa:{faq}:0123abcd"), faq_slot);
+
+    // Caches whose slots fall on each of the three nodes, two per node.
+    let mut caches: BTreeMap<u16, Vec<(String, u16)>> = BTreeMap::new();
+    for i in 0.. {
+        let name = format!("cache-{i}");
+        let slot = keyslot(&mut any, &name);
+        let owner = cluster.owner(slot);
+        let on = caches.entry(owner).or_default();
+        if on.len() < 2 {
+            on.push((name, slot));
+        }
+        if caches.len() == 3 && caches.values().all(|v| v.len() == 2) {
+            break;
+        }
+    }
+
+    // A plain connection to a node that does not own the slot gets MOVED, and nothing is
+    // asked or written anywhere.
+    let (owner, list) = caches.iter().next().unwrap();
+    let (cache, slot) = list[0].clone();
+    let first_cache = cache.clone();
+    let wrong = cluster.nodes.iter().find(|n| n.port != *owner).unwrap();
+    let e = qa_get(&mut wrong.conn(), &[&cache, "Where is my order?"]).unwrap_err();
+    assert_eq!(err_text(&e), format!("MOVED {slot} 127.0.0.1:{owner}"));
+    assert_eq!(b.calls(), 0);
+    for n in &cluster.nodes {
+        assert_eq!(dbsize(&mut n.conn()), 0);
+    }
+    // The owner answers, and the entry is in that slot on that node only.
+    let mut on_owner = cluster.node(*owner).conn();
+    let want = answer_for("Where is my order?", MODEL, "");
+    assert_eq!(
+        qa_get(&mut on_owner, &[&cache, "Where is my order?"]).unwrap(),
+        want
+    );
+    let in_slot: i64 = redis::cmd("CLUSTER")
+        .arg("COUNTKEYSINSLOT")
+        .arg(slot)
+        .query(&mut on_owner)
+        .unwrap();
+    assert_eq!(in_slot, 1);
+    let on_other: u64 = dbsize(&mut wrong.conn());
+    assert_eq!(on_other, 0);
+    // A hit asked at the wrong node is redirected too (the key decides, not hit or miss).
+    let e = qa_get(&mut wrong.conn(), &[&cache, "where is my order"]).unwrap_err();
+    assert_eq!(err_text(&e), format!("MOVED {slot} 127.0.0.1:{owner}"));
+
+    // redis-cli -c, started at a node that does not own the slot, follows the redirection.
+    let wrong_port = wrong.port.to_string();
+    let (ok, out, err) = redis_cli(&[
+        "-c",
+        "-p",
+        &wrong_port,
+        "QA.GET",
+        &cache,
+        "Can I pay by card?",
+    ]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(out.trim_end(), answer_for("Can I pay by card?", MODEL, ""));
+    assert_eq!(b.calls(), 2);
+    let in_slot: i64 = redis::cmd("CLUSTER")
+        .arg("COUNTKEYSINSLOT")
+        .arg(slot)
+        .query(&mut on_owner)
+        .unwrap();
+    assert_eq!(in_slot, 2);
+
+    // redis-py's RedisCluster routes every cache to its owner: six caches on three nodes.
+    let asks: Vec<(String, String)> = caches
+        .values()
+        .flatten()
+        .flat_map(|(c, _)| {
+            [
+                (c.clone(), format!("How do refunds work for {c}?")),
+                (c.clone(), format!("how do refunds work for {c}")),
+            ]
+        })
+        .collect();
+    let Some(routed) = redis_py_asks(cluster.nodes[0].port, &asks) else {
+        return;
+    };
+    assert_eq!(routed.len(), asks.len());
+    for (cache, q, answer, port) in &routed {
+        let slot = keyslot(&mut any, cache);
+        assert_eq!(*port, cluster.owner(slot), "{cache} routed to the owner");
+        let asked = format!("How do refunds work for {cache}?");
+        assert_eq!(*answer, answer_for(&asked, MODEL, ""), "{q}");
+    }
+    // One backend call per cache (the second spelling was a hit), each entry on its owner.
+    assert_eq!(b.calls(), 2 + 6);
+    for (owner, list) in &caches {
+        let mut con = cluster.node(*owner).conn();
+        for (cache, slot) in list {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(10)
+                .query(&mut con)
+                .unwrap();
+            let entries: Vec<&String> = keys
+                .iter()
+                .filter(|k| k.starts_with(&format!("qa:{{{cache}}}:")))
+                .collect();
+            // (The first cache also holds the two questions asked above.)
+            let want = if *cache == first_cache { 3 } else { 1 };
+            assert_eq!(entries.len(), want, "{cache} on {owner}: {keys:?}");
+        }
+    }
+    // Spread: every node holds entries, and only its own.
+    let mut total = 0;
+    for n in &cluster.nodes {
+        let mut con = n.conn();
+        let here = dbsize(&mut con);
+        assert!(here >= 2, "node {} holds {here} entries", n.port);
+        total += here;
+        for k in scan_keys(&mut con, "qa:*") {
+            assert_eq!(cluster.owner(keyslot(&mut con, &k)), n.port, "{k}");
+        }
+    }
+    assert_eq!(total, 8);
+    let hits: u64 = cluster
+        .nodes
+        .iter()
+        .map(|n| info_field(&mut n.conn(), "hits"))
+        .sum();
+    assert_eq!(hits, 6);
+}
