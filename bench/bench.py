@@ -706,7 +706,8 @@ def machine_md():
         ("redis-benchmark", sh("redis-benchmark --version")),
         ("python3 / redis-py", f"{platform.python_version()} / {redis.__version__}"),
         ("rustc", sh("rustc --version")),
-        ("module commit", commit + (" (with uncommitted changes in src/)" if dirty else "")),
+        ("module", os.environ.get("BENCH_MODULE_DESC")
+         or (commit + (" (work tree, with uncommitted changes in src/)" if dirty else " (work tree)"))),
         ("load average (1/5/15 min) at start / end", f"{LOAD_AT_START} / {loadavg()}"),
         ("pinning", f"redis-server (and the module's threads) on core {os.environ.get('SERVER_CPU', '0')}; "
                     f"every client and the demo backends on core {os.environ.get('CLIENT_CPU', '1')} (`taskset -c`)"),
@@ -767,8 +768,9 @@ def main():
                "alternating, on the same pinned cores (see `/work/shared/BENCH-NOTES.md`: this "
                "2-core machine is shared and noisy, throughput varies about ±20% between runs, so "
                "read ratios and server µs/call rather than absolute req/s).\n")
+    rev = f"BENCH_REV={os.environ['BENCH_REV']} " if os.environ.get("BENCH_REV") else ""
     doc.append("Command: `bench/run.sh` (environment: "
-               f"`SERVER_CPU={os.environ.get('SERVER_CPU', '0')} CLIENT_CPU={os.environ.get('CLIENT_CPU', '1')} "
+               f"`{rev}SERVER_CPU={os.environ.get('SERVER_CPU', '0')} CLIENT_CPU={os.environ.get('CLIENT_CPU', '1')} "
                f"REPS={c.reps} PROFILER={os.environ.get('PROFILER', 'auto')}`)\n")
     doc.append("## Machine\n")
     doc.append(machine_md() + "\n")

@@ -11,6 +11,7 @@
 #   REPS=5                     repetitions per comparison (median reported)
 #   PROFILER=auto|perf|callgrind|none
 #   OUT=docs/benchmarks.md
+#   BENCH_REV=<commit>         benchmark a clean export of that commit instead of the work tree
 # Traffic goes to 127.0.0.1 only. Every step is bounded by `timeout`.
 set -euo pipefail
 
@@ -43,12 +44,6 @@ if ! python3 -c 'import redis' 2>/dev/null; then
     timeout 300 python3 -m pip install --quiet redis
 fi
 
-log "building the module and the demo backend (release)"
-timeout 900 cargo build --release --quiet --lib --example demo_backend
-MODULE="$ROOT/target/release/libredis_qa.so"
-BACKEND_BIN="$ROOT/target/release/examples/demo_backend"
-[ -f "$MODULE" ] && [ -x "$BACKEND_BIN" ] || { log "build products missing"; exit 1; }
-
 # 1000 concurrent clients need file descriptors on both sides.
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -77,6 +72,26 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# The module under test: the work tree as it is, or with BENCH_REV=<commit> a clean export of that
+# commit (built into target/bench-rev, so the work tree and its target/release are left alone).
+if [ -n "${BENCH_REV:-}" ]; then
+    commit="$(git -C "$ROOT" rev-parse --short "$BENCH_REV")"
+    export BENCH_MODULE_DESC="$commit (clean export of $BENCH_REV)"
+    log "building $BENCH_MODULE_DESC (release)"
+    mkdir -p "$WORK/src"
+    git -C "$ROOT" archive "$BENCH_REV" | tar -x -C "$WORK/src"
+    (cd "$WORK/src" && CARGO_TARGET_DIR="$ROOT/target/bench-rev" \
+        timeout 1800 cargo build --release --quiet --lib --example demo_backend)
+    TARGET="$ROOT/target/bench-rev/release"
+else
+    log "building the module and the demo backend from the work tree (release)"
+    timeout 1800 cargo build --release --quiet --lib --example demo_backend
+    TARGET="$ROOT/target/release"
+fi
+MODULE="$TARGET/libredis_qa.so"
+BACKEND_BIN="$TARGET/examples/demo_backend"
+[ -f "$MODULE" ] && [ -x "$BACKEND_BIN" ] || { log "build products missing"; exit 1; }
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
