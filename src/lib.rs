@@ -39,7 +39,7 @@ mod module {
         info: info,
         commands: [],
         event_handlers: [
-            [@STRING @GENERIC @EXPIRED @EVICTED: crate::generation::on_key_event],
+            [@STRING @GENERIC @EXPIRED @EVICTED @LIST @SET @HASH @ZSET @STREAM @MODULE: crate::generation::on_key_event],
         ],
         configurations: [
             i64: [

@@ -1,0 +1,458 @@
+//! QA.PEEK, QA.KEY, QA.SET, QA.DEL, QA.INVALIDATE, QA.STATS and QA.GET ... WITHMETA.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::backend::{answer_for, Backend};
+use common::*;
+use redis::Value;
+
+const MODEL: &str = "gpt-4o-mini";
+
+fn server_for(b: &Backend, extra: &[&str]) -> Server {
+    let url = b.url();
+    let mut args = vec!["--qa.backend-url", url.as_str()];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+fn cmd(con: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<Value> {
+    redis::cmd(args[0]).arg(&args[1..]).query(con)
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Int(n) => n.to_string(),
+        other => panic!("not a string: {other:?}"),
+    }
+}
+
+/// A map reply (RESP3 map or RESP2 flat array) as name -> value.
+fn map(v: Value) -> HashMap<String, Value> {
+    match v {
+        Value::Map(pairs) => pairs.into_iter().map(|(k, v)| (text(&k), v)).collect(),
+        Value::Array(items) => items
+            .chunks(2)
+            .map(|p| (text(&p[0]), p[1].clone()))
+            .collect(),
+        other => panic!("not a map: {other:?}"),
+    }
+}
+
+#[test]
+fn peek_set_del_and_key() {
+    let b = Backend::start(Duration::ZERO);
+    let s = server_for(&b, &[]);
+    let mut con = s.conn();
+    let q = "What is our refund policy?";
+    // PEEK never calls the backend.
+    assert_eq!(cmd(&mut con, &["QA.PEEK", "faq", q]).unwrap(), Value::Nil);
+    assert_eq!(b.calls(), 0);
+    // SET pre-loads; GET and PEEK (any spelling) then hit.
+    assert_eq!(
+        cmd(
+            &mut con,
+            &[
+                "QA.SET",
+                "faq",
+                q,
+                "30 days, no questions asked.",
+                "TTL",
+                "100"
+            ]
+        )
+        .unwrap(),
+        Value::Okay
+    );
+    assert_eq!(
+        qa_get(&mut con, &["faq", " what is our REFUND policy "]).unwrap(),
+        "30 days, no questions asked."
+    );
+    assert_eq!(
+        text(&cmd(&mut con, &["QA.PEEK", "faq", q]).unwrap()),
+        "30 days, no questions asked."
+    );
+    assert_eq!(b.calls(), 0);
+    // KEY explains where that answer lives.
+    let k = map(cmd(&mut con, &["QA.KEY", "faq", q]).unwrap());
+    assert_eq!(text(&k["normalized"]), "what is our refund policy");
+    let key = text(&k["key"]);
+    let keys: Vec<String> = redis::cmd("KEYS").arg("qa:*").query(&mut con).unwrap();
+    assert_eq!(keys, vec![key.clone()]);
+    let entry: HashMap<String, String> = redis::cmd("HGETALL").arg(&key).query(&mut con).unwrap();
+    assert_eq!(entry["question"], q);
+    assert_eq!(entry["model"], MODEL);
+    let ttl: i64 = redis::cmd("TTL").arg(&key).query(&mut con).unwrap();
+    assert!((90..=100).contains(&ttl), "{ttl}");
+    // Another model is another entry, for every command.
+    assert_eq!(
+        cmd(&mut con, &["QA.PEEK", "faq", q, "MODEL", "other"]).unwrap(),
+        Value::Nil
+    );
+    assert_ne!(
+        text(&map(cmd(&mut con, &["QA.KEY", "faq", q, "MODEL", "other"]).unwrap())["key"]),
+        key
+    );
+    // DEL: 1, then 0; the next GET is a miss.
+    assert_eq!(cmd(&mut con, &["QA.DEL", "faq", q]).unwrap(), Value::Int(1));
+    assert_eq!(cmd(&mut con, &["QA.DEL", "faq", q]).unwrap(), Value::Int(0));
+    assert_eq!(
+        qa_get(&mut con, &["faq", q]).unwrap(),
+        answer_for(q, MODEL, "")
+    );
+    assert_eq!(b.calls(), 1);
+}
+
+#[test]
+fn companion_errors_are_exact() {
+    let s = Server::start(&[]);
+    let mut con = s.conn();
+    // (command, exact error)
+    let rows: &[(&[&str], &str)] = &[
+        (
+            &["QA.PEEK", "faq"],
+            "ERR wrong number of arguments for 'qa.peek' command",
+        ),
+        (
+            &["QA.SET", "faq", "q"],
+            "ERR wrong number of arguments for 'qa.set' command",
+        ),
+        (
+            &["QA.INVALIDATE"],
+            "ERR wrong number of arguments for 'qa.invalidate' command",
+        ),
+        (
+            &["QA.INVALIDATE", "a", "b"],
+            "ERR wrong number of arguments for 'qa.invalidate' command",
+        ),
+        (
+            &["QA.PEEK", "faq", "q", "TTL", "5"],
+            "ERR unknown option (expected MODEL or SYSTEM)",
+        ),
+        (
+            &["QA.DEL", "faq", "q", "REFRESH"],
+            "ERR unknown option (expected MODEL or SYSTEM)",
+        ),
+        (
+            &["QA.SET", "faq", "q", "a", "REFRESH"],
+            "ERR unknown option (expected TTL, MODEL or SYSTEM)",
+        ),
+        (&["QA.SET", "faq", "q", ""], "ERR answer is empty"),
+        (&["QA.SET", "faq", "", "a"], "ERR question is empty"),
+        (
+            &["QA.KEY", "a{b", "q"],
+            "ERR cache name must not contain '{' or '}'",
+        ),
+        (&["QA.INVALIDATE", ""], "ERR cache name is empty"),
+        (
+            &["QA.STATS", "a", "b"],
+            "ERR QA.STATS takes at most one cache name",
+        ),
+    ];
+    for (args, want) in rows {
+        let e = cmd(&mut con, args).unwrap_err();
+        assert_eq!(err_text(&e), *want, "{args:?}");
+    }
+    assert_eq!(dbsize(&mut con), 0);
+}
+
+#[test]
+fn invalidate_is_o1_and_every_old_entry_stops_being_served() {
+    const ENTRIES: usize = 100_000;
+    let b = Backend::start(Duration::ZERO);
+    let s = server_for(&b, &[]);
+    let mut con = s.conn();
+    let mut pipe = redis::pipe();
+    for i in 0..ENTRIES {
+        pipe.cmd("QA.SET")
+            .arg("big")
+            .arg(format!("question {i}"))
+            .arg(format!("answer {i}"))
+            .ignore();
+    }
+    let _: () = pipe.query(&mut con).unwrap();
+    assert_eq!(dbsize(&mut con), ENTRIES as u64);
+    assert_eq!(
+        qa_get(&mut con, &["big", "question 7"]).unwrap(),
+        "answer 7"
+    );
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        cmd(&mut con, &["QA.INVALIDATE", "big"]).unwrap(),
+        Value::Int(1)
+    );
+    // One INCR, whatever the size: the command's own time is reported, not asserted (timing
+    // belongs to the benchmark), but nothing was deleted inline.
+    assert_eq!(
+        dbsize(&mut con),
+        ENTRIES as u64 + 1,
+        "old entries stay until their TTL"
+    );
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut con)
+        .unwrap();
+    eprintln!(
+        "{}",
+        info.lines()
+            .find(|l| l.contains("qa.invalidate"))
+            .unwrap_or("")
+    );
+    for i in [0, 7, 99_999] {
+        let q = format!("question {i}");
+        assert_eq!(
+            cmd(&mut con, &["QA.PEEK", "big", &q]).unwrap(),
+            Value::Nil,
+            "{q}"
+        );
+    }
+    // The next GET asks the backend and the new entry is served from then on.
+    assert_eq!(
+        qa_get(&mut con, &["big", "question 7"]).unwrap(),
+        answer_for("question 7", MODEL, "")
+    );
+    assert_eq!(
+        qa_get(&mut con, &["big", "question 7"]).unwrap(),
+        answer_for("question 7", MODEL, "")
+    );
+    assert_eq!(b.calls(), 1);
+    // Other caches are untouched.
+    let _: Value = cmd(&mut con, &["QA.SET", "small", "q", "kept"]).unwrap();
+    assert_eq!(
+        cmd(&mut con, &["QA.INVALIDATE", "big"]).unwrap(),
+        Value::Int(2)
+    );
+    assert_eq!(
+        text(&cmd(&mut con, &["QA.PEEK", "small", "q"]).unwrap()),
+        "kept"
+    );
+}
+
+#[test]
+fn the_generation_mirror_follows_the_key_however_it_changes() {
+    let s = Server::start(&[]);
+    let mut con = s.conn();
+    let set = |con: &mut redis::Connection, a: &str| {
+        let _: Value = cmd(con, &["QA.SET", "c", "q", a]).unwrap();
+    };
+    let peek = |con: &mut redis::Connection| cmd(con, &["QA.PEEK", "c", "q"]).unwrap();
+    set(&mut con, "gen0");
+    assert_eq!(text(&peek(&mut con)), "gen0");
+    // Plain writes to the generation key count as invalidations.
+    let _: () = redis::cmd("SET")
+        .arg("qa:{c}:gen")
+        .arg("x")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(peek(&mut con), Value::Nil);
+    set(&mut con, "genx");
+    assert_eq!(text(&peek(&mut con)), "genx");
+    // Deleting it makes the generation "" again: the gen0 entry (still there) is served.
+    let _: () = redis::cmd("DEL").arg("qa:{c}:gen").query(&mut con).unwrap();
+    assert_eq!(text(&peek(&mut con)), "gen0");
+    // Another type at the generation key is refused, never guessed.
+    let _: () = redis::cmd("LPUSH")
+        .arg("qa:{c}:gen")
+        .arg("x")
+        .query(&mut con)
+        .unwrap();
+    let e = cmd(&mut con, &["QA.PEEK", "c", "q"]).unwrap_err();
+    assert_eq!(
+        err_text(&e),
+        "WRONGTYPE the cache's generation key (qa:{<cache>}:gen) does not hold a string"
+    );
+    // FLUSHALL empties the mirror with the keys.
+    let _: () = redis::cmd("DEL").arg("qa:{c}:gen").query(&mut con).unwrap();
+    let _: Value = cmd(&mut con, &["QA.INVALIDATE", "c"]).unwrap();
+    set(&mut con, "gen1");
+    let _: () = redis::cmd("FLUSHALL").query(&mut con).unwrap();
+    set(&mut con, "after flush");
+    let gen: Option<String> = redis::cmd("GET").arg("qa:{c}:gen").query(&mut con).unwrap();
+    assert_eq!(gen, None);
+    let key = text(&map(cmd(&mut con, &["QA.KEY", "c", "q"]).unwrap())["key"]);
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+    assert_eq!(
+        keys,
+        vec![key],
+        "written under generation \"\" after the flush"
+    );
+    // Each database has its own generations.
+    set(&mut con, "db0");
+    let _: Value = cmd(&mut con, &["QA.INVALIDATE", "c"]).unwrap();
+    let _: () = redis::cmd("SELECT").arg(1).query(&mut con).unwrap();
+    set(&mut con, "db1");
+    assert_eq!(text(&peek(&mut con)), "db1");
+}
+
+#[test]
+fn invalidation_reaches_replicas() {
+    let primary = Server::start(&[]);
+    let port = primary.port.to_string();
+    let replica = Server::start(&["--replicaof", "127.0.0.1", &port]);
+    let mut p = primary.conn();
+    let mut r = replica.conn();
+    assert!(wait_until(Duration::from_secs(10), || {
+        let info: String = redis::cmd("INFO").arg("replication").query(&mut r).unwrap();
+        info.contains("master_link_status:up")
+    }));
+    let _: Value = cmd(&mut p, &["QA.SET", "faq", "q", "old"]).unwrap();
+    let acked: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut p).unwrap();
+    assert_eq!(acked, 1);
+    assert_eq!(text(&cmd(&mut r, &["QA.PEEK", "faq", "q"]).unwrap()), "old");
+    let _: Value = cmd(&mut p, &["QA.INVALIDATE", "faq"]).unwrap();
+    let acked: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut p).unwrap();
+    assert_eq!(acked, 1);
+    assert_eq!(cmd(&mut r, &["QA.PEEK", "faq", "q"]).unwrap(), Value::Nil);
+    let _: Value = cmd(&mut p, &["QA.SET", "faq", "q", "new"]).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || {
+        cmd(&mut r, &["QA.PEEK", "faq", "q"]).ok().map(|v| text(&v)) == Some("new".into())
+    }));
+}
+
+#[test]
+fn withmeta_tells_how_an_answer_was_served_in_resp2_and_resp3() {
+    let b = Backend::start(Duration::from_millis(300));
+    let s = server_for(&b, &["--qa.ttl", "500"]);
+    let mut con = s.conn();
+    // A miss, with a second asker coalescing on it.
+    let mut c2 = s.conn();
+    let follower = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        map(cmd(&mut c2, &["QA.GET", "faq", "q", "WITHMETA"]).unwrap())
+    });
+    let m = map(cmd(&mut con, &["QA.GET", "faq", "q", "WITHMETA"]).unwrap());
+    let f = follower.join().unwrap();
+    assert_eq!(text(&m["answer"]), answer_for("q", MODEL, ""));
+    assert_eq!(text(&m["served"]), "miss");
+    assert_eq!(m["age_ms"], Value::Int(0));
+    assert_eq!(m["ttl_ms"], Value::Int(500_000));
+    assert_eq!(text(&f["served"]), "coalesced");
+    assert_eq!(text(&f["answer"]), answer_for("q", MODEL, ""));
+    assert_eq!(b.calls(), 1);
+    // A hit over RESP3: a real map, with the entry's age and remaining TTL.
+    let client = redis::Client::open(format!("{}?protocol=resp3", s.url())).unwrap();
+    let mut c3 = client.get_connection().unwrap();
+    let v = cmd(&mut c3, &["QA.GET", "faq", "Q?", "WITHMETA"]).unwrap();
+    assert!(matches!(v, Value::Map(_)), "{v:?}");
+    let h = map(v);
+    assert_eq!(text(&h["served"]), "hit");
+    let Value::Int(age) = h["age_ms"] else {
+        panic!()
+    };
+    let Value::Int(ttl) = h["ttl_ms"] else {
+        panic!()
+    };
+    assert!((0..60_000).contains(&age), "{age}");
+    assert!(ttl > 400_000 && ttl <= 500_000, "{ttl}");
+    // REFRESH says so.
+    let r = map(cmd(&mut con, &["QA.GET", "faq", "q", "REFRESH", "WITHMETA"]).unwrap());
+    assert_eq!(text(&r["served"]), "refresh");
+    assert_eq!(b.calls(), 2);
+}
+
+#[test]
+fn stats_match_the_calls_made_and_price_the_savings() {
+    let b = Backend::start(Duration::from_millis(20));
+    let s = server_for(
+        &b,
+        &[
+            "--qa.price-input-per-mtok",
+            "0.15",
+            "--qa.price-output-per-mtok",
+            "0.6",
+        ],
+    );
+    let mut con = s.conn();
+    let q = "What is our refund policy?";
+    let answer = qa_get(&mut con, &["faq", q]).unwrap();
+    for _ in 0..3 {
+        qa_get(&mut con, &["faq", q]).unwrap();
+    }
+    qa_get(&mut con, &["other", "x"]).unwrap();
+    // The mock backend's usage: prompt len/4+1, completion len/4+1 tokens.
+    let (tin, tout) = ((q.len() / 4 + 1) as i64, (answer.len() / 4 + 1) as i64);
+    let st = map(cmd(&mut con, &["QA.STATS", "faq"]).unwrap());
+    let int = |m: &HashMap<String, Value>, k: &str| match m[k] {
+        Value::Int(n) => n,
+        ref other => panic!("{k}: {other:?}"),
+    };
+    assert_eq!(int(&st, "hits"), 3);
+    assert_eq!(int(&st, "misses"), 1);
+    assert_eq!(int(&st, "backend_calls"), 1);
+    assert_eq!(int(&st, "backend_errors"), 0);
+    assert_eq!(int(&st, "tokens_in_spent"), tin);
+    assert_eq!(int(&st, "tokens_out_spent"), tout);
+    assert_eq!(int(&st, "tokens_in_saved"), 3 * tin);
+    assert_eq!(int(&st, "tokens_out_saved"), 3 * tout);
+    assert!(
+        int(&st, "backend_ms_saved") >= 3 * 20,
+        "each hit saved the backend's 20 ms"
+    );
+    let money = (3 * tin) as f64 * 0.15 / 1e6 + (3 * tout) as f64 * 0.6 / 1e6;
+    assert_eq!(text(&st["money_saved"]), format!("{money:.6}"));
+    let all = map(cmd(&mut con, &["QA.STATS"]).unwrap());
+    assert_eq!(int(&all, "hits"), 3);
+    assert_eq!(int(&all, "misses"), 2);
+    assert_eq!(int(&all, "backend_calls"), 2);
+    assert!(int(&all, "backend_latency_p50_ms") >= 20);
+    assert_eq!(int(&all, "inflight"), 0);
+    let unseen = map(cmd(&mut con, &["QA.STATS", "never"]).unwrap());
+    assert_eq!(int(&unseen, "hits"), 0);
+    assert_eq!(info_field(&mut con, "tokens_in_saved"), 3 * tin as u64);
+}
+
+#[test]
+fn read_only_users_can_look_but_not_write() {
+    let s = Server::start(&[]);
+    let mut admin = s.conn();
+    let _: Value = cmd(&mut admin, &["QA.SET", "public", "q", "a"]).unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "reader",
+            "on",
+            ">pw",
+            "+qa.get",
+            "+qa.peek",
+            "+qa.key",
+            "+qa.set",
+            "+qa.del",
+            "+qa.invalidate",
+            "%R~public*",
+        ])
+        .query(&mut admin)
+        .unwrap();
+    let mut r = s.conn();
+    let _: () = redis::cmd("AUTH")
+        .arg("reader")
+        .arg("pw")
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(
+        text(&cmd(&mut r, &["QA.PEEK", "public", "q"]).unwrap()),
+        "a"
+    );
+    assert!(cmd(&mut r, &["QA.KEY", "public", "q"]).is_ok());
+    for args in [
+        &["QA.SET", "public", "q", "b"][..],
+        &["QA.DEL", "public", "q"][..],
+        &["QA.INVALIDATE", "public"][..],
+        &["QA.PEEK", "secret", "q"][..],
+    ] {
+        let e = cmd(&mut r, args).unwrap_err();
+        assert_eq!(e.code(), Some("NOPERM"), "{args:?}: {e}");
+    }
+    assert_eq!(
+        text(&cmd(&mut admin, &["QA.PEEK", "public", "q"]).unwrap()),
+        "a"
+    );
+}
