@@ -18,11 +18,12 @@ use redis_module::{raw, Context, NotifyEvent, RedisGILGuard, RedisLockIndicator}
 
 use crate::error;
 
-/// Beyond this many mirrored caches in one database, the mirror is emptied (it refills
-/// from the keys), so hostile cache names cannot grow memory without bound.
+/// Beyond this many mirrored caches in one database, further caches are not mirrored (their
+/// key is read on every request), so hostile cache names cannot grow memory without bound.
 const MAX_MIRRORED: usize = 100_000;
 
-type Mirror = Vec<HashMap<Box<[u8]>, Box<[u8]>>>;
+/// Per database: cache name -> (generation, the cache's stats slot).
+type Mirror = Vec<HashMap<Box<[u8]>, (Box<[u8]>, Option<usize>)>>;
 
 static MIRROR: LazyLock<RedisGILGuard<Mirror>> = LazyLock::new(|| RedisGILGuard::new(Vec::new()));
 
@@ -40,30 +41,32 @@ fn cache_of_gen_key(key: &[u8]) -> Option<&[u8]> {
     key.strip_prefix(b"qa:{")?.strip_suffix(b"}:gen")
 }
 
-/// Calls `f` with the current generation of `cache` (empty if it was never invalidated).
+/// Calls `f` with the current generation of `cache` (empty if it was never invalidated) and
+/// the cache's stats slot (see `stats::slot`).
 ///
 /// # Safety
 /// `ctx` must be a command context on the main thread.
 pub unsafe fn with_generation<R>(
     ctx: *mut raw::RedisModuleCtx,
     cache: &[u8],
-    f: impl FnOnce(&[u8]) -> R,
+    f: impl FnOnce(&[u8], Option<usize>) -> R,
 ) -> Result<R, &'static str> {
     let context = Context::new(ctx);
     let db = raw::RedisModule_GetSelectedDb.unwrap()(ctx).max(0) as usize;
     let mut mirror = MIRROR.lock(&context);
-    if let Some(token) = mirror.get(db).and_then(|m| m.get(cache)) {
-        return Ok(f(token));
+    if let Some((token, slot)) = mirror.get(db).and_then(|m| m.get(cache)) {
+        return Ok(f(token, *slot));
     }
     let token = read_generation(ctx, cache)?;
-    let result = f(&token);
+    let slot = crate::stats::slot(&context, cache);
+    let result = f(&token, slot);
     if mirror.len() <= db {
         mirror.resize_with(db + 1, HashMap::new);
     }
-    if mirror[db].len() >= MAX_MIRRORED {
-        mirror[db].clear();
+    // Full: new caches are read from their key each time instead (still correct).
+    if mirror[db].len() < MAX_MIRRORED {
+        mirror[db].insert(cache.into(), (token.into_boxed_slice(), slot));
     }
-    mirror[db].insert(cache.into(), token.into_boxed_slice());
     Ok(result)
 }
 

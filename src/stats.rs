@@ -95,24 +95,54 @@ pub struct CacheStats {
 /// cache names clients send).
 const MAX_CACHES: usize = 10_000;
 
-static PER_CACHE: LazyLock<RedisGILGuard<HashMap<Box<[u8]>, CacheStats>>> =
-    LazyLock::new(|| RedisGILGuard::new(HashMap::new()));
+/// Per-cache figures in slots: the hit path reaches its cache's slot by index (kept in the
+/// generation mirror), without hashing the name again.
+#[derive(Default)]
+struct Slots {
+    index: HashMap<Box<[u8]>, usize>,
+    stats: Vec<CacheStats>,
+}
+
+static SLOTS: LazyLock<RedisGILGuard<Slots>> =
+    LazyLock::new(|| RedisGILGuard::new(Slots::default()));
+
+/// The slot of `cache`, made if there is room (the caller holds the Redis lock).
+pub fn slot<G: RedisLockIndicator>(ctx: &G, cache: &[u8]) -> Option<usize> {
+    let mut slots = SLOTS.lock(ctx);
+    if let Some(i) = slots.index.get(cache) {
+        return Some(*i);
+    }
+    if slots.stats.len() >= MAX_CACHES {
+        return None;
+    }
+    let i = slots.stats.len();
+    slots.stats.push(CacheStats::default());
+    slots.index.insert(cache.into(), i);
+    Some(i)
+}
+
+/// Updates the figures in slot `i`.
+pub fn with_slot<G: RedisLockIndicator>(ctx: &G, i: usize, f: impl FnOnce(&mut CacheStats)) {
+    if let Some(s) = SLOTS.lock(ctx).stats.get_mut(i) {
+        f(s);
+    }
+}
 
 /// Updates the figures of `cache` (the caller holds the Redis lock).
 pub fn for_cache<G: RedisLockIndicator>(ctx: &G, cache: &[u8], f: impl FnOnce(&mut CacheStats)) {
-    let mut map = PER_CACHE.lock(ctx);
-    if let Some(s) = map.get_mut(cache) {
-        f(s);
-    } else if map.len() < MAX_CACHES {
-        let mut s = CacheStats::default();
-        f(&mut s);
-        map.insert(cache.into(), s);
+    if let Some(i) = slot(ctx, cache) {
+        with_slot(ctx, i, f);
     }
 }
 
 /// The figures of one cache, if it was seen.
 pub fn cache<G: RedisLockIndicator>(ctx: &G, cache: &[u8]) -> Option<CacheStats> {
-    PER_CACHE.lock(ctx).get(cache).cloned()
+    let slots = SLOTS.lock(ctx);
+    slots
+        .index
+        .get(cache)
+        .and_then(|i| slots.stats.get(*i))
+        .cloned()
 }
 
 /// The global figures as a `CacheStats`.
@@ -168,7 +198,10 @@ pub fn reset<G: RedisLockIndicator>(ctx: &G) {
     for c in GLOBAL {
         c.reset();
     }
-    PER_CACHE.lock(ctx).clear();
+    // Slots stay (the generation mirror refers to them by index); their figures go to zero.
+    for st in SLOTS.lock(ctx).stats.iter_mut() {
+        *st = CacheStats::default();
+    }
     LATENCIES.lock().unwrap_or_else(|p| p.into_inner()).clear();
 }
 

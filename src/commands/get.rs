@@ -46,7 +46,7 @@ unsafe fn get(ctx: *mut raw::RedisModuleCtx, a: &EntryArgs<'_>, s: &mut Scratch)
         match entry::lookup(ctx, &s.key, a.withmeta) {
             Lookup::Hit(hit) => {
                 reply_hit(ctx, &hit, a.withmeta);
-                count_hit(ctx, a.cache, &hit);
+                count_hit(ctx, s.slot, &hit);
                 return raw::REDISMODULE_OK as c_int;
             }
             Lookup::WrongType => return reply_error(ctx, error::WRONG_ENTRY_TYPE),
@@ -75,12 +75,13 @@ unsafe fn reply_hit(ctx: *mut raw::RedisModuleCtx, hit: &Hit, withmeta: bool) {
 }
 
 /// Counts a hit, with what it saved: the tokens and backend time the entry cost.
-fn count_hit(ctx: *mut raw::RedisModuleCtx, cache: &[u8], hit: &Hit) {
+fn count_hit(ctx: *mut raw::RedisModuleCtx, slot: Option<usize>, hit: &Hit) {
     stats::HITS.bump_main();
     stats::TOKENS_IN_SAVED.add_main(hit.tokens_in);
     stats::TOKENS_OUT_SAVED.add_main(hit.tokens_out);
     stats::BACKEND_MS_SAVED.add_main(hit.latency_ms);
-    stats::for_cache(&Context::new(ctx), cache, |c| {
+    let Some(slot) = slot else { return };
+    stats::with_slot(&Context::new(ctx), slot, |c| {
         c.hits += 1;
         c.tokens_in_saved += hit.tokens_in;
         c.tokens_out_saved += hit.tokens_out;

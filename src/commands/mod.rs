@@ -21,11 +21,13 @@ use args::EntryArgs;
 pub struct Scratch {
     pub normalized: String,
     pub key: Vec<u8>,
+    /// The cache's stats slot, set by `resolve`.
+    pub slot: Option<usize>,
 }
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = const {
-        std::cell::RefCell::new(Scratch { normalized: String::new(), key: Vec::new() })
+        std::cell::RefCell::new(Scratch { normalized: String::new(), key: Vec::new(), slot: None })
     };
 }
 
@@ -69,8 +71,13 @@ pub unsafe fn resolve<'a>(
         return Err(error::QUESTION_EMPTY);
     }
     s.key.clear();
-    let Scratch { normalized, key } = s;
-    generation::with_generation(ctx, a.cache, |generation| {
+    let Scratch {
+        normalized,
+        key,
+        slot,
+    } = s;
+    generation::with_generation(ctx, a.cache, |generation, stats_slot| {
+        *slot = stats_slot;
         config::with_strings(&Context::new(ctx), |cfg| match (a.model, a.system) {
             (None, None) => {
                 keys::entry_key_into(&cfg.default_prefix, a.cache, generation, normalized, key)
