@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redis_module::{raw, CallOptionsBuilder, CallResult, Context};
+use redis_module::{raw, CallOptionsBuilder, CallResult, Context, ContextFlags};
 
 /// Field names as Redis strings, made once: `RedisModule_HashGet` with C-string fields
 /// would create and free a string object per field on every hit.
@@ -187,19 +187,30 @@ pub fn now_ms() -> i64 {
 #[derive(Debug)]
 pub struct WriteRefused;
 
-/// Writes an entry with plain commands that replicate (`!`), fail on OOM instead of growing
-/// past `maxmemory` (`M`) and return errors as replies (`E`): `HSET` then `PEXPIREAT`, which
-/// replicas and the AOF receive in one `MULTI`. The caller holds the Redis lock.
+/// Writes an entry with plain commands that replicate (`!`) and return errors as replies
+/// (`E`): `HSET` then `PEXPIREAT`, which replicas and the AOF receive in one `MULTI`. Under
+/// `noeviction` the write also fails on OOM (`M`) rather than grow past `maxmemory`. Under an
+/// evicting policy it is not checked: from a worker, Redis would compare used memory with
+/// the limit without evicting first, and refuse nearly every paid answer at the limit; the
+/// next command evicts as usual. The caller holds the Redis lock.
 pub fn write(ctx: &Context, e: &NewEntry<'_>) -> Result<(), WriteRefused> {
     let created = now_ms();
     let created_s = created.to_string();
     let num = |v: Option<u64>| v.map(|t| t.to_string()).unwrap_or_default();
     let (tokens_in, tokens_out, latency) = (num(e.tokens_in), num(e.tokens_out), num(e.latency_ms));
-    let opts = CallOptionsBuilder::new()
-        .replicate()
-        .verify_oom()
-        .errors_as_replies()
-        .build();
+    let evicts = ctx.get_flags().contains(ContextFlags::EVICTED);
+    let opts = if evicts {
+        CallOptionsBuilder::new()
+            .replicate()
+            .errors_as_replies()
+            .build()
+    } else {
+        CallOptionsBuilder::new()
+            .replicate()
+            .verify_oom()
+            .errors_as_replies()
+            .build()
+    };
     let fields: [&[u8]; 15] = [
         e.key,
         b"answer",

@@ -26,6 +26,15 @@ mod module {
         crate::commands::register(ctx)
     }
 
+    /// Unloading is refused: worker threads may still run module code (a write waiting out a
+    /// pause, a call whose askers all timed out).
+    fn deinit(ctx: &Context) -> Status {
+        ctx.log_warning(
+            "redis-qa: MODULE UNLOAD is not supported (worker threads may still be running)",
+        );
+        Status::Err
+    }
+
     fn info(ctx: &InfoContext, for_crash_report: bool) {
         let _ = crate::stats::info(ctx, for_crash_report);
     }
@@ -36,6 +45,7 @@ mod module {
         allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
         data_types: [],
         init: init,
+        deinit: deinit,
         info: info,
         commands: [],
         event_handlers: [

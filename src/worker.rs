@@ -15,6 +15,8 @@ use crate::{config, entry, stats};
 
 /// Everything one backend call needs, copied on the main thread when the miss is seen.
 pub struct Job {
+    /// The asker's database: entries are looked up there, so they are written there.
+    pub db: i32,
     pub cache: Vec<u8>,
     pub key: Vec<u8>,
     pub request: Request,
@@ -24,7 +26,9 @@ pub struct Job {
     pub settings: CallSettings,
 }
 
-type Flights = SingleFlight<Vec<u8>, Waiter>;
+/// Flights are per (database, entry key): the same key in two databases is two entries.
+type FlightKey = (i32, Vec<u8>);
+type Flights = SingleFlight<FlightKey, Waiter>;
 
 fn flight_table() -> MutexGuard<'static, Flights> {
     static FLIGHTS: OnceLock<Mutex<Flights>> = OnceLock::new();
@@ -84,9 +88,9 @@ pub fn flights() -> (usize, usize) {
 
 /// Adds a blocked client to the flight of `key`; a `Leader` must start the call. Whether it
 /// leads is decided under the table's lock, and recorded in the waiter for `WITHMETA`.
-pub fn join(key: &[u8], mut waiter: Waiter, refresh: bool) -> Joined {
+pub fn join(db: i32, key: &[u8], mut waiter: Waiter, refresh: bool) -> Joined {
     let mut table = flight_table();
-    let key = key.to_vec();
+    let key = (db, key.to_vec());
     waiter.served = if table.is_in_flight(&key) {
         "coalesced"
     } else if refresh {
@@ -99,7 +103,7 @@ pub fn join(key: &[u8], mut waiter: Waiter, refresh: bool) -> Joined {
 
 /// Starts the call for a flight just created; on refusal, fails the flight's waiters.
 pub fn start(job: Job, max_inflight: usize, max_queue: usize) -> Result<(), QueueFull> {
-    let key = job.key.clone();
+    let key = (job.db, job.key.clone());
     let run = Box::new(move || run(job));
     let submitted = pool().submit(run, max_inflight, max_queue);
     if submitted.is_err() {
@@ -109,8 +113,8 @@ pub fn start(job: Job, max_inflight: usize, max_queue: usize) -> Result<(), Queu
 }
 
 /// Ends the flight of `key` and unblocks all its waiters with `outcome`.
-fn finish(key: &[u8], outcome: Outcome) {
-    let waiters = flight_table().finish(&key.to_vec());
+fn finish(key: &FlightKey, outcome: Outcome) {
+    let waiters = flight_table().finish(key);
     let outcome = Arc::new(outcome);
     for w in waiters {
         w.finish(&outcome);
@@ -118,19 +122,20 @@ fn finish(key: &[u8], outcome: Outcome) {
 }
 
 /// Ends the flight if the job unwinds before doing so, so no later miss joins a dead flight.
-struct FlightGuard<'a>(Option<&'a [u8]>);
+struct FlightGuard<'a>(Option<&'a FlightKey>);
 
 impl Drop for FlightGuard<'_> {
     fn drop(&mut self) {
         if let Some(key) = self.0.take() {
             // Dropped waiters reply the internal error themselves (see Waiter's Drop).
-            drop(flight_table().finish(&key.to_vec()));
+            drop(flight_table().finish(key));
         }
     }
 }
 
 fn run(job: Job) {
-    let mut guard = FlightGuard(Some(&job.key));
+    let flight: FlightKey = (job.db, job.key.clone());
+    let mut guard = FlightGuard(Some(&flight));
     stats::BACKEND_CALLS.bump();
     let started = Instant::now();
     let budget = job.deadline.saturating_duration_since(started);
@@ -152,7 +157,7 @@ fn run(job: Job) {
                 });
             }
             guard.0 = None;
-            finish(&job.key, Outcome::err(e));
+            finish(&flight, Outcome::err(e));
             return;
         }
     };
@@ -170,6 +175,8 @@ fn run(job: Job) {
     let mut counted = false;
     loop {
         let ctx = tsc.lock();
+        // A thread-safe context starts on database 0.
+        unsafe { redis_module::raw::RedisModule_SelectDb.unwrap()(ctx.ctx, job.db) };
         if !std::mem::replace(&mut counted, true) {
             stats::for_cache(&ctx, &job.cache, |s| {
                 s.backend_calls += 1;
@@ -182,7 +189,7 @@ fn run(job: Job) {
             // Writes are paused (CLIENT PAUSE WRITE, FAILOVER): writing now would abort Redis
             // 7.0. Answer who waits, keep the flight open so new askers wait on it instead of
             // paying again, and retry the write when the pause is over.
-            let waiters = flight_table().drain(&job.key);
+            let waiters = flight_table().drain(&flight);
             drop(ctx);
             for w in waiters {
                 w.finish(&outcome);
@@ -193,7 +200,7 @@ fn run(job: Job) {
         if stored == Store::Paused {
             stats::STORE_ERRORS.bump();
         }
-        let waiters = flight_table().finish(&job.key);
+        let waiters = flight_table().finish(&flight);
         drop(ctx);
         guard.0 = None;
         for w in waiters {

@@ -123,7 +123,9 @@ unsafe fn miss(
             a.system.unwrap_or(&cfg.system_prompt).to_string(),
         )
     });
+    let db = raw::RedisModule_GetSelectedDb.unwrap()(ctx);
     let job = Job {
+        db,
         cache: a.cache.to_vec(),
         key: key.to_vec(),
         request: Request {
@@ -140,7 +142,7 @@ unsafe fn miss(
         return reply_error(ctx, &format!("ERR {}", error::INTERNAL));
     };
     stats::MISSES.bump_main();
-    let joined = worker::join(key, waiter, a.refresh);
+    let joined = worker::join(db, key, waiter, a.refresh);
     stats::for_cache(&Context::new(ctx), a.cache, |c| {
         c.misses += 1;
         c.coalesced += u64::from(joined == Joined::Follower);
