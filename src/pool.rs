@@ -76,17 +76,21 @@ impl Pool {
     fn run(self: Arc<Self>) {
         let mut st = self.lock();
         loop {
+            // Run a job whenever the limit allows, even on a thread that is surplus after a
+            // lowered limit: leaving it queued would strand it until a timeout.
+            if st.running < st.max_threads {
+                if let Some(job) = st.queue.pop_front() {
+                    st.running += 1;
+                    drop(st);
+                    // A panicking job must not take the worker (and the jobs behind it) down.
+                    let _ = catch_unwind(AssertUnwindSafe(job));
+                    st = self.lock();
+                    st.running -= 1;
+                    continue;
+                }
+            }
             if st.threads > st.max_threads {
                 break;
-            }
-            if let Some(job) = st.queue.pop_front() {
-                st.running += 1;
-                drop(st);
-                // A panicking job must not take the worker (and the jobs behind it) down.
-                let _ = catch_unwind(AssertUnwindSafe(job));
-                st = self.lock();
-                st.running -= 1;
-                continue;
             }
             st.idle += 1;
             let (next, timeout) = self
@@ -100,6 +104,10 @@ impl Pool {
             }
         }
         st.threads -= 1;
+        // This thread may have taken a wake-up meant for a queued job.
+        if !st.queue.is_empty() {
+            self.wake.notify_one();
+        }
     }
 
     /// (jobs running, jobs queued)
@@ -183,6 +191,30 @@ mod tests {
         tx.send(()).unwrap();
         tx.send(()).unwrap();
         assert!(wait_until(Duration::from_secs(5), || pool.load() == (0, 0)));
+    }
+
+    /// Regression: after the limit was lowered with many idle threads, the woken thread was
+    /// surplus and left without running the job (it waited until idle threads retired).
+    #[test]
+    fn a_lowered_limit_does_not_strand_a_job() {
+        let pool = Arc::new(Pool::default());
+        let (tx, rx) = mpsc::channel::<()>();
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..8 {
+            let rx = rx.clone();
+            pool.submit(Box::new(move || drop(rx.lock().unwrap().recv())), 8, 10)
+                .unwrap();
+        }
+        assert!(wait_until(Duration::from_secs(5), || pool.load() == (8, 0)));
+        for _ in 0..8 {
+            tx.send(()).unwrap();
+        }
+        assert!(wait_until(Duration::from_secs(5), || pool.load() == (0, 0)));
+        // Eight idle threads, limit now 2: the job must still run promptly.
+        let (done_tx, done_rx) = mpsc::channel();
+        pool.submit(Box::new(move || done_tx.send(1).unwrap()), 2, 10)
+            .unwrap();
+        assert_eq!(done_rx.recv_timeout(Duration::from_secs(5)), Ok(1));
     }
 
     #[test]
