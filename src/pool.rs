@@ -202,8 +202,14 @@ mod tests {
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..8 {
             let rx = rx.clone();
-            pool.submit(Box::new(move || drop(rx.lock().unwrap().recv())), 8, 10)
-                .unwrap();
+            pool.submit(
+                Box::new(move || {
+                    let _ = rx.lock().unwrap().recv();
+                }),
+                8,
+                10,
+            )
+            .unwrap();
         }
         assert!(wait_until(Duration::from_secs(5), || pool.load() == (8, 0)));
         for _ in 0..8 {
