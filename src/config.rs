@@ -61,6 +61,7 @@ impl ConfigurationValue<i64> for IntSetting {
 pub const MAX_TTL_SECS: i64 = 315_360_000;
 
 pub static TTL: IntSetting = IntSetting::new("ttl", 3600, 1, MAX_TTL_SECS);
+pub static STALE_TTL: IntSetting = IntSetting::new("stale-ttl", 0, 0, MAX_TTL_SECS);
 pub static TIMEOUT_MS: IntSetting = IntSetting::new("timeout-ms", 30_000, 100, 600_000);
 pub static CONNECT_TIMEOUT_MS: IntSetting =
     IntSetting::new("connect-timeout-ms", 5_000, 10, 60_000);
@@ -268,6 +269,7 @@ mod tests {
     fn defaults_are_within_bounds() {
         for s in [
             &TTL,
+            &STALE_TTL,
             &TIMEOUT_MS,
             &CONNECT_TIMEOUT_MS,
             &MAX_INFLIGHT,

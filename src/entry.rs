@@ -11,7 +11,7 @@ use redis_module::{raw, CallOptionsBuilder, CallResult, Context, ContextFlags};
 
 /// Field names as Redis strings, made once: `RedisModule_HashGet` with C-string fields
 /// would create and free a string object per field on every hit.
-struct Fields([*mut raw::RedisModuleString; 5]);
+struct Fields([*mut raw::RedisModuleString; 6]);
 
 // SAFETY: created once under the Redis lock, then only read, under the lock.
 unsafe impl Send for Fields {}
@@ -20,9 +20,16 @@ unsafe impl Sync for Fields {}
 static FIELDS: OnceLock<Fields> = OnceLock::new();
 
 /// The fields a lookup reads, in this order.
-const NAMES: [&str; 5] = ["answer", "tokens_in", "tokens_out", "latency_ms", "created"];
+const NAMES: [&str; 6] = [
+    "answer",
+    "tokens_in",
+    "tokens_out",
+    "latency_ms",
+    "fresh_until",
+    "created",
+];
 
-fn fields() -> &'static [*mut raw::RedisModuleString; 5] {
+fn fields() -> &'static [*mut raw::RedisModuleString; 6] {
     &FIELDS
         .get_or_init(|| {
             Fields(NAMES.map(|n| {
@@ -50,6 +57,8 @@ pub struct Hit {
     pub created_ms: Option<i64>,
     /// Remaining TTL in ms (-1: none), when asked for.
     pub ttl_ms: Option<i64>,
+    /// Past its TTL, within its stale grace period: serve, and refresh in the background.
+    pub stale: bool,
 }
 
 impl Drop for Hit {
@@ -93,13 +102,15 @@ pub unsafe fn lookup(ctx: *mut raw::RedisModuleCtx, key: &[u8], meta: bool) -> L
         let kind = raw::RedisModule_KeyType.unwrap()(k);
         if kind == raw::REDISMODULE_KEYTYPE_HASH as c_int {
             let f = fields();
-            let mut v: [*mut raw::RedisModuleString; 5] = [ptr::null_mut(); 5];
-            let [a, ti, to, lat, cr] = &mut v;
+            let mut v: [*mut raw::RedisModuleString; 6] = [ptr::null_mut(); 6];
+            let [a, ti, to, lat, fresh, cr] = &mut v;
             let end = ptr::null_mut::<raw::RedisModuleString>();
+            let none = raw::REDISMODULE_HASH_NONE as c_int;
+            let get = raw::RedisModule_HashGet.unwrap();
             if meta {
-                raw::RedisModule_HashGet.unwrap()(
+                get(
                     k,
-                    raw::REDISMODULE_HASH_NONE as c_int,
+                    none,
                     f[0],
                     a as *mut _,
                     f[1],
@@ -109,13 +120,15 @@ pub unsafe fn lookup(ctx: *mut raw::RedisModuleCtx, key: &[u8], meta: bool) -> L
                     f[3],
                     lat as *mut _,
                     f[4],
+                    fresh as *mut _,
+                    f[5],
                     cr as *mut _,
                     end,
                 );
             } else {
-                raw::RedisModule_HashGet.unwrap()(
+                get(
                     k,
-                    raw::REDISMODULE_HASH_NONE as c_int,
+                    none,
                     f[0],
                     a as *mut _,
                     f[1],
@@ -124,20 +137,23 @@ pub unsafe fn lookup(ctx: *mut raw::RedisModuleCtx, key: &[u8], meta: bool) -> L
                     to as *mut _,
                     f[3],
                     lat as *mut _,
+                    f[4],
+                    fresh as *mut _,
                     end,
                 );
             }
-            let (tokens_in, tokens_out, latency_ms) =
-                (to_u64(ctx, v[1]), to_u64(ctx, v[2]), to_u64(ctx, v[3]));
+            let tokens_in = to_u64(ctx, v[1]);
+            let tokens_out = to_u64(ctx, v[2]);
+            let latency_ms = to_u64(ctx, v[3]);
+            let fresh_until = to_u64(ctx, v[4]);
+            let created = to_u64(ctx, v[5]) as i64;
             if v[0].is_null() {
-                let _ = to_u64(ctx, v[4]);
                 // A hash without an answer is not an entry we wrote: ask the backend.
                 Lookup::Miss
             } else {
+                let stale = fresh_until > 0 && (now_ms() as u64) > fresh_until;
                 let (created_ms, ttl_ms) = if meta {
-                    let created = to_u64(ctx, v[4]) as i64;
-                    let ttl = raw::RedisModule_GetExpire.unwrap()(k);
-                    (Some(created), Some(ttl))
+                    (Some(created), Some(raw::RedisModule_GetExpire.unwrap()(k)))
                 } else {
                     (None, None)
                 };
@@ -149,6 +165,7 @@ pub unsafe fn lookup(ctx: *mut raw::RedisModuleCtx, key: &[u8], meta: bool) -> L
                     latency_ms,
                     created_ms,
                     ttl_ms,
+                    stale,
                 })
             }
         } else if kind == raw::REDISMODULE_KEYTYPE_EMPTY as c_int {
@@ -174,6 +191,9 @@ pub struct NewEntry<'a> {
     pub tokens_out: Option<u64>,
     pub latency_ms: Option<u64>,
     pub ttl_secs: i64,
+    /// Grace after the TTL during which the entry is served stale while it is refreshed; the
+    /// key then expires at TTL + grace, and `fresh_until` says when the TTL ended.
+    pub stale_secs: i64,
 }
 
 pub fn now_ms() -> i64 {
@@ -211,7 +231,8 @@ pub fn write(ctx: &Context, e: &NewEntry<'_>) -> Result<(), WriteRefused> {
             .errors_as_replies()
             .build()
     };
-    let fields: [&[u8]; 15] = [
+    let fresh_until = (created + e.ttl_secs * 1000).to_string();
+    let mut fields: Vec<&[u8]> = vec![
         e.key,
         b"answer",
         e.answer,
@@ -228,11 +249,17 @@ pub fn write(ctx: &Context, e: &NewEntry<'_>) -> Result<(), WriteRefused> {
         b"latency_ms",
         latency.as_bytes(),
     ];
+    if e.stale_secs > 0 {
+        fields.extend_from_slice(&[b"fresh_until", fresh_until.as_bytes()]);
+    } else {
+        // An entry rewritten without a grace period must not keep an old one.
+        let _: CallResult = ctx.call_ext("HDEL", &opts, &[e.key, b"fresh_until"][..]);
+    }
     let written: CallResult = ctx.call_ext("HSET", &opts, &fields[..]);
     if written.is_err() {
         return Err(WriteRefused);
     }
-    let at = (created + e.ttl_secs * 1000).to_string();
+    let at = (created + (e.ttl_secs + e.stale_secs) * 1000).to_string();
     let expired: CallResult = ctx.call_ext("PEXPIREAT", &opts, &[e.key, at.as_bytes()][..]);
     if expired.is_err() {
         // An entry without its TTL would live forever: take it back.

@@ -3,7 +3,8 @@
 
 pub const SYNTAX: &str = "ERR syntax error";
 pub const UNKNOWN_OPTION_GET: &str =
-    "ERR unknown option (expected TTL, MODEL, SYSTEM, REFRESH or WITHMETA)";
+    "ERR unknown option (expected TTL, STALE, MODEL, SYSTEM, REFRESH or WITHMETA)";
+pub const STALE_RANGE: &str = "ERR STALE must be an integer between 0 and 315360000 seconds";
 pub const UNKNOWN_OPTION_SET: &str = "ERR unknown option (expected TTL, MODEL or SYSTEM)";
 pub const UNKNOWN_OPTION_LOOKUP: &str = "ERR unknown option (expected MODEL or SYSTEM)";
 pub const GENERATION_TYPE: &str =

@@ -51,6 +51,17 @@ impl<K: Eq + Hash, W> SingleFlight<K, W> {
         self.flights.remove(key).unwrap_or_default()
     }
 
+    /// Opens a flight with no waiter (a background refresh); false if one is in flight.
+    pub fn open(&mut self, key: K) -> bool {
+        match self.flights.entry(key) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Vec::new());
+                true
+            }
+        }
+    }
+
     /// Takes out the waiters of `key` but keeps the flight: later askers still join it.
     pub fn drain(&mut self, key: &K) -> Vec<W> {
         self.flights
@@ -141,6 +152,16 @@ mod tests {
         assert_eq!(t.finish(&"a"), vec![2]);
         assert_eq!(t.finish(&"b"), vec![4]);
         assert!(t.take_waiters_where(|_| true).is_empty());
+    }
+
+    #[test]
+    fn an_opened_flight_takes_followers() {
+        let mut t = SingleFlight::default();
+        assert!(t.open("k"));
+        assert!(!t.open("k"));
+        assert_eq!(t.join("k", 1), Joined::Follower);
+        assert_eq!(t.finish(&"k"), vec![1]);
+        assert!(t.open("k"));
     }
 
     #[test]

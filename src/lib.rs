@@ -54,6 +54,7 @@ mod module {
         configurations: [
             i64: [
                 [TTL.name, &TTL, TTL.default, TTL.min, TTL.max, ConfigurationFlags::DEFAULT, None],
+                [STALE_TTL.name, &STALE_TTL, STALE_TTL.default, STALE_TTL.min, STALE_TTL.max, ConfigurationFlags::DEFAULT, None],
                 [TIMEOUT_MS.name, &TIMEOUT_MS, TIMEOUT_MS.default, TIMEOUT_MS.min, TIMEOUT_MS.max, ConfigurationFlags::DEFAULT, None],
                 [CONNECT_TIMEOUT_MS.name, &CONNECT_TIMEOUT_MS, CONNECT_TIMEOUT_MS.default, CONNECT_TIMEOUT_MS.min, CONNECT_TIMEOUT_MS.max, ConfigurationFlags::DEFAULT, None],
                 [MAX_INFLIGHT.name, &MAX_INFLIGHT, MAX_INFLIGHT.default, MAX_INFLIGHT.min, MAX_INFLIGHT.max, ConfigurationFlags::DEFAULT, None],

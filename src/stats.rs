@@ -47,6 +47,7 @@ impl Counter {
 pub static HITS: Counter = Counter::new();
 pub static MISSES: Counter = Counter::new();
 pub static COALESCED: Counter = Counter::new();
+pub static STALE: Counter = Counter::new();
 pub static BACKEND_CALLS: Counter = Counter::new();
 pub static BACKEND_ERRORS: Counter = Counter::new();
 pub static CLIENT_TIMEOUTS: Counter = Counter::new();
@@ -82,6 +83,8 @@ pub struct CacheStats {
     pub hits: u64,
     pub misses: u64,
     pub coalesced: u64,
+    /// Hits served past their TTL, within the stale grace, while a refresh ran.
+    pub stale: u64,
     pub backend_calls: u64,
     pub backend_errors: u64,
     pub tokens_in_spent: u64,
@@ -151,6 +154,7 @@ pub fn global() -> CacheStats {
         hits: HITS.get(),
         misses: MISSES.get(),
         coalesced: COALESCED.get(),
+        stale: STALE.get(),
         backend_calls: BACKEND_CALLS.get(),
         backend_errors: BACKEND_ERRORS.get(),
         tokens_in_spent: TOKENS_IN_SPENT.get(),
@@ -220,6 +224,7 @@ pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .field("hits", HITS.get())?
         .field("misses", MISSES.get())?
         .field("coalesced", COALESCED.get())?
+        .field("stale", STALE.get())?
         .field("backend_calls", BACKEND_CALLS.get())?
         .field("backend_errors", BACKEND_ERRORS.get())?
         .field("client_timeouts", CLIENT_TIMEOUTS.get())?

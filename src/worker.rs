@@ -1,5 +1,6 @@
 //! The miss path off the main thread: one backend call per flight, then one locked write.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,9 @@ pub struct Job {
     pub key: Vec<u8>,
     pub request: Request,
     pub ttl_secs: i64,
+    pub stale_secs: i64,
+    /// A refresh of a stale entry that nobody waits for.
+    pub background: bool,
     pub deadline: Instant,
     pub timeout_ms: u64,
     pub settings: CallSettings,
@@ -112,6 +116,57 @@ pub fn start(job: Job, max_inflight: usize, max_queue: usize) -> Result<(), Queu
     submitted
 }
 
+/// Starts a refresh nobody waits for (a stale entry was served), unless a call for the key
+/// is already in flight or the pool is full (then the stale entry is simply served again).
+pub fn start_background(job: Job, max_inflight: usize, max_queue: usize) -> bool {
+    let key: FlightKey = (job.db, job.key.clone());
+    if backing_off(&key) || !flight_table().open(key.clone()) {
+        return false;
+    }
+    let run = Box::new(move || run(job));
+    if pool().submit(run, max_inflight, max_queue).is_err() {
+        drop(flight_table().finish(&key));
+        return false;
+    }
+    true
+}
+
+/// After a failed refresh, the same entry is not refreshed again for this long: a sick
+/// backend gets one call per stale entry per period, not one per hit.
+const REFRESH_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFFS: usize = 10_000;
+
+fn backoffs() -> MutexGuard<'static, HashMap<FlightKey, Instant>> {
+    static BACKOFFS: OnceLock<Mutex<HashMap<FlightKey, Instant>>> = OnceLock::new();
+    BACKOFFS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+fn backing_off(key: &FlightKey) -> bool {
+    let mut b = backoffs();
+    match b.get(key) {
+        Some(until) if *until > Instant::now() => true,
+        Some(_) => {
+            b.remove(key);
+            false
+        }
+        None => false,
+    }
+}
+
+fn back_off(key: &FlightKey) {
+    let mut b = backoffs();
+    if b.len() >= MAX_BACKOFFS {
+        let now = Instant::now();
+        b.retain(|_, until| *until > now);
+    }
+    if b.len() < MAX_BACKOFFS {
+        b.insert(key.clone(), Instant::now() + REFRESH_BACKOFF);
+    }
+}
+
 /// Ends the flight of `key` and unblocks all its waiters with `outcome`.
 fn finish(key: &FlightKey, outcome: Outcome) {
     let waiters = flight_table().finish(key);
@@ -155,6 +210,9 @@ fn run(job: Job) {
                     s.backend_calls += 1;
                     s.backend_errors += 1;
                 });
+            }
+            if job.background {
+                back_off(&flight);
             }
             guard.0 = None;
             finish(&flight, Outcome::err(e));
@@ -245,6 +303,7 @@ fn store(ctx: &redis_module::Context, job: &Job, answer: &Answer, latency_ms: u6
             tokens_out: answer.tokens_out,
             latency_ms: Some(latency_ms),
             ttl_secs: job.ttl_secs,
+            stale_secs: job.stale_secs,
         },
     );
     if written.is_err() {

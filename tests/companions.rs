@@ -456,3 +456,103 @@ fn read_only_users_can_look_but_not_write() {
         "a"
     );
 }
+
+#[test]
+fn stale_entries_are_served_at_once_while_one_call_refreshes_them() {
+    const CLIENTS: usize = 20;
+    let b = Backend::start(Duration::ZERO);
+    let s = server_for(&b, &["--qa.stale-ttl", "30"]);
+    let mut con = s.conn();
+    let old = qa_get(&mut con, &["faq", "q", "TTL", "1"]).unwrap();
+    let key = text(&map(cmd(&mut con, &["QA.KEY", "faq", "q"]).unwrap())["key"]);
+    let pttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut con).unwrap();
+    assert!(
+        pttl > 30_000 && pttl <= 31_000,
+        "the key lives TTL + grace: {pttl}"
+    );
+    // Fresh: a plain hit.
+    assert_eq!(
+        text(&map(cmd(&mut con, &["QA.GET", "faq", "q", "WITHMETA"]).unwrap())["served"]),
+        "hit"
+    );
+    b.set_delay(Duration::from_millis(800));
+    b.set_reply(common::backend::Reply::Raw(
+        r#"{"choices":[{"message":{"content":"fresh answer"}}]}"#.into(),
+    ));
+    // Past the TTL: every asker gets the old answer at once, served "stale", and only one
+    // background call refreshes it.
+    assert!(wait_until(Duration::from_secs(5), || {
+        let m = map(cmd(&mut con, &["QA.GET", "faq", "q", "WITHMETA"]).unwrap());
+        text(&m["served"]) == "stale"
+    }));
+    let handles: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let mut c = s.conn();
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                let m = map(cmd(&mut c, &["QA.GET", "faq", "q", "WITHMETA"]).unwrap());
+                (text(&m["answer"]), text(&m["served"]), started.elapsed())
+            })
+        })
+        .collect();
+    for h in handles {
+        let (answer, served, took) = h.join().unwrap();
+        assert_eq!((answer.as_str(), served.as_str()), (old.as_str(), "stale"));
+        assert!(
+            took < Duration::from_millis(800),
+            "a stale hit does not wait for the refresh"
+        );
+    }
+    assert_eq!(b.calls(), 2, "one miss, one refresh");
+    assert!(wait_until(Duration::from_secs(5), || {
+        cmd(&mut con, &["QA.PEEK", "faq", "q"])
+            .ok()
+            .map(|v| text(&v))
+            == Some("fresh answer".into())
+    }));
+    assert_eq!(
+        text(&map(cmd(&mut con, &["QA.GET", "faq", "q", "WITHMETA"]).unwrap())["served"]),
+        "hit"
+    );
+    let st = map(cmd(&mut con, &["QA.STATS", "faq"]).unwrap());
+    assert!(
+        matches!(st["stale"], Value::Int(n) if n >= CLIENTS as i64),
+        "{:?}",
+        st["stale"]
+    );
+
+    // A refresh that fails keeps the stale answer, and a sick backend is asked at most once a
+    // second per entry, not once per hit.
+    b.set_delay(Duration::ZERO);
+    b.set_reply(common::backend::Reply::Status(500, "down".into()));
+    let _ = qa_get(&mut con, &["faq", "q2", "TTL", "1"]);
+    b.set_reply(common::backend::Reply::Answer);
+    qa_get(&mut con, &["faq", "q2", "TTL", "1"]).unwrap();
+    let q2 = answer_for("q2", MODEL, "");
+    b.set_reply(common::backend::Reply::Status(500, "down".into()));
+    let calls = b.calls();
+    assert!(wait_until(Duration::from_secs(5), || {
+        text(&map(cmd(&mut con, &["QA.GET", "faq", "q2", "WITHMETA"]).unwrap())["served"])
+            == "stale"
+    }));
+    for _ in 0..50 {
+        assert_eq!(qa_get(&mut con, &["faq", "q2"]).unwrap(), q2);
+    }
+    assert!(
+        b.calls() - calls <= 2,
+        "{} refresh calls for 50 stale hits",
+        b.calls() - calls
+    );
+    // STALE 0 on the call turns it off for the entry it writes.
+    b.set_reply(common::backend::Reply::Answer);
+    qa_get(&mut con, &["faq", "q3", "TTL", "100", "STALE", "0"]).unwrap();
+    let key3 = text(&map(cmd(&mut con, &["QA.KEY", "faq", "q3"]).unwrap())["key"]);
+    let ttl3: i64 = redis::cmd("TTL").arg(&key3).query(&mut con).unwrap();
+    assert!(ttl3 <= 100, "{ttl3}");
+    let fresh: Option<String> = redis::cmd("HGET")
+        .arg(&key3)
+        .arg("fresh_until")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(fresh, None);
+}

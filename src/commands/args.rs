@@ -10,6 +10,8 @@ use crate::keys::{self, CacheNameError};
 #[derive(Clone, Copy)]
 pub struct Allowed {
     pub ttl: bool,
+    /// `STALE <seconds>` (the grace period of stale-while-revalidate).
+    pub stale: bool,
     pub refresh: bool,
     pub withmeta: bool,
     pub unknown: &'static str,
@@ -18,6 +20,7 @@ pub struct Allowed {
 /// `QA.PEEK`, `QA.DEL`, `QA.KEY`: MODEL and SYSTEM only.
 pub const LOOKUP_ONLY: Allowed = Allowed {
     ttl: false,
+    stale: false,
     refresh: false,
     withmeta: false,
     unknown: error::UNKNOWN_OPTION_LOOKUP,
@@ -31,6 +34,7 @@ pub struct EntryArgs<'a> {
     /// The third positional argument (`QA.SET`'s answer), when the command has one.
     pub answer: Option<&'a [u8]>,
     pub ttl: Option<i64>,
+    pub stale: Option<i64>,
     pub model: Option<&'a str>,
     pub system: Option<&'a str>,
     pub refresh: bool,
@@ -72,11 +76,26 @@ pub fn parse<'a>(
             i += 1;
             continue;
         }
-        if !((allowed.ttl && is(b"TTL")) || is(b"MODEL") || is(b"SYSTEM")) {
+        if !((allowed.ttl && is(b"TTL"))
+            || (allowed.stale && is(b"STALE"))
+            || is(b"MODEL")
+            || is(b"SYSTEM"))
+        {
             return Err(allowed.unknown);
         }
         let value = rest.get(i + 1).copied().ok_or(error::OPTION_VALUE)?;
-        if is(b"TTL") {
+        if is(b"STALE") {
+            // 0 turns stale serving off for this call.
+            let stale = if value == b"0" {
+                Some(0)
+            } else {
+                parse_ttl(value)
+            }
+            .ok_or(error::STALE_RANGE)?;
+            if out.stale.replace(stale).is_some() {
+                return Err(error::OPTION_TWICE);
+            }
+        } else if is(b"TTL") {
             let ttl = parse_ttl(value).ok_or(error::TTL_RANGE)?;
             if out.ttl.replace(ttl).is_some() {
                 return Err(error::OPTION_TWICE);
@@ -136,12 +155,14 @@ mod tests {
 
     const GET: Allowed = Allowed {
         ttl: true,
+        stale: true,
         refresh: true,
         withmeta: true,
         unknown: error::UNKNOWN_OPTION_GET,
     };
     const SET: Allowed = Allowed {
         ttl: true,
+        stale: false,
         refresh: false,
         withmeta: false,
         unknown: error::UNKNOWN_OPTION_SET,
@@ -176,6 +197,7 @@ mod tests {
                 question: b"q",
                 answer: None,
                 ttl: Some(60),
+                stale: None,
                 model: Some("m1"),
                 system: Some("be brief"),
                 refresh: true,
@@ -276,6 +298,18 @@ mod tests {
         assert_eq!(
             p(&[&"c".repeat(129), "q"], 2, GET).unwrap_err(),
             error::CACHE_TOO_LONG
+        );
+    }
+
+    #[test]
+    fn stale_accepts_zero() {
+        assert_eq!(
+            p(&["faq", "q", "STALE", "0"], 2, GET).unwrap().stale,
+            Some(0)
+        );
+        assert_eq!(
+            p(&["faq", "q", "stale", "30"], 2, GET).unwrap().stale,
+            Some(30)
         );
     }
 

@@ -62,6 +62,7 @@ pub(crate) extern "C" fn qa_key(
 
 const SET_ALLOWED: Allowed = Allowed {
     ttl: true,
+    stale: false,
     refresh: false,
     withmeta: false,
     unknown: error::UNKNOWN_OPTION_SET,
@@ -99,6 +100,7 @@ pub(crate) extern "C" fn qa_set(
                 tokens_out: None,
                 latency_ms: None,
                 ttl_secs: a.ttl.unwrap_or_else(|| config::TTL.get()),
+                stale_secs: 0,
             },
         );
         match written {
@@ -205,10 +207,11 @@ unsafe fn reply_stats(
     price_in: f64,
     price_out: f64,
 ) {
-    let ints: [(&str, u64); 10] = [
+    let ints: [(&str, u64); 11] = [
         ("hits", f.hits),
         ("misses", f.misses),
         ("coalesced", f.coalesced),
+        ("stale", f.stale),
         ("backend_calls", f.backend_calls),
         ("backend_errors", f.backend_errors),
         ("tokens_in_spent", f.tokens_in_spent),

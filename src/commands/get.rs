@@ -20,6 +20,7 @@ use crate::worker::{self, Job};
 /// The options `QA.GET` takes.
 const ALLOWED: Allowed = Allowed {
     ttl: true,
+    stale: true,
     refresh: true,
     withmeta: true,
     unknown: error::UNKNOWN_OPTION_GET,
@@ -47,6 +48,9 @@ unsafe fn get(ctx: *mut raw::RedisModuleCtx, a: &EntryArgs<'_>, s: &mut Scratch)
             Lookup::Hit(hit) => {
                 reply_hit(ctx, &hit, a.withmeta);
                 count_hit(ctx, s.slot, &hit);
+                if hit.stale {
+                    refresh_stale(ctx, a, question, &s.key, s.slot);
+                }
                 return raw::REDISMODULE_OK as c_int;
             }
             Lookup::WrongType => return reply_error(ctx, error::WRONG_ENTRY_TYPE),
@@ -71,7 +75,65 @@ unsafe fn reply_hit(ctx: *mut raw::RedisModuleCtx, hit: &Hit, withmeta: bool) {
     };
     let now = raw::RedisModule_Milliseconds.unwrap()();
     let age = hit.created_ms.map_or(0, |c| (now - c).max(0));
-    blocked::reply_meta(ctx, answer, "hit", age, hit.ttl_ms.unwrap_or(-1));
+    let served = if hit.stale { "stale" } else { "hit" };
+    blocked::reply_meta(ctx, answer, served, age, hit.ttl_ms.unwrap_or(-1));
+}
+
+/// A stale entry was served: refresh it with one background call (single-flight), unless
+/// this server cannot write now. If the refresh fails, the stale entry is served until its
+/// grace period ends.
+unsafe fn refresh_stale(
+    ctx: *mut raw::RedisModuleCtx,
+    a: &EntryArgs<'_>,
+    question: &str,
+    key: &[u8],
+    slot: Option<usize>,
+) {
+    stats::STALE.bump_main();
+    if let Some(slot) = slot {
+        stats::with_slot(&Context::new(ctx), slot, |c| c.stale += 1);
+    }
+    let flags = raw::RedisModule_GetContextFlags.unwrap()(ctx) as u32;
+    if flags & (raw::REDISMODULE_CTX_FLAGS_SLAVE | raw::REDISMODULE_CTX_FLAGS_OOM) != 0 {
+        return;
+    }
+    let mut job = make_job(ctx, a, question, key);
+    job.background = true;
+    let max_inflight = config::MAX_INFLIGHT.get().max(1) as usize;
+    let max_queue = config::MAX_QUEUE.get().max(0) as usize;
+    worker::start_background(job, max_inflight, max_queue);
+}
+
+/// The backend call for a miss or a refresh, with everything copied from the settings.
+unsafe fn make_job(
+    ctx: *mut raw::RedisModuleCtx,
+    a: &EntryArgs<'_>,
+    question: &str,
+    key: &[u8],
+) -> Job {
+    let timeout_ms = config::TIMEOUT_MS.get();
+    let (model, system) = config::with_strings(&Context::new(ctx), |cfg| {
+        (
+            a.model.unwrap_or(&cfg.model).to_string(),
+            a.system.unwrap_or(&cfg.system_prompt).to_string(),
+        )
+    });
+    Job {
+        db: raw::RedisModule_GetSelectedDb.unwrap()(ctx),
+        cache: a.cache.to_vec(),
+        key: key.to_vec(),
+        request: Request {
+            question: question.to_string(),
+            model,
+            system,
+        },
+        ttl_secs: a.ttl.unwrap_or_else(|| config::TTL.get()),
+        stale_secs: a.stale.unwrap_or_else(|| config::STALE_TTL.get()),
+        background: false,
+        deadline: Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64),
+        timeout_ms: timeout_ms.max(0) as u64,
+        settings: config::call_settings(&Context::new(ctx)),
+    }
 }
 
 /// Counts a hit, with what it saved: the tokens and backend time the entry cost.
@@ -112,32 +174,11 @@ unsafe fn miss(
     if flags & raw::REDISMODULE_CTX_FLAGS_OOM != 0 {
         return reply_error(ctx, error::OOM);
     }
-    let timeout_ms = config::TIMEOUT_MS.get();
-    let deadline = Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64);
     // The job is built before blocking (nothing after the block may fail without a reply),
     // and for every miss: whether this caller leads is known only when it joins the flight,
     // atomically, below.
-    let (model, system) = config::with_strings(&Context::new(ctx), |cfg| {
-        (
-            a.model.unwrap_or(&cfg.model).to_string(),
-            a.system.unwrap_or(&cfg.system_prompt).to_string(),
-        )
-    });
-    let db = raw::RedisModule_GetSelectedDb.unwrap()(ctx);
-    let job = Job {
-        db,
-        cache: a.cache.to_vec(),
-        key: key.to_vec(),
-        request: Request {
-            question: question.to_string(),
-            model,
-            system,
-        },
-        ttl_secs: a.ttl.unwrap_or_else(|| config::TTL.get()),
-        deadline,
-        timeout_ms: timeout_ms as u64,
-        settings: config::call_settings(&Context::new(ctx)),
-    };
+    let job = make_job(ctx, a, question, key);
+    let (db, deadline) = (job.db, job.deadline);
     let Some(waiter) = Waiter::block(ctx, deadline, a.withmeta) else {
         return reply_error(ctx, &format!("ERR {}", error::INTERNAL));
     };
