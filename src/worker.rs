@@ -5,8 +5,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis_module::{CallOptionsBuilder, CallResult, ContextFlags, ThreadSafeContext};
 
+use crate::backend::breaker::{Admit, Breaker, Change};
 use crate::backend::http::{self, CallSettings};
-use crate::backend::openai::OpenAi;
 use crate::backend::{Answer, BackendError, Request};
 use crate::blocked::{Outcome, Waiter};
 use crate::flight::{Joined, SingleFlight};
@@ -21,6 +21,69 @@ pub struct Job {
     pub deadline: Instant,
     pub timeout_ms: u64,
     pub settings: CallSettings,
+    /// Store completions cut short by the token limit (`qa.cache-truncated`).
+    pub cache_truncated: bool,
+    /// Set by [`start`]: this call is the circuit breaker's probe.
+    pub probe: bool,
+}
+
+/// The circuit breaker, with the backend URL it is about: a new URL starts closed.
+fn breaker() -> MutexGuard<'static, (String, Breaker)> {
+    static BREAKER: Mutex<(String, Breaker)> = Mutex::new((String::new(), Breaker::CLOSED));
+    BREAKER.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether misses are being refused by the breaker right now (for INFO).
+pub fn breaker_open() -> bool {
+    breaker().1.is_open()
+}
+
+/// Asks the breaker whether a call to `url` may start.
+fn admit(url: &str) -> Admit {
+    let mut b = breaker();
+    if b.0 != url {
+        *b = (url.to_string(), Breaker::CLOSED);
+    }
+    b.1.admit(Instant::now(), config::breaker_settings())
+}
+
+/// Tells the breaker how an admitted call ended; a probe dropped without an outcome (the
+/// job unwound, or never reached the backend) lets the next miss probe instead.
+struct Ticket<'a> {
+    url: &'a str,
+    probe: bool,
+    done: bool,
+}
+
+impl Ticket<'_> {
+    fn record(mut self, failed: bool) {
+        self.done = true;
+        let mut b = breaker();
+        if b.0 != self.url {
+            return;
+        }
+        let change = b.1.record(
+            Instant::now(),
+            config::breaker_settings(),
+            failed,
+            self.probe,
+        );
+        drop(b);
+        if change == Change::Opened {
+            stats::BREAKER_OPENED.bump();
+        }
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.done {
+            let mut b = breaker();
+            if b.0 == self.url {
+                b.1.cancel_probe(Instant::now());
+            }
+        }
+    }
 }
 
 type Flights = SingleFlight<Vec<u8>, Waiter>;
@@ -86,12 +149,34 @@ pub fn join(key: &[u8], waiter: Waiter) -> Joined {
     flight_table().join(key.to_vec(), waiter)
 }
 
-/// Starts the call for a flight just created; on refusal, fails the flight's waiters.
-pub fn start(job: Job, max_inflight: usize, max_queue: usize) -> Result<(), QueueFull> {
+/// Starts the call for a flight just created; on refusal (circuit breaker open, queue
+/// full), fails the flight's waiters at once.
+pub fn start(mut job: Job, max_inflight: usize, max_queue: usize) -> Result<(), QueueFull> {
     let key = job.key.clone();
+    // An unset URL is reported as such, not as a breaker state.
+    if !job.settings.url.is_empty() {
+        match admit(&job.settings.url) {
+            Admit::Call => {}
+            Admit::Probe => job.probe = true,
+            Admit::Reject => {
+                stats::BREAKER_REJECTED.bump();
+                finish(&key, Outcome::err(BackendError::BreakerOpen));
+                return Ok(());
+            }
+        }
+    }
+    let (probe, url) = (job.probe, job.settings.url.clone());
     let run = Box::new(move || run(job));
     let submitted = pool().submit(run, max_inflight, max_queue);
     if submitted.is_err() {
+        if probe {
+            drop(Ticket {
+                url: &url,
+                probe,
+                done: false,
+            });
+        }
+        stats::REFUSED_BUSY.bump();
         finish(&key, Outcome::err(BackendError::Busy));
     }
     submitted
@@ -120,21 +205,43 @@ impl Drop for FlightGuard<'_> {
 
 fn run(job: Job) {
     let mut guard = FlightGuard(Some(&job.key));
+    let ticket = Ticket {
+        url: &job.settings.url,
+        probe: job.probe,
+        done: false,
+    };
     stats::BACKEND_CALLS.bump();
-    let budget = job.deadline.saturating_duration_since(Instant::now());
-    let result = http::call(&OpenAi, &job.settings, &job.request, budget).map_err(|e| match e {
+    let (result, attempts) = http::call(&job.settings, &job.request, job.deadline);
+    let result = result.map_err(|e| match e {
         BackendError::Timeout(_) => BackendError::Timeout(job.timeout_ms),
         other => other,
     });
+    // Only an exchange with the backend says anything about its health (a job whose time
+    // ran out in the queue never reached it).
+    if attempts > 0 {
+        ticket.record(result.as_ref().is_err_and(BackendError::is_backend_failure));
+    } else {
+        drop(ticket);
+    }
     let answer = match result {
         Ok(answer) => answer,
         Err(e) => {
-            stats::BACKEND_ERRORS.bump();
+            stats::count_error(e.kind());
             guard.0 = None;
             finish(&job.key, Outcome::err(e));
             return;
         }
     };
+    if answer.truncated {
+        stats::TRUNCATED.bump();
+    }
+    if answer.no_store || (answer.truncated && !job.cache_truncated) {
+        // Replied, never stored: the next ask calls the backend again.
+        stats::NOT_STORED.bump();
+        guard.0 = None;
+        finish(&job.key, Outcome::Answer(answer.text));
+        return;
+    }
     // Write and end the flight under one lock: a miss seen after this finds the entry, one
     // seen before joined the flight. A paid answer is stored even if every asker has gone.
     let tsc = ThreadSafeContext::new();
@@ -201,7 +308,7 @@ fn store(ctx: &redis_module::Context, job: &Job, answer: &Answer) -> Store {
         return Store::Paused;
     }
     let created = now_ms();
-    let expire_at = created + job.ttl_secs * 1000;
+    let expire_at = created + answer.ttl_secs.unwrap_or(job.ttl_secs) * 1000;
     let created_s = created.to_string();
     let tokens_in = answer.tokens_in.map(|t| t.to_string()).unwrap_or_default();
     let tokens_out = answer.tokens_out.map(|t| t.to_string()).unwrap_or_default();

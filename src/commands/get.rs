@@ -174,7 +174,7 @@ unsafe fn get(ctx: *mut raw::RedisModuleCtx, a: &GetArgs<'_>, s: &mut Scratch) -
             Lookup::Miss => {}
         }
     }
-    miss(ctx, a, question, &s.key)
+    miss(ctx, a, question, &s.normalized, &s.key)
 }
 
 /// The miss path: refuse what cannot wait, else block the caller on the key's flight.
@@ -182,6 +182,7 @@ unsafe fn miss(
     ctx: *mut raw::RedisModuleCtx,
     a: &GetArgs<'_>,
     question: &str,
+    normalized: &str,
     key: &[u8],
 ) -> c_int {
     let flags = raw::RedisModule_GetContextFlags.unwrap()(ctx) as u32;
@@ -217,11 +218,16 @@ unsafe fn miss(
             question: question.to_string(),
             model,
             system,
+            cache: String::from_utf8_lossy(a.cache).into_owned(),
+            normalized: normalized.to_string(),
+            max_tokens: config::MAX_TOKENS.get().clamp(1, u32::MAX as i64) as u32,
         },
         ttl_secs: a.ttl.unwrap_or_else(|| config::TTL.get()),
         deadline,
         timeout_ms: timeout_ms as u64,
         settings: config::call_settings(&Context::new(ctx)),
+        cache_truncated: config::CACHE_TRUNCATED.get(),
+        probe: false,
     };
     let Some(waiter) = Waiter::block(ctx, deadline) else {
         return reply_error(ctx, &format!("ERR {}", error::INTERNAL));
@@ -231,9 +237,8 @@ unsafe fn miss(
         Joined::Leader => {
             let max_inflight = config::MAX_INFLIGHT.get().max(1) as usize;
             let max_queue = config::MAX_QUEUE.get().max(0) as usize;
-            if worker::start(job, max_inflight, max_queue).is_err() {
-                stats::REFUSED_BUSY.bump();
-            }
+            // Refusals (queue full, breaker open) answer the flight and are counted there.
+            let _ = worker::start(job, max_inflight, max_queue);
         }
         Joined::Follower => stats::COALESCED.bump_main(),
     }
