@@ -224,8 +224,15 @@ fn attempt(
                     io.kind(),
                     K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
                 );
+                // TLS failures come as InvalidData wrapping rustls's error, which says what
+                // was wrong with the certificate: worth more than "invalid data".
+                let reason = match (io.kind(), io.get_ref()) {
+                    (K::InvalidData, Some(inner)) => inner.to_string().replace(key, "[redacted]"),
+                    (K::UnexpectedEof, _) => "connection closed before the reply".to_string(),
+                    (kind, _) => kind.to_string(),
+                };
                 return Failed {
-                    error: BackendError::Unreachable(io.kind().to_string()),
+                    error: BackendError::Unreachable(reason),
                     transient,
                     retry_after: None,
                 };

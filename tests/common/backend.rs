@@ -300,7 +300,7 @@ fn stream_bytes<W: Write>(conn: &mut W, n: usize) -> std::io::Result<()> {
     conn.flush()
 }
 
-/// Closes the connection with a TCP reset (SO_LINGER 0).
+/// Makes closing the connection a TCP reset (SO_LINGER 0).
 fn reset(conn: &TcpStream) {
     use std::os::fd::AsRawFd;
     let linger = libc::linger {
@@ -317,7 +317,7 @@ fn reset(conn: &TcpStream) {
             std::mem::size_of::<libc::linger>() as libc::socklen_t,
         );
     }
-    let _ = conn.shutdown(std::net::Shutdown::Both);
+    // Closing the last descriptor (the caller's) now sends RST instead of FIN.
 }
 
 /// The reply body for the format of `path`, or `None` for an unknown path.
