@@ -7,7 +7,7 @@
 //!
 //! [`Job`]: crate::worker::Job
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -17,7 +17,9 @@ use redis_module::{
 };
 use sha2::Sha256;
 
+use crate::backend::breaker;
 use crate::backend::http::CallSettings;
+use crate::backend::Format;
 use crate::error;
 use crate::keys;
 
@@ -71,6 +73,99 @@ pub static MAX_QUESTION_BYTES: IntSetting =
     IntSetting::new("max-question-bytes", 8192, 16, 1 << 20);
 pub static MAX_ANSWER_BYTES: IntSetting =
     IntSetting::new("max-answer-bytes", 1 << 20, 1024, 64 << 20);
+/// `max_tokens` of Anthropic requests (which require one).
+pub static MAX_TOKENS: IntSetting = IntSetting::new("max-tokens", 1024, 1, 1_000_000);
+/// Retries after a first failed attempt (429, 502, 503, 504, connection reset).
+pub static BACKEND_RETRIES: IntSetting = IntSetting::new("backend-retries", 2, 0, 10);
+/// Consecutive backend failures that open the circuit breaker; 0 turns it off.
+pub static BREAKER_FAILURES: IntSetting = IntSetting::new("breaker-failures", 5, 0, 1_000_000);
+pub static BREAKER_COOLDOWN_MS: IntSetting =
+    IntSetting::new("breaker-cooldown-ms", 10_000, 100, 3_600_000);
+
+/// A yes/no setting: name (without `qa.`) and default.
+pub struct BoolSetting {
+    pub name: &'static str,
+    pub default: bool,
+    value: AtomicBool,
+}
+
+impl BoolSetting {
+    const fn new(name: &'static str, default: bool) -> Self {
+        Self {
+            name,
+            default,
+            value: AtomicBool::new(default),
+        }
+    }
+
+    pub fn get(&self) -> bool {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+impl ConfigurationValue<bool> for BoolSetting {
+    fn get(&self, _: &ConfigurationContext) -> bool {
+        self.get()
+    }
+    fn set(&self, _: &ConfigurationContext, val: bool) -> Result<(), RedisError> {
+        self.value.store(val, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Store completions cut short by the token limit (they are always replied).
+pub static CACHE_TRUNCATED: BoolSetting = BoolSetting::new("cache-truncated", false);
+
+redis_module::enum_configuration! {
+    /// The values of `qa.backend-format`, spelled as in the config (the macro uses the
+    /// variant names as the accepted words).
+    #[allow(non_camel_case_types)]
+    #[derive(Debug, PartialEq, Eq, Copy)]
+    pub enum BackendFormat {
+        openai = 0,
+        anthropic = 1,
+        webhook = 2,
+    }
+}
+
+impl From<BackendFormat> for Format {
+    fn from(f: BackendFormat) -> Format {
+        match f {
+            BackendFormat::openai => Format::OpenAi,
+            BackendFormat::anthropic => Format::Anthropic,
+            BackendFormat::webhook => Format::Webhook,
+        }
+    }
+}
+
+/// `qa.backend-format`: which wire format misses speak.
+pub struct FormatSetting {
+    pub name: &'static str,
+    pub default: BackendFormat,
+    value: AtomicI64,
+}
+
+pub static BACKEND_FORMAT: FormatSetting = FormatSetting {
+    name: "backend-format",
+    default: BackendFormat::openai,
+    value: AtomicI64::new(BackendFormat::openai as i64),
+};
+
+impl FormatSetting {
+    pub fn get(&self) -> BackendFormat {
+        BackendFormat::try_from(self.value.load(Ordering::Relaxed) as i32).unwrap_or(self.default)
+    }
+}
+
+impl ConfigurationValue<BackendFormat> for FormatSetting {
+    fn get(&self, _: &ConfigurationContext) -> BackendFormat {
+        self.get()
+    }
+    fn set(&self, _: &ConfigurationContext, val: BackendFormat) -> Result<(), RedisError> {
+        self.value.store(val as i64, Ordering::Relaxed);
+        Ok(())
+    }
+}
 
 /// Which string setting a [`StrSetting`] is.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -81,6 +176,7 @@ pub enum StrId {
     ApiKeyFile,
     PriceIn,
     PriceOut,
+    CaFile,
 }
 
 /// A string setting: name (without `qa.`), default, and which field of [`Strings`] it is.
@@ -109,6 +205,11 @@ pub static API_KEY_FILE: StrSetting = StrSetting {
     name: "api-key-file",
     default: "",
     id: StrId::ApiKeyFile,
+};
+pub static BACKEND_CA_FILE: StrSetting = StrSetting {
+    name: "backend-ca-file",
+    default: "",
+    id: StrId::CaFile,
 };
 
 pub static PRICE_IN: StrSetting = StrSetting {
@@ -141,6 +242,10 @@ pub fn valid_system(s: &str) -> bool {
     s.len() <= MAX_SYSTEM_BYTES
 }
 
+pub fn valid_path(p: &str) -> bool {
+    !p.chars().any(char::is_control)
+}
+
 pub fn valid_url(u: &str) -> bool {
     u.is_empty()
         || ((u.starts_with("http://") || u.starts_with("https://"))
@@ -155,6 +260,7 @@ pub struct Strings {
     pub api_key_file: String,
     pub price_in: String,
     pub price_out: String,
+    pub ca_file: String,
     pub default_prefix: Sha256,
 }
 
@@ -178,6 +284,7 @@ static STRINGS: LazyLock<RedisGILGuard<Strings>> = LazyLock::new(|| {
         api_key_file: API_KEY_FILE.default.into(),
         price_in: PRICE_IN.default.into(),
         price_out: PRICE_OUT.default.into(),
+        ca_file: BACKEND_CA_FILE.default.into(),
         default_prefix: keys::prefix_state(MODEL.default, SYSTEM_PROMPT.default),
     })
 });
@@ -196,6 +303,7 @@ impl StrSetting {
             StrId::ApiKeyFile => s.api_key_file.clone(),
             StrId::PriceIn => s.price_in.clone(),
             StrId::PriceOut => s.price_out.clone(),
+            StrId::CaFile => s.ca_file.clone(),
         }
     }
 
@@ -204,8 +312,8 @@ impl StrSetting {
             StrId::BackendUrl => valid_url(v),
             StrId::Model => valid_model(v),
             StrId::SystemPrompt => valid_system(v),
-            StrId::ApiKeyFile => true,
             StrId::PriceIn | StrId::PriceOut => parse_price(v).is_some(),
+            StrId::ApiKeyFile | StrId::CaFile => valid_path(v),
         };
         if ok {
             Ok(())
@@ -214,7 +322,8 @@ impl StrSetting {
                 StrId::BackendUrl => error::CFG_URL,
                 StrId::Model => error::CFG_MODEL,
                 StrId::PriceIn | StrId::PriceOut => error::CFG_PRICE,
-                _ => error::CFG_SYSTEM,
+                StrId::ApiKeyFile | StrId::CaFile => error::CFG_PATH,
+                StrId::SystemPrompt => error::CFG_SYSTEM,
             })
         }
     }
@@ -240,6 +349,7 @@ impl ConfigurationValue<RedisString> for StrSetting {
                 StrId::ApiKeyFile => s.api_key_file = v,
                 StrId::PriceIn => s.price_in = v,
                 StrId::PriceOut => s.price_out = v,
+                StrId::CaFile => s.ca_file = v,
             }
             if matches!(self.id, StrId::Model | StrId::SystemPrompt) {
                 s.default_prefix = keys::prefix_state(&s.model, &s.system_prompt);
@@ -251,13 +361,29 @@ impl ConfigurationValue<RedisString> for StrSetting {
 
 /// What a worker needs for one backend call, copied on the main thread.
 pub fn call_settings<G: RedisLockIndicator>(ctx: &G) -> CallSettings {
-    let (url, api_key_file) =
-        with_strings(ctx, |s| (s.backend_url.clone(), s.api_key_file.clone()));
+    let (url, api_key_file, ca_file) = with_strings(ctx, |s| {
+        (
+            s.backend_url.clone(),
+            s.api_key_file.clone(),
+            s.ca_file.clone(),
+        )
+    });
     CallSettings {
         url,
+        format: BACKEND_FORMAT.get().into(),
         api_key_file,
+        ca_file,
         connect_timeout: Duration::from_millis(CONNECT_TIMEOUT_MS.get().max(1) as u64),
         max_answer_bytes: MAX_ANSWER_BYTES.get().max(0) as u64,
+        retries: BACKEND_RETRIES.get().clamp(0, 10) as u32,
+    }
+}
+
+/// The circuit breaker's settings now.
+pub fn breaker_settings() -> breaker::Settings {
+    breaker::Settings {
+        failures: BREAKER_FAILURES.get().clamp(0, u32::MAX as i64) as u32,
+        cooldown: Duration::from_millis(BREAKER_COOLDOWN_MS.get().max(1) as u64),
     }
 }
 
@@ -276,6 +402,10 @@ mod tests {
             &MAX_QUEUE,
             &MAX_QUESTION_BYTES,
             &MAX_ANSWER_BYTES,
+            &MAX_TOKENS,
+            &BACKEND_RETRIES,
+            &BREAKER_FAILURES,
+            &BREAKER_COOLDOWN_MS,
         ] {
             assert!(s.min <= s.default && s.default <= s.max, "{}", s.name);
         }

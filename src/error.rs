@@ -41,6 +41,9 @@ pub const BACKEND_TOO_LARGE: &str = "backend reply larger than";
 pub const BACKEND_MALFORMED: &str = "backend reply malformed";
 pub const BACKEND_EMPTY: &str = "backend reply has no answer";
 pub const BUSY: &str = "too many misses waiting for the backend (qa.max-queue)";
+pub const BREAKER_OPEN: &str =
+    "backend circuit breaker open after repeated failures (next try after qa.breaker-cooldown-ms)";
+pub const CA_FILE: &str = "cannot read qa.backend-ca-file";
 pub const INTERNAL: &str = "internal error in redis-qa (see the server log)";
 
 // Config validation (CONFIG SET replies `ERR CONFIG SET failed ... - <message>`).
@@ -48,4 +51,5 @@ pub const CFG_URL: &str = "must be empty or an http:// or https:// URL without s
 pub const CFG_MODEL: &str = "must be 1 to 256 bytes of UTF-8 without control characters";
 pub const CFG_SYSTEM: &str = "must be valid UTF-8 of at most 65536 bytes";
 pub const CFG_UTF8: &str = "must be valid UTF-8";
+pub const CFG_PATH: &str = "must be a path without control characters";
 pub const OPTION_VALUE: &str = "ERR option needs a value";

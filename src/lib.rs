@@ -61,6 +61,10 @@ mod module {
                 [MAX_QUEUE.name, &MAX_QUEUE, MAX_QUEUE.default, MAX_QUEUE.min, MAX_QUEUE.max, ConfigurationFlags::DEFAULT, None],
                 [MAX_QUESTION_BYTES.name, &MAX_QUESTION_BYTES, MAX_QUESTION_BYTES.default, MAX_QUESTION_BYTES.min, MAX_QUESTION_BYTES.max, ConfigurationFlags::DEFAULT, None],
                 [MAX_ANSWER_BYTES.name, &MAX_ANSWER_BYTES, MAX_ANSWER_BYTES.default, MAX_ANSWER_BYTES.min, MAX_ANSWER_BYTES.max, ConfigurationFlags::DEFAULT, None],
+                [MAX_TOKENS.name, &MAX_TOKENS, MAX_TOKENS.default, MAX_TOKENS.min, MAX_TOKENS.max, ConfigurationFlags::DEFAULT, None],
+                [BACKEND_RETRIES.name, &BACKEND_RETRIES, BACKEND_RETRIES.default, BACKEND_RETRIES.min, BACKEND_RETRIES.max, ConfigurationFlags::DEFAULT, None],
+                [BREAKER_FAILURES.name, &BREAKER_FAILURES, BREAKER_FAILURES.default, BREAKER_FAILURES.min, BREAKER_FAILURES.max, ConfigurationFlags::DEFAULT, None],
+                [BREAKER_COOLDOWN_MS.name, &BREAKER_COOLDOWN_MS, BREAKER_COOLDOWN_MS.default, BREAKER_COOLDOWN_MS.min, BREAKER_COOLDOWN_MS.max, ConfigurationFlags::DEFAULT, None],
             ],
             string: [
                 [BACKEND_URL.name, &BACKEND_URL, BACKEND_URL.default, ConfigurationFlags::DEFAULT, None],
@@ -69,9 +73,14 @@ mod module {
                 [API_KEY_FILE.name, &API_KEY_FILE, API_KEY_FILE.default, ConfigurationFlags::DEFAULT, None],
                 [PRICE_IN.name, &PRICE_IN, PRICE_IN.default, ConfigurationFlags::DEFAULT, None],
                 [PRICE_OUT.name, &PRICE_OUT, PRICE_OUT.default, ConfigurationFlags::DEFAULT, None],
+                [BACKEND_CA_FILE.name, &BACKEND_CA_FILE, BACKEND_CA_FILE.default, ConfigurationFlags::DEFAULT, None],
             ],
-            bool: [],
-            enum: [],
+            bool: [
+                [CACHE_TRUNCATED.name, &CACHE_TRUNCATED, CACHE_TRUNCATED.default, ConfigurationFlags::DEFAULT, None],
+            ],
+            enum: [
+                [BACKEND_FORMAT.name, &BACKEND_FORMAT, BACKEND_FORMAT.default, ConfigurationFlags::DEFAULT, None],
+            ],
             module_args_as_configuration: true,
         ]
     }

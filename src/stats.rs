@@ -8,6 +8,8 @@ use std::sync::{LazyLock, Mutex};
 
 use redis_module::{InfoContext, RedisGILGuard, RedisLockIndicator, RedisResult};
 
+use crate::backend::Kind;
+
 pub struct Counter(AtomicU64);
 
 impl Counter {
@@ -199,7 +201,16 @@ fn percentiles(v: &mut [u64]) -> (u64, u64) {
 
 /// `CONFIG RESETSTAT`: every counter and the latency window back to zero.
 pub fn reset<G: RedisLockIndicator>(ctx: &G) {
-    for c in GLOBAL {
+    for c in GLOBAL.iter().chain(&[
+        &BACKEND_RETRIES,
+        &BREAKER_OPENED,
+        &BREAKER_REJECTED,
+        &TRUNCATED,
+        &NOT_STORED,
+    ]) {
+        c.reset();
+    }
+    for c in &ERRORS_BY_KIND {
         c.reset();
     }
     // Slots stay (the generation mirror refers to them by index); their figures go to zero.
@@ -214,12 +225,55 @@ pub fn money_saved(s: &CacheStats, price_in: f64, price_out: f64) -> f64 {
     (s.tokens_in_saved as f64 * price_in + s.tokens_out_saved as f64 * price_out) / 1e6
 }
 
+pub static BACKEND_RETRIES: Counter = Counter::new();
+pub static BREAKER_OPENED: Counter = Counter::new();
+pub static BREAKER_REJECTED: Counter = Counter::new();
+pub static TRUNCATED: Counter = Counter::new();
+pub static NOT_STORED: Counter = Counter::new();
+
+/// Failed misses by kind, indexed by [`kind_index`].
+pub static ERRORS_BY_KIND: [Counter; 9] = [const { Counter::new() }; 9];
+
+/// INFO field names of [`ERRORS_BY_KIND`], in index order.
+const KIND_FIELDS: [&str; 9] = [
+    "errors_local",
+    "errors_unreachable",
+    "errors_timeout",
+    "errors_http_4xx",
+    "errors_http_429",
+    "errors_http_5xx",
+    "errors_malformed",
+    "errors_empty",
+    "errors_too_large",
+];
+
+pub fn kind_index(kind: Kind) -> usize {
+    match kind {
+        Kind::Local => 0,
+        Kind::Unreachable => 1,
+        Kind::Timeout => 2,
+        Kind::Http4xx => 3,
+        Kind::Http429 => 4,
+        Kind::Http5xx => 5,
+        Kind::Malformed => 6,
+        Kind::Empty => 7,
+        Kind::TooLarge => 8,
+    }
+}
+
+/// Counts one failed miss (a call that ended without an answer).
+pub fn count_error(kind: Kind) {
+    BACKEND_ERRORS.bump();
+    ERRORS_BY_KIND[kind_index(kind)].bump();
+}
+
 /// Writes the `# qa` INFO section.
 pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
     let (running, queued) = crate::worker::load();
     let (flights, waiting) = crate::worker::flights();
     let (p50, p99) = latency_percentiles();
-    ctx.builder()
+    let mut b = ctx
+        .builder()
         .add_section("")
         .field("hits", HITS.get())?
         .field("misses", MISSES.get())?
@@ -242,8 +296,16 @@ pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .field("queued", queued as u64)?
         .field("flights", flights as u64)?
         .field("waiting_clients", waiting as u64)?
-        .build_section()?
-        .build_info()?;
+        .field("backend_retries", BACKEND_RETRIES.get())?
+        .field("breaker_open", crate::worker::breaker_open() as u64)?
+        .field("breaker_opened", BREAKER_OPENED.get())?
+        .field("breaker_rejected", BREAKER_REJECTED.get())?
+        .field("truncated", TRUNCATED.get())?
+        .field("not_stored", NOT_STORED.get())?;
+    for (name, counter) in KIND_FIELDS.iter().zip(&ERRORS_BY_KIND) {
+        b = b.field(name, counter.get())?;
+    }
+    b.build_section()?.build_info()?;
     Ok(())
 }
 

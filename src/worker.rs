@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use redis_module::{ContextFlags, ThreadSafeContext};
 
+use crate::backend::breaker::{Admit, Breaker, Change};
 use crate::backend::http::{self, CallSettings};
-use crate::backend::openai::OpenAi;
 use crate::backend::{Answer, BackendError, Request};
 use crate::blocked::{Outcome, Waiter};
 use crate::flight::{Joined, SingleFlight};
@@ -28,6 +28,69 @@ pub struct Job {
     pub deadline: Instant,
     pub timeout_ms: u64,
     pub settings: CallSettings,
+    /// Store completions cut short by the token limit (`qa.cache-truncated`).
+    pub cache_truncated: bool,
+    /// Set by [`start`]: this call is the circuit breaker's probe.
+    pub probe: bool,
+}
+
+/// The circuit breaker, with the backend URL it is about: a new URL starts closed.
+fn breaker() -> MutexGuard<'static, (String, Breaker)> {
+    static BREAKER: Mutex<(String, Breaker)> = Mutex::new((String::new(), Breaker::CLOSED));
+    BREAKER.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether misses are being refused by the breaker right now (for INFO).
+pub fn breaker_open() -> bool {
+    breaker().1.is_open()
+}
+
+/// Asks the breaker whether a call to `url` may start.
+fn admit(url: &str) -> Admit {
+    let mut b = breaker();
+    if b.0 != url {
+        *b = (url.to_string(), Breaker::CLOSED);
+    }
+    b.1.admit(Instant::now(), config::breaker_settings())
+}
+
+/// Tells the breaker how an admitted call ended; a probe dropped without an outcome (the
+/// job unwound, or never reached the backend) lets the next miss probe instead.
+struct Ticket<'a> {
+    url: &'a str,
+    probe: bool,
+    done: bool,
+}
+
+impl Ticket<'_> {
+    fn record(mut self, failed: bool) {
+        self.done = true;
+        let mut b = breaker();
+        if b.0 != self.url {
+            return;
+        }
+        let change = b.1.record(
+            Instant::now(),
+            config::breaker_settings(),
+            failed,
+            self.probe,
+        );
+        drop(b);
+        if change == Change::Opened {
+            stats::BREAKER_OPENED.bump();
+        }
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.done {
+            let mut b = breaker();
+            if b.0 == self.url {
+                b.1.cancel_probe(Instant::now());
+            }
+        }
+    }
 }
 
 /// Flights are per (database, entry key): the same key in two databases is two entries.
@@ -105,12 +168,34 @@ pub fn join(db: i32, key: &[u8], mut waiter: Waiter, refresh: bool) -> Joined {
     table.join(key, waiter)
 }
 
-/// Starts the call for a flight just created; on refusal, fails the flight's waiters.
-pub fn start(job: Job, max_inflight: usize, max_queue: usize) -> Result<(), QueueFull> {
+/// Starts the call for a flight just created; on refusal (circuit breaker open, queue
+/// full), fails the flight's waiters at once.
+pub fn start(mut job: Job, max_inflight: usize, max_queue: usize) -> Result<(), QueueFull> {
     let key = (job.db, job.key.clone());
+    // An unset URL is reported as such, not as a breaker state.
+    if !job.settings.url.is_empty() {
+        match admit(&job.settings.url) {
+            Admit::Call => {}
+            Admit::Probe => job.probe = true,
+            Admit::Reject => {
+                stats::BREAKER_REJECTED.bump();
+                finish(&key, Outcome::err(BackendError::BreakerOpen));
+                return Ok(());
+            }
+        }
+    }
+    let (probe, url) = (job.probe, job.settings.url.clone());
     let run = Box::new(move || run(job));
     let submitted = pool().submit(run, max_inflight, max_queue);
     if submitted.is_err() {
+        if probe {
+            drop(Ticket {
+                url: &url,
+                probe,
+                done: false,
+            });
+        }
+        stats::REFUSED_BUSY.bump();
         finish(&key, Outcome::err(BackendError::Busy));
     }
     submitted
@@ -120,7 +205,7 @@ pub fn start(job: Job, max_inflight: usize, max_queue: usize) -> Result<(), Queu
 /// is already in flight or the pool is full (then the stale entry is simply served again).
 pub fn start_background(job: Job, max_inflight: usize, max_queue: usize) -> bool {
     let key: FlightKey = (job.db, job.key.clone());
-    if backing_off(&key) || !flight_table().open(key.clone()) {
+    if breaker_open() || backing_off(&key) || !flight_table().open(key.clone()) {
         return false;
     }
     let run = Box::new(move || run(job));
@@ -191,19 +276,31 @@ impl Drop for FlightGuard<'_> {
 fn run(job: Job) {
     let flight: FlightKey = (job.db, job.key.clone());
     let mut guard = FlightGuard(Some(&flight));
+    let ticket = Ticket {
+        url: &job.settings.url,
+        probe: job.probe,
+        done: false,
+    };
     stats::BACKEND_CALLS.bump();
     let started = Instant::now();
-    let budget = job.deadline.saturating_duration_since(started);
-    let result = http::call(&OpenAi, &job.settings, &job.request, budget).map_err(|e| match e {
+    let (result, attempts) = http::call(&job.settings, &job.request, job.deadline);
+    let result = result.map_err(|e| match e {
         BackendError::Timeout(_) => BackendError::Timeout(job.timeout_ms),
         other => other,
     });
     let latency_ms = started.elapsed().as_millis() as u64;
+    // Only an exchange with the backend says anything about its health (a job whose time
+    // ran out in the queue never reached it).
+    if attempts > 0 {
+        ticket.record(result.as_ref().is_err_and(BackendError::is_backend_failure));
+    } else {
+        drop(ticket);
+    }
     let tsc = ThreadSafeContext::new();
     let answer = match result {
         Ok(answer) => answer,
         Err(e) => {
-            stats::BACKEND_ERRORS.bump();
+            stats::count_error(e.kind());
             {
                 let ctx = tsc.lock();
                 stats::for_cache(&ctx, &job.cache, |s| {
@@ -226,9 +323,28 @@ fn run(job: Job) {
     );
     stats::TOKENS_IN_SPENT.add(tokens_in);
     stats::TOKENS_OUT_SPENT.add(tokens_out);
+    let ttl_secs = answer.ttl_secs.unwrap_or(job.ttl_secs);
+    if answer.truncated {
+        stats::TRUNCATED.bump();
+    }
+    if answer.no_store || (answer.truncated && !job.cache_truncated) {
+        // Replied, never stored: the next ask calls the backend again.
+        stats::NOT_STORED.bump();
+        {
+            let ctx = tsc.lock();
+            stats::for_cache(&ctx, &job.cache, |s| {
+                s.backend_calls += 1;
+                s.tokens_in_spent += tokens_in;
+                s.tokens_out_spent += tokens_out;
+            });
+        }
+        guard.0 = None;
+        finish(&flight, Outcome::Answer(answer.text, -1));
+        return;
+    }
     // Write and end the flight under one lock: a miss seen after this finds the entry, one
     // seen before joined the flight. A paid answer is stored even if every asker has gone.
-    let outcome = Arc::new(Outcome::Answer(answer.text.clone(), job.ttl_secs * 1000));
+    let outcome = Arc::new(Outcome::Answer(answer.text.clone(), ttl_secs * 1000));
     let paused_since = Instant::now();
     let mut counted = false;
     loop {
@@ -302,7 +418,7 @@ fn store(ctx: &redis_module::Context, job: &Job, answer: &Answer, latency_ms: u6
             tokens_in: answer.tokens_in,
             tokens_out: answer.tokens_out,
             latency_ms: Some(latency_ms),
-            ttl_secs: job.ttl_secs,
+            ttl_secs: answer.ttl_secs.unwrap_or(job.ttl_secs),
             stale_secs: job.stale_secs,
         },
     );

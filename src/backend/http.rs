@@ -1,30 +1,112 @@
 //! The network half of a backend call. Runs on worker threads only, never under the Redis
 //! lock.
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
-use super::{excerpt, Answer, BackendError, Request, WireFormat};
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+
+use super::retry::{self, Policy};
+use super::{excerpt, Answer, BackendError, Format, Request};
+use crate::stats;
 
 /// What a worker needs to make one call; copied out of the config when the job is made.
 #[derive(Debug, Clone)]
 pub struct CallSettings {
     pub url: String,
+    pub format: Format,
     pub api_key_file: String,
+    /// PEM file of extra trusted roots for `https://` backends; empty: the system's only.
+    pub ca_file: String,
     pub connect_timeout: Duration,
     pub max_answer_bytes: u64,
+    pub retries: u32,
 }
 
-fn agent() -> &'static ureq::Agent {
-    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
-    AGENT.get_or_init(|| {
-        ureq::Agent::config_builder()
-            // Error statuses are read so their body can be quoted in the error reply.
-            .http_status_as_error(false)
-            .user_agent(concat!("redis-qa/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into()
+/// Where Linux distributions keep the system's trusted roots (`SSL_CERT_FILE` first).
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+fn pem_certs(pem: &[u8]) -> Vec<Certificate<'static>> {
+    ureq::tls::parse_pem(pem)
+        .filter_map(|item| match item {
+            Ok(PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The system's roots, read once. Empty when there is no bundle: then the roots compiled
+/// into the module (Mozilla's, from webpki-roots) are used.
+fn system_roots() -> &'static [Certificate<'static>] {
+    static ROOTS: OnceLock<Vec<Certificate<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let env = std::env::var("SSL_CERT_FILE").ok();
+        env.iter()
+            .map(String::as_str)
+            .chain(SYSTEM_BUNDLES.iter().copied())
+            .filter_map(|path| std::fs::read(path).ok())
+            .map(|pem| pem_certs(&pem))
+            .find(|certs| !certs.is_empty())
+            .unwrap_or_default()
     })
+}
+
+fn build_agent(extra_roots: Vec<Certificate<'static>>) -> ureq::Agent {
+    let system = system_roots();
+    let roots = if system.is_empty() && extra_roots.is_empty() {
+        RootCerts::WebPki
+    } else {
+        RootCerts::Specific(Arc::new(
+            system.iter().cloned().chain(extra_roots).collect(),
+        ))
+    };
+    ureq::Agent::config_builder()
+        // Error statuses are read so their body can be quoted in the error reply.
+        .http_status_as_error(false)
+        .user_agent(concat!("redis-qa/", env!("CARGO_PKG_VERSION")))
+        .tls_config(TlsConfig::builder().root_certs(roots).build())
+        .build()
+        .into()
+}
+
+/// One agent per CA file (and its modification time), so a changed `qa.backend-ca-file` or
+/// a rewritten file takes effect on the next call; connections are pooled within an agent.
+fn agent(ca_file: &str) -> Result<ureq::Agent, BackendError> {
+    type Cached = (String, Option<SystemTime>, ureq::Agent);
+    static AGENT: Mutex<Option<Cached>> = Mutex::new(None);
+    let stamp = if ca_file.is_empty() {
+        None
+    } else {
+        let meta =
+            std::fs::metadata(ca_file).map_err(|e| BackendError::CaFile(e.kind().to_string()))?;
+        meta.modified().ok()
+    };
+    let mut cached = AGENT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((file, at, agent)) = cached.as_ref() {
+        if file == ca_file && *at == stamp {
+            return Ok(agent.clone());
+        }
+    }
+    let extra = if ca_file.is_empty() {
+        Vec::new()
+    } else {
+        let pem = std::fs::read(ca_file).map_err(|e| BackendError::CaFile(e.kind().to_string()))?;
+        let certs = pem_certs(&pem);
+        if certs.is_empty() {
+            return Err(BackendError::CaFile("no PEM certificate in it".into()));
+        }
+        certs
+    };
+    let agent = build_agent(extra);
+    *cached = Some((ca_file.to_string(), stamp, agent.clone()));
+    Ok(agent)
 }
 
 /// The API key: the file named by `qa.api-key-file` if set, else `QA_API_KEY`. Read per
@@ -41,47 +123,138 @@ fn api_key(settings: &CallSettings) -> Result<String, BackendError> {
         .map_err(|e| BackendError::ApiKey(e.kind().to_string()))
 }
 
-/// Calls the backend, giving up when `budget` runs out.
+/// A failed attempt, and whether another one may help.
+struct Failed {
+    error: BackendError,
+    transient: bool,
+    retry_after: Option<Duration>,
+}
+
+impl From<BackendError> for Failed {
+    fn from(error: BackendError) -> Self {
+        Failed {
+            error,
+            transient: false,
+            retry_after: None,
+        }
+    }
+}
+
+/// A random number in `[0, 1)` for the backoff jitter (no RNG crate needed: the std hasher's
+/// keys are random per `RandomState`).
+fn jitter() -> f64 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(0);
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Calls the backend, retrying transient failures while there is time before `deadline`.
+/// `Ok` and `Err` both say how many attempts were made (0: the call was never tried).
 pub fn call(
-    format: &dyn WireFormat,
     settings: &CallSettings,
     req: &Request,
-    budget: Duration,
-) -> Result<Answer, BackendError> {
+    deadline: Instant,
+) -> (Result<Answer, BackendError>, u32) {
     if settings.url.is_empty() {
-        return Err(BackendError::NotConfigured);
+        return (Err(BackendError::NotConfigured), 0);
     }
+    let prepared = api_key(settings).and_then(|key| Ok((key, agent(&settings.ca_file)?)));
+    let (key, agent) = match prepared {
+        Ok(p) => p,
+        Err(e) => return (Err(e), 0),
+    };
+    let policy = Policy::new(settings.retries);
+    let mut attempts = 0;
+    loop {
+        let budget = deadline.saturating_duration_since(Instant::now());
+        if budget.is_zero() {
+            return (Err(BackendError::Timeout(0)), attempts);
+        }
+        attempts += 1;
+        let failed = match attempt(&agent, settings, &key, req, budget) {
+            Ok(answer) => return (Ok(answer), attempts),
+            Err(f) => f,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let delay = failed
+            .transient
+            .then(|| policy.next_delay(attempts - 1, failed.retry_after, left, jitter()))
+            .flatten();
+        match delay {
+            Some(d) => {
+                stats::BACKEND_RETRIES.bump();
+                std::thread::sleep(d);
+            }
+            None => return (Err(failed.error), attempts),
+        }
+    }
+}
+
+/// One HTTP exchange, bounded by `budget` (connect included).
+fn attempt(
+    agent: &ureq::Agent,
+    settings: &CallSettings,
+    key: &str,
+    req: &Request,
+    budget: Duration,
+) -> Result<Answer, Failed> {
+    let format = settings.format.wire();
     let timeout_ms = budget.as_millis() as u64;
-    if budget.is_zero() {
-        return Err(BackendError::Timeout(0));
-    }
-    let key = api_key(settings)?;
     let url = format!("{}{}", settings.url.trim_end_matches('/'), format.path());
-    let mut builder = agent()
+    let mut builder = agent
         .post(&url)
         .config()
         .timeout_global(Some(budget))
         .timeout_connect(Some(settings.connect_timeout.min(budget)))
         .build()
         .header("Content-Type", "application/json");
-    for (name, value) in format.headers(&key) {
+    for (name, value) in format.headers(key) {
         builder = builder.header(name, value);
     }
-    let map_err = |e: ureq::Error| match e {
-        ureq::Error::Timeout(_) => BackendError::Timeout(timeout_ms),
-        ureq::Error::BodyExceedsLimit(n) => BackendError::TooLarge(n),
-        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
-            BackendError::Timeout(timeout_ms)
-        }
-        ureq::Error::Io(io) => BackendError::Unreachable(io.kind().to_string()),
-        ureq::Error::ConnectionFailed => BackendError::Unreachable("connection failed".into()),
-        ureq::Error::HostNotFound => BackendError::Unreachable("host not found".into()),
-        ureq::Error::BadUri(_) => BackendError::Unreachable("bad URL".into()),
-        // Other ureq errors name protocol details, never the request's headers.
-        other => BackendError::Unreachable(other.to_string().replace(&key, "[redacted]")),
+    let map_err = |e: ureq::Error| -> Failed {
+        use std::io::ErrorKind as K;
+        let error = match e {
+            ureq::Error::Timeout(_) => BackendError::Timeout(timeout_ms),
+            ureq::Error::BodyExceedsLimit(n) => BackendError::TooLarge(n),
+            ureq::Error::Io(io) if io.kind() == K::TimedOut => BackendError::Timeout(timeout_ms),
+            ureq::Error::Io(io) => {
+                // The connection was made and then lost: the one network failure a second
+                // attempt often fixes (a stale pooled connection, a restarting proxy).
+                let transient = matches!(
+                    io.kind(),
+                    K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
+                );
+                // TLS failures come as InvalidData wrapping rustls's error, which says what
+                // was wrong with the certificate: worth more than "invalid data".
+                let reason = match (io.kind(), io.get_ref()) {
+                    (K::InvalidData, Some(inner)) => inner.to_string().replace(key, "[redacted]"),
+                    (K::UnexpectedEof, _) => "connection closed before the reply".to_string(),
+                    (kind, _) => kind.to_string(),
+                };
+                return Failed {
+                    error: BackendError::Unreachable(reason),
+                    transient,
+                    retry_after: None,
+                };
+            }
+            ureq::Error::ConnectionFailed => BackendError::Unreachable("connection failed".into()),
+            ureq::Error::HostNotFound => BackendError::Unreachable("host not found".into()),
+            ureq::Error::BadUri(_) => BackendError::Unreachable("bad URL".into()),
+            // Other ureq errors (TLS, protocol) name protocol details, never the request's
+            // headers; redacted anyway.
+            other => BackendError::Unreachable(other.to_string().replace(key, "[redacted]")),
+        };
+        error.into()
     };
     let mut resp = builder.send(format.request_body(req)).map_err(map_err)?;
     let status = resp.status().as_u16();
+    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
+    let retry_after = retry::parse_retry_after(header("retry-after"), header("retry-after-ms"));
+    // Refuse a declared oversize at once, without reading any of it.
+    let declared = header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > settings.max_answer_bytes) {
+        return Err(BackendError::TooLarge(settings.max_answer_bytes).into());
+    }
     let body = resp
         .body_mut()
         .with_config()
@@ -89,10 +262,14 @@ pub fn call(
         .read_to_vec()
         .map_err(map_err)?;
     if !(200..300).contains(&status) {
-        return Err(BackendError::Status {
-            code: status,
-            excerpt: excerpt(&body, &key),
+        return Err(Failed {
+            error: BackendError::Status {
+                code: status,
+                excerpt: excerpt(&body, key),
+            },
+            transient: retry::retryable_status(status),
+            retry_after,
         });
     }
-    format.parse_reply(&body)
+    format.parse_reply(&body).map_err(Failed::from)
 }

@@ -4,19 +4,29 @@
 //! parsing replies are pure functions with unit tests. [`http`] does the network part and
 //! only ever runs on a worker thread.
 
+pub mod anthropic;
+pub mod breaker;
 pub mod http;
 pub mod openai;
+pub mod retry;
+pub mod webhook;
 
 use std::fmt;
 
 /// What the backend is asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Request {
     /// The question as the client asked it (not normalized): the model sees what was typed.
     pub question: String,
     pub model: String,
     /// Empty means no system message.
     pub system: String,
+    /// The cache name (for the webhook format, which may route on it).
+    pub cache: String,
+    /// The question as normalized for the key (for the webhook format).
+    pub normalized: String,
+    /// Longest completion asked for (`qa.max-tokens`; the Anthropic format requires one).
+    pub max_tokens: u32,
 }
 
 /// What the backend answered.
@@ -25,6 +35,32 @@ pub struct Answer {
     pub text: String,
     pub tokens_in: Option<u64>,
     pub tokens_out: Option<u64>,
+    /// The completion was cut short (OpenAI `finish_reason: "length"`, Anthropic
+    /// `stop_reason: "max_tokens"`): replied, but stored only with `qa.cache-truncated yes`.
+    pub truncated: bool,
+    /// The backend asked not to store this answer (webhook `"cache": false`).
+    pub no_store: bool,
+    /// The entry's lifetime chosen by the backend (webhook `"ttl"`), instead of the asker's.
+    pub ttl_secs: Option<i64>,
+}
+
+/// Which wire format misses use (`qa.backend-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    #[default]
+    OpenAi,
+    Anthropic,
+    Webhook,
+}
+
+impl Format {
+    pub fn wire(self) -> &'static dyn WireFormat {
+        match self {
+            Format::OpenAi => &openai::OpenAi,
+            Format::Anthropic => &anthropic::Anthropic,
+            Format::Webhook => &webhook::Webhook,
+        }
+    }
 }
 
 /// Why a backend call produced no answer. Every variant maps to one `ERR` reply.
@@ -34,12 +70,64 @@ pub enum BackendError {
     ApiKey(String),
     Unreachable(String),
     Timeout(u64),
-    Status { code: u16, excerpt: String },
+    Status {
+        code: u16,
+        excerpt: String,
+    },
     TooLarge(u64),
     Malformed(String),
     Empty,
     Busy,
+    /// The circuit breaker is open: the backend failed too often, calls are not tried.
+    BreakerOpen,
+    CaFile(String),
     Internal,
+}
+
+/// Failure kinds, for the INFO counters and the circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Ours, not the backend's: no URL, unreadable key or CA file, queue full, breaker open.
+    Local,
+    Unreachable,
+    Timeout,
+    Http4xx,
+    Http429,
+    Http5xx,
+    Malformed,
+    Empty,
+    TooLarge,
+}
+
+impl BackendError {
+    pub fn kind(&self) -> Kind {
+        match self {
+            BackendError::Unreachable(_) => Kind::Unreachable,
+            BackendError::Timeout(_) => Kind::Timeout,
+            BackendError::Status { code: 429, .. } => Kind::Http429,
+            BackendError::Status { code, .. } if *code >= 500 => Kind::Http5xx,
+            BackendError::Status { .. } => Kind::Http4xx,
+            BackendError::TooLarge(_) => Kind::TooLarge,
+            BackendError::Malformed(_) => Kind::Malformed,
+            BackendError::Empty => Kind::Empty,
+            BackendError::NotConfigured
+            | BackendError::ApiKey(_)
+            | BackendError::Busy
+            | BackendError::BreakerOpen
+            | BackendError::CaFile(_)
+            | BackendError::Internal => Kind::Local,
+        }
+    }
+
+    /// Whether this failure says the backend is sick (counts towards opening the breaker).
+    /// A backend that answers promptly, even with a 4xx or a reply we cannot use, is up: only
+    /// silence, refusals, 5xx and rate limiting count.
+    pub fn is_backend_failure(&self) -> bool {
+        matches!(
+            self.kind(),
+            Kind::Unreachable | Kind::Timeout | Kind::Http429 | Kind::Http5xx
+        )
+    }
 }
 
 impl fmt::Display for BackendError {
@@ -61,19 +149,34 @@ impl fmt::Display for BackendError {
             BackendError::Malformed(why) => write!(f, "{}: {why}", e::BACKEND_MALFORMED),
             BackendError::Empty => f.write_str(e::BACKEND_EMPTY),
             BackendError::Busy => f.write_str(e::BUSY),
+            BackendError::BreakerOpen => f.write_str(e::BREAKER_OPEN),
+            BackendError::CaFile(why) => write!(f, "{}: {why}", e::CA_FILE),
             BackendError::Internal => f.write_str(e::INTERNAL),
         }
     }
 }
 
 /// One backend wire format: the path it posts to, the JSON it sends, how it reads a reply.
-pub trait WireFormat {
-    /// Appended to `qa.backend-url`.
+/// Both halves are pure: no I/O, no clock, no config.
+pub trait WireFormat: Sync {
+    /// Appended to `qa.backend-url` (empty: post to the URL itself).
     fn path(&self) -> &'static str;
     /// Headers besides `Content-Type`; `api_key` is empty when none is configured.
     fn headers(&self, api_key: &str) -> Vec<(&'static str, String)>;
     fn request_body(&self, req: &Request) -> Vec<u8>;
+    /// Reads a 2xx reply. Never panics, whatever the bytes.
     fn parse_reply(&self, body: &[u8]) -> Result<Answer, BackendError>;
+}
+
+/// Parses a JSON body, or says why not.
+pub(crate) fn json(body: &[u8]) -> Result<serde_json::Value, BackendError> {
+    serde_json::from_slice(body).map_err(|e| BackendError::Malformed(format!("not JSON ({e})")))
+}
+
+/// A token count from `usage`-like objects: a non-negative integer, else none.
+pub(crate) fn count(v: Option<&serde_json::Value>, field: &str) -> Option<u64> {
+    v.and_then(|u| u.get(field))
+        .and_then(serde_json::Value::as_u64)
 }
 
 /// A short, single-line, secret-free excerpt of an error body for an error reply.

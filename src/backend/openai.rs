@@ -1,7 +1,7 @@
 //! OpenAI-compatible chat completions (OpenAI, Ollama, vLLM, llama.cpp, LiteLLM).
 //!
 //! `POST {url}/chat/completions` with `{"model", "messages": [system?, user]}`;
-//! the answer is `choices[0].message.content`.
+//! the answer is `choices[0].message.content`, cut short if `finish_reason` is `"length"`.
 
 use serde_json::{json, Value};
 
@@ -33,11 +33,9 @@ impl WireFormat for OpenAi {
     }
 
     fn parse_reply(&self, body: &[u8]) -> Result<Answer, BackendError> {
-        let v: Value = serde_json::from_slice(body)
-            .map_err(|e| BackendError::Malformed(format!("not JSON ({e})")))?;
-        let content = v
-            .get("choices")
-            .and_then(|c| c.get(0))
+        let v = super::json(body)?;
+        let choice = v.get("choices").and_then(|c| c.get(0));
+        let content = choice
             .and_then(|c| c.get("message"))
             .and_then(|m| m.get("content"))
             .ok_or_else(|| BackendError::Malformed("no choices[0].message.content".into()))?;
@@ -54,11 +52,13 @@ impl WireFormat for OpenAi {
             return Err(BackendError::Empty);
         }
         let usage = v.get("usage");
-        let count = |field: &str| usage.and_then(|u| u.get(field)).and_then(Value::as_u64);
+        let finish = choice.and_then(|c| c.get("finish_reason"));
         Ok(Answer {
             text,
-            tokens_in: count("prompt_tokens"),
-            tokens_out: count("completion_tokens"),
+            tokens_in: super::count(usage, "prompt_tokens"),
+            tokens_out: super::count(usage, "completion_tokens"),
+            truncated: finish.and_then(Value::as_str) == Some("length"),
+            ..Answer::default()
         })
     }
 }
@@ -72,6 +72,7 @@ mod tests {
             question: "What is \"RAG\"?\n".into(),
             model: "gpt-4o-mini".into(),
             system: system.into(),
+            ..Request::default()
         }
     }
 
@@ -118,6 +119,24 @@ mod tests {
         let a = OpenAi.parse_reply(RECORDED.as_bytes()).unwrap();
         assert_eq!(a.text, "Refunds within 30 days.");
         assert_eq!((a.tokens_in, a.tokens_out), (Some(14), Some(6)));
+        assert!(!a.truncated);
+    }
+
+    /// Recorded with `max_tokens: 5`: the completion stops mid-sentence.
+    const RECORDED_LENGTH: &str = r#"{
+      "id": "chatcmpl-def", "object": "chat.completion", "created": 1700000001,
+      "model": "gpt-4o-mini-2024-07-18",
+      "choices": [{"index": 0, "message": {"role": "assistant", "content": "Refunds are accepted within"},
+                   "logprobs": null, "finish_reason": "length"}],
+      "usage": {"prompt_tokens": 14, "completion_tokens": 5, "total_tokens": 19}
+    }"#;
+
+    #[test]
+    fn a_length_finish_is_truncated() {
+        let a = OpenAi.parse_reply(RECORDED_LENGTH.as_bytes()).unwrap();
+        assert_eq!(a.text, "Refunds are accepted within");
+        assert!(a.truncated);
+        assert_eq!(a.tokens_out, Some(5));
     }
 
     #[test]
@@ -129,8 +148,7 @@ mod tests {
             a,
             Answer {
                 text: "hi".into(),
-                tokens_in: None,
-                tokens_out: None
+                ..Answer::default()
             }
         );
     }

@@ -49,7 +49,7 @@ unsafe fn get(ctx: *mut raw::RedisModuleCtx, a: &EntryArgs<'_>, s: &mut Scratch)
                 reply_hit(ctx, &hit, a.withmeta);
                 count_hit(ctx, s.slot, &hit);
                 if hit.stale {
-                    refresh_stale(ctx, a, question, &s.key, s.slot);
+                    refresh_stale(ctx, a, question, &s.normalized, &s.key, s.slot);
                 }
                 return raw::REDISMODULE_OK as c_int;
             }
@@ -57,7 +57,7 @@ unsafe fn get(ctx: *mut raw::RedisModuleCtx, a: &EntryArgs<'_>, s: &mut Scratch)
             Lookup::Miss => {}
         }
     }
-    miss(ctx, a, question, &s.key)
+    miss(ctx, a, question, &s.normalized, &s.key)
 }
 
 /// Replies a hit: the answer, or with `WITHMETA` the answer and how it was served.
@@ -86,6 +86,7 @@ unsafe fn refresh_stale(
     ctx: *mut raw::RedisModuleCtx,
     a: &EntryArgs<'_>,
     question: &str,
+    normalized: &str,
     key: &[u8],
     slot: Option<usize>,
 ) {
@@ -97,7 +98,7 @@ unsafe fn refresh_stale(
     if flags & (raw::REDISMODULE_CTX_FLAGS_SLAVE | raw::REDISMODULE_CTX_FLAGS_OOM) != 0 {
         return;
     }
-    let mut job = make_job(ctx, a, question, key);
+    let mut job = make_job(ctx, a, question, normalized, key);
     job.background = true;
     let max_inflight = config::MAX_INFLIGHT.get().max(1) as usize;
     let max_queue = config::MAX_QUEUE.get().max(0) as usize;
@@ -109,6 +110,7 @@ unsafe fn make_job(
     ctx: *mut raw::RedisModuleCtx,
     a: &EntryArgs<'_>,
     question: &str,
+    normalized: &str,
     key: &[u8],
 ) -> Job {
     let timeout_ms = config::TIMEOUT_MS.get();
@@ -126,10 +128,15 @@ unsafe fn make_job(
             question: question.to_string(),
             model,
             system,
+            cache: String::from_utf8_lossy(a.cache).into_owned(),
+            normalized: normalized.to_string(),
+            max_tokens: config::MAX_TOKENS.get().clamp(1, u32::MAX as i64) as u32,
         },
         ttl_secs: a.ttl.unwrap_or_else(|| config::TTL.get()),
         stale_secs: a.stale.unwrap_or_else(|| config::STALE_TTL.get()),
         background: false,
+        cache_truncated: config::CACHE_TRUNCATED.get(),
+        probe: false,
         deadline: Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64),
         timeout_ms: timeout_ms.max(0) as u64,
         settings: config::call_settings(&Context::new(ctx)),
@@ -156,6 +163,7 @@ unsafe fn miss(
     ctx: *mut raw::RedisModuleCtx,
     a: &EntryArgs<'_>,
     question: &str,
+    normalized: &str,
     key: &[u8],
 ) -> c_int {
     let flags = raw::RedisModule_GetContextFlags.unwrap()(ctx) as u32;
@@ -177,7 +185,7 @@ unsafe fn miss(
     // The job is built before blocking (nothing after the block may fail without a reply),
     // and for every miss: whether this caller leads is known only when it joins the flight,
     // atomically, below.
-    let job = make_job(ctx, a, question, key);
+    let job = make_job(ctx, a, question, normalized, key);
     let (db, deadline) = (job.db, job.deadline);
     let Some(waiter) = Waiter::block(ctx, deadline, a.withmeta) else {
         return reply_error(ctx, &format!("ERR {}", error::INTERNAL));
@@ -192,9 +200,8 @@ unsafe fn miss(
         Joined::Leader => {
             let max_inflight = config::MAX_INFLIGHT.get().max(1) as usize;
             let max_queue = config::MAX_QUEUE.get().max(0) as usize;
-            if worker::start(job, max_inflight, max_queue).is_err() {
-                stats::REFUSED_BUSY.bump();
-            }
+            // Refusals (queue full, breaker open) answer the flight and are counted there.
+            let _ = worker::start(job, max_inflight, max_queue);
         }
         Joined::Follower => stats::COALESCED.bump_main(),
     }

@@ -1,40 +1,74 @@
-//! A small OpenAI-compatible chat-completions server for tests and the demo.
+//! A small LLM backend for tests and the demo, speaking three wire formats by path:
+//! OpenAI chat completions (`.../chat/completions`), Anthropic messages (`.../messages`) and
+//! the webhook format (`.../hook`).
 //!
-//! std + serde_json only. It answers `POST .../chat/completions` after a configurable delay
-//! with `Answer to "<question>" (model <model>[, system <system>])`, counts calls, records
-//! what it was sent, and can be told to misbehave (error statuses, garbage, silence).
+//! std + serde_json (+ rustls for HTTPS, libc to reset connections). It answers after a
+//! configurable delay with `Answer to "<question>" (model <model>[, system <system>])`,
+//! counts calls, records what it was sent (headers and body), and can be told to misbehave:
+//! error statuses with headers, garbage, hanging, resetting the connection, oversized and
+//! truncated replies. A queue of one-shot replies ([`Backend::push`]) goes before the
+//! default reply ([`Backend::set_reply`]).
 
 #![allow(dead_code)]
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the server replies.
 #[derive(Clone, Debug)]
 pub enum Reply {
-    /// A well-formed completion.
+    /// A well-formed answer in the format of the request's path.
     Answer,
+    /// A well-formed answer cut short by the token limit (`finish_reason: "length"`,
+    /// `stop_reason: "max_tokens"`).
+    Truncated,
     /// This HTTP status with this body.
     Status(u16, String),
+    /// This HTTP status with these extra headers and this body.
+    StatusWith(u16, Vec<(String, String)>, String),
     /// 200 with this body as is.
     Raw(String),
+    /// Read the request, then answer nothing for a minute.
+    Hang,
+    /// Read the request, then reset the connection (RST, no response).
+    Reset,
+    /// 200 with a body of this many bytes, declared in `Content-Length`.
+    Oversized(usize),
+    /// 200 with a body of this many bytes and no `Content-Length` (ends at close).
+    OversizedUndeclared(usize),
 }
 
 /// One request as received.
 #[derive(Clone, Debug)]
 pub struct Recorded {
+    pub method: String,
     pub path: String,
     pub authorization: Option<String>,
+    /// Every header, names lowercased, in order.
+    pub headers: Vec<(String, String)>,
     pub body: serde_json::Value,
+    pub raw_body: Vec<u8>,
+    pub at: Instant,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 pub struct Shared {
     calls: AtomicUsize,
     delay_ms: AtomicUsize,
     reply: Mutex<Reply>,
+    queue: Mutex<VecDeque<Reply>>,
     requests: Mutex<Vec<Recorded>>,
 }
 
@@ -42,6 +76,7 @@ pub struct Shared {
 pub struct Backend {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
+    tls: bool,
 }
 
 /// The answer the server gives; tests compare replies against it.
@@ -60,29 +95,61 @@ impl Backend {
     }
 
     pub fn start_on(addr: &str, delay: Duration) -> Backend {
+        Self::start_full(addr, delay, None)
+    }
+
+    /// Starts an HTTPS server with this TLS configuration.
+    pub fn start_tls(delay: Duration, tls: Arc<rustls::ServerConfig>) -> Backend {
+        Self::start_full("127.0.0.1:0", delay, Some(tls))
+    }
+
+    fn start_full(addr: &str, delay: Duration, tls: Option<Arc<rustls::ServerConfig>>) -> Backend {
         let listener = TcpListener::bind(addr).expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
         let shared = Arc::new(Shared {
             calls: AtomicUsize::new(0),
             delay_ms: AtomicUsize::new(delay.as_millis() as usize),
             reply: Mutex::new(Reply::Answer),
+            queue: Mutex::new(VecDeque::new()),
             requests: Mutex::new(Vec::new()),
         });
         let s = Arc::clone(&shared);
+        let is_tls = tls.is_some();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 let s = Arc::clone(&s);
+                let tls = tls.clone();
                 std::thread::spawn(move || {
-                    let _ = serve(conn, &s);
+                    let _ = match tls {
+                        None => {
+                            let raw = conn.try_clone();
+                            match raw {
+                                Ok(raw) => serve(conn, &raw, &s),
+                                Err(e) => Err(e),
+                            }
+                        }
+                        Some(cfg) => serve_tls(conn, cfg, &s),
+                    };
                 });
             }
         });
-        Backend { addr, shared }
+        Backend {
+            addr,
+            shared,
+            tls: is_tls,
+        }
     }
 
-    /// The base URL to put in `qa.backend-url`.
+    /// The base URL for the OpenAI and Anthropic formats (`qa.backend-url`).
     pub fn url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/v1", self.addr)
+    }
+
+    /// The URL for the webhook format.
+    pub fn hook_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/hook", self.addr)
     }
 
     pub fn calls(&self) -> usize {
@@ -95,86 +162,218 @@ impl Backend {
             .store(d.as_millis() as usize, Ordering::SeqCst);
     }
 
+    /// The reply to every request once the queue of [`push`](Self::push)ed ones is empty.
     pub fn set_reply(&self, r: Reply) {
         *self.shared.reply.lock().unwrap() = r;
+    }
+
+    /// Replies to the next requests, one each, in order, before the default reply.
+    pub fn push(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.shared.queue.lock().unwrap().extend(replies);
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.requests.lock().unwrap().clone()
     }
+
+    /// Forgets recorded requests and queued replies (the call count stays).
+    pub fn clear(&self) {
+        self.shared.requests.lock().unwrap().clear();
+        self.shared.queue.lock().unwrap().clear();
+    }
 }
 
-fn serve(conn: TcpStream, s: &Shared) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut reader = BufReader::new(conn.try_clone()?);
+fn serve_tls(conn: TcpStream, cfg: Arc<rustls::ServerConfig>, s: &Shared) -> std::io::Result<()> {
+    let raw = conn.try_clone()?;
+    let tls = rustls::ServerConnection::new(cfg).map_err(std::io::Error::other)?;
+    let stream = rustls::StreamOwned::new(tls, conn);
+    serve(stream, &raw, s)
+}
+
+fn serve<S: Read + Write>(conn: S, raw: &TcpStream, s: &Shared) -> std::io::Result<()> {
+    raw.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut reader = BufReader::new(conn);
     let mut line = String::new();
     reader.read_line(&mut line)?;
-    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
     let mut len = 0usize;
     let mut authorization = None;
+    let mut headers = Vec::new();
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
             break;
         }
         if let Some((name, value)) = h.split_once(':') {
+            let name = name.trim().to_ascii_lowercase();
             let value = value.trim().to_string();
-            match name.trim().to_ascii_lowercase().as_str() {
+            match name.as_str() {
                 "content-length" => len = value.parse().unwrap_or(0),
-                "authorization" => authorization = Some(value),
+                "authorization" => authorization = Some(value.clone()),
                 _ => {}
             }
+            headers.push((name, value));
         }
     }
-    let mut body = vec![0u8; len];
-    reader.read_exact(&mut body)?;
-    let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let mut raw_body = vec![0u8; len];
+    reader.read_exact(&mut raw_body)?;
+    let body: serde_json::Value = serde_json::from_slice(&raw_body).unwrap_or_default();
     s.calls.fetch_add(1, Ordering::SeqCst);
     s.requests.lock().unwrap().push(Recorded {
+        method,
         path: path.clone(),
         authorization,
+        headers,
         body: body.clone(),
+        raw_body,
+        at: Instant::now(),
     });
+    let reply = s
+        .queue
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or_else(|| s.reply.lock().unwrap().clone());
     std::thread::sleep(Duration::from_millis(
         s.delay_ms.load(Ordering::SeqCst) as u64
     ));
-    let reply = s.reply.lock().unwrap().clone();
-    let (status, text) = match reply {
-        Reply::Answer if path.ends_with("/chat/completions") => (200, completion(&body)),
-        Reply::Answer => (404, "{\"error\":\"not found\"}".to_string()),
-        Reply::Status(code, text) => (code, text),
-        Reply::Raw(text) => (200, text),
+    let conn = reader.get_mut();
+    let (status, extra, text) = match reply {
+        Reply::Answer => match answer(&path, &body, false) {
+            Some(text) => (200, Vec::new(), text),
+            None => (404, Vec::new(), "{\"error\":\"not found\"}".to_string()),
+        },
+        Reply::Truncated => match answer(&path, &body, true) {
+            Some(text) => (200, Vec::new(), text),
+            None => (404, Vec::new(), "{\"error\":\"not found\"}".to_string()),
+        },
+        Reply::Status(code, text) => (code, Vec::new(), text),
+        Reply::StatusWith(code, headers, text) => (code, headers, text),
+        Reply::Raw(text) => (200, Vec::new(), text),
+        Reply::Hang => {
+            std::thread::sleep(Duration::from_secs(60));
+            return Ok(());
+        }
+        Reply::Reset => {
+            reset(raw);
+            return Ok(());
+        }
+        Reply::Oversized(n) => {
+            write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n"
+            )?;
+            return stream_bytes(conn, n);
+        }
+        Reply::OversizedUndeclared(n) => {
+            write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+            )?;
+            return stream_bytes(conn, n);
+        }
     };
-    let mut conn = conn;
-    write!(
-        conn,
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+    let mut head = format!(
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
         text.len()
-    )?;
+    );
+    for (name, value) in extra {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    conn.write_all(head.as_bytes())?;
     conn.write_all(text.as_bytes())?;
     conn.flush()
 }
 
-fn completion(req: &serde_json::Value) -> String {
-    let model = req["model"].as_str().unwrap_or("");
-    let mut system = "";
-    let mut question = "";
-    for m in req["messages"].as_array().into_iter().flatten() {
-        match m["role"].as_str() {
-            Some("system") => system = m["content"].as_str().unwrap_or(""),
-            Some("user") => question = m["content"].as_str().unwrap_or(""),
-            _ => {}
-        }
+/// Writes `n` bytes of a JSON-looking string; stops quietly when the client hangs up.
+fn stream_bytes<W: Write>(conn: &mut W, n: usize) -> std::io::Result<()> {
+    let chunk = vec![b'a'; 16 * 1024];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(chunk.len());
+        conn.write_all(&chunk[..k])?;
+        left -= k;
     }
-    let answer = answer_for(question, model, system);
-    serde_json::json!({
-        "id": "chatcmpl-test",
-        "object": "chat.completion",
-        "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
-                     "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": question.len() / 4 + 1, "completion_tokens": answer.len() / 4 + 1,
-                  "total_tokens": question.len() / 4 + answer.len() / 4 + 2}
-    })
-    .to_string()
+    conn.flush()
+}
+
+/// Makes closing the connection a TCP reset (SO_LINGER 0).
+fn reset(conn: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a correctly sized option value.
+    unsafe {
+        libc::setsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    // Closing the last descriptor (the caller's) now sends RST instead of FIN.
+}
+
+/// The reply body for the format of `path`, or `None` for an unknown path.
+fn answer(path: &str, req: &serde_json::Value, truncated: bool) -> Option<String> {
+    let model = req["model"].as_str().unwrap_or("");
+    if path.ends_with("/chat/completions") {
+        let mut system = "";
+        let mut question = "";
+        for m in req["messages"].as_array().into_iter().flatten() {
+            match m["role"].as_str() {
+                Some("system") => system = m["content"].as_str().unwrap_or(""),
+                Some("user") => question = m["content"].as_str().unwrap_or(""),
+                _ => {}
+            }
+        }
+        let answer = answer_for(question, model, system);
+        let finish = if truncated { "length" } else { "stop" };
+        return Some(
+            serde_json::json!({
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
+                             "finish_reason": finish}],
+                "usage": {"prompt_tokens": question.len() / 4 + 1,
+                          "completion_tokens": answer.len() / 4 + 1,
+                          "total_tokens": question.len() / 4 + answer.len() / 4 + 2}
+            })
+            .to_string(),
+        );
+    }
+    if path.ends_with("/messages") {
+        let system = req["system"].as_str().unwrap_or("");
+        let question = req["messages"][0]["content"].as_str().unwrap_or("");
+        let answer = answer_for(question, model, system);
+        // Two text blocks, to show they are joined.
+        let (a, b) = answer.split_at(answer.len() / 2);
+        let stop = if truncated { "max_tokens" } else { "end_turn" };
+        return Some(
+            serde_json::json!({
+                "id": "msg_test", "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "text", "text": a}, {"type": "text", "text": b}],
+                "stop_reason": stop, "stop_sequence": null,
+                "usage": {"input_tokens": question.len() / 4 + 1,
+                          "output_tokens": answer.len() / 4 + 1}
+            })
+            .to_string(),
+        );
+    }
+    if path.ends_with("/hook") {
+        let answer = answer_for(
+            req["question"].as_str().unwrap_or(""),
+            model,
+            req["system"].as_str().unwrap_or(""),
+        );
+        return Some(serde_json::json!({ "answer": answer }).to_string());
+    }
+    None
 }

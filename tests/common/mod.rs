@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
