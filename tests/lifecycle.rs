@@ -222,8 +222,6 @@ fn module_unload_is_refused_while_a_miss_waits() {
 /// client was answered (a write waiting out a `CLIENT PAUSE WRITE`, a call whose askers all
 /// timed out). `MODULE UNLOAD` must be refused, with the reason in the log.
 #[test]
-#[ignore = "needs module change: MODULE UNLOAD succeeds once no client is blocked (the module \
-            has no RedisModule_OnUnload refusal), leaving worker threads behind"]
 fn module_unload_is_refused_with_the_reason_in_the_log() {
     let b = Backend::start(Duration::from_millis(5));
     let url = b.url();

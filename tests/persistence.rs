@@ -305,9 +305,6 @@ fn aof_rewrites_keep_entries_and_absolute_expiry_and_never_hold_the_module_comma
 /// A client that selected another database looks entries up there, so the answer to its
 /// miss must be stored there too (and persisted there).
 #[test]
-#[ignore = "needs module change: the worker writes every entry to database 0 (its thread-safe \
-            context is not bound to the asker's database), so a client on another database \
-            pays the backend on every ask"]
 fn a_miss_is_stored_in_the_database_the_client_selected() {
     let b = Backend::start(Duration::from_millis(5));
     let url = b.url();
