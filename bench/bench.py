@@ -712,7 +712,8 @@ def machine_md():
         ("pinning", f"redis-server (and the module's threads) on core {os.environ.get('SERVER_CPU', '0')}; "
                     f"every client and the demo backends on core {os.environ.get('CLIENT_CPU', '1')} (`taskset -c`)"),
     ]
-    return "\n".join(["| | |", "|---|---|"] + [f"| {k} | `{v}` |" for k, v in rows])
+    plain = {"pinning", "module"}
+    return "\n".join(["| | |", "|---|---|"] + [f"| {k} | {v if k in plain else f'`{v}`'} |" for k, v in rows])
 
 
 def main():
@@ -774,6 +775,14 @@ def main():
                f"REPS={c.reps} PROFILER={os.environ.get('PROFILER', 'auto')}`)\n")
     doc.append("## Machine\n")
     doc.append(machine_md() + "\n")
+    try:
+        busiest = max(float(LOAD_AT_START.split()[0]), float(loadavg().split()[0]))
+    except ValueError:
+        busiest = 0.0
+    if busiest > 1.5:
+        doc.append(f"Other work was running on this shared machine (1-minute load average up to "
+                   f"{busiest:.1f} on 2 cores): ratios and server µs/call hold up, latency tails "
+                   "(p99, max) are inflated by it.\n")
     doc.append("## Summary\n")
     summ = []
     if "hit" in results:
