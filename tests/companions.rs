@@ -295,7 +295,7 @@ fn the_generation_mirror_follows_the_key_however_it_changes() {
 
 #[test]
 fn invalidation_reaches_replicas() {
-    let primary = Server::start(&[]);
+    let primary = Server::start(&["--repl-diskless-sync-delay", "0"]);
     let port = primary.port.to_string();
     let replica = Server::start(&["--replicaof", "127.0.0.1", &port]);
     let mut p = primary.conn();

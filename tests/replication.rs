@@ -33,6 +33,8 @@ fn entries_replicate_and_persist_as_plain_writes() {
         "yes",
         "--appendfsync",
         "always",
+        "--repl-diskless-sync-delay",
+        "0",
     ]);
     let replica_of = primary.port.to_string();
     let replica = Server::start(&[
