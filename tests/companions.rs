@@ -556,3 +556,62 @@ fn stale_entries_are_served_at_once_while_one_call_refreshes_them() {
         .unwrap();
     assert_eq!(fresh, None);
 }
+
+#[test]
+fn every_command_has_docs_and_key_metadata() {
+    let s = Server::start(&[]);
+    let mut con = s.conn();
+    // (command, arguments COMMAND DOCS must list, key flags COMMAND INFO must show)
+    let rows: &[(&str, &[&str], Option<&str>)] = &[
+        (
+            "qa.get",
+            &[
+                "cache", "question", "ttl", "stale", "model", "system", "refresh", "withmeta",
+            ],
+            Some("RO"),
+        ),
+        (
+            "qa.peek",
+            &["cache", "question", "model", "system"],
+            Some("RO"),
+        ),
+        (
+            "qa.key",
+            &["cache", "question", "model", "system"],
+            Some("RO"),
+        ),
+        (
+            "qa.set",
+            &["cache", "question", "answer", "ttl", "model", "system"],
+            Some("RW"),
+        ),
+        (
+            "qa.del",
+            &["cache", "question", "model", "system"],
+            Some("RW"),
+        ),
+        ("qa.invalidate", &["cache"], Some("RW")),
+        ("qa.stats", &["cache"], None),
+    ];
+    for (name, args, key_flag) in rows {
+        let docs = format!("{:?}", cmd(&mut con, &["COMMAND", "DOCS", name]).unwrap());
+        assert!(
+            docs.contains("summary") && docs.contains("complexity"),
+            "{name}: {docs}"
+        );
+        for a in *args {
+            assert!(
+                docs.contains(&format!("\"{a}\"")),
+                "{name} lacks {a}: {docs}"
+            );
+        }
+        let info = format!("{:?}", cmd(&mut con, &["COMMAND", "INFO", name]).unwrap());
+        match key_flag {
+            Some(flag) => assert!(info.contains(&format!("\"{flag}\"")), "{name}: {info}"),
+            None => assert!(
+                !info.contains("begin_search"),
+                "{name} declares no key: {info}"
+            ),
+        }
+    }
+}

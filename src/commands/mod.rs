@@ -175,6 +175,10 @@ struct CommandDef {
     write: bool,
     summary: &'static str,
     complexity: &'static str,
+    /// Arguments for `COMMAND DOCS`, space-separated: `name:type` (`key`, `string`,
+    /// `integer`), `TOKEN:type` for an option with a value, `TOKEN` alone for a flag; `?`
+    /// first marks it optional.
+    args: &'static str,
 }
 
 const COMMANDS: &[CommandDef] = &[
@@ -188,6 +192,7 @@ const COMMANDS: &[CommandDef] = &[
         write: false,
         summary: "Returns the cached answer to a question, asking the LLM backend on a miss",
         complexity: "O(N) in the question's length on a hit",
+        args: "cache:key question:string ?TTL:integer ?STALE:integer ?MODEL:string ?SYSTEM:string ?REFRESH ?WITHMETA",
     },
     CommandDef {
         name: "qa.peek",
@@ -197,6 +202,7 @@ const COMMANDS: &[CommandDef] = &[
         write: false,
         summary: "Returns the cached answer to a question, or nil; never calls the backend",
         complexity: "O(N) in the question's length",
+        args: "cache:key question:string ?MODEL:string ?SYSTEM:string",
     },
     CommandDef {
         name: "qa.key",
@@ -206,6 +212,7 @@ const COMMANDS: &[CommandDef] = &[
         write: false,
         summary: "Returns the normalized question and the entry key it maps to",
         complexity: "O(N) in the question's length",
+        args: "cache:key question:string ?MODEL:string ?SYSTEM:string",
     },
     CommandDef {
         name: "qa.set",
@@ -215,6 +222,7 @@ const COMMANDS: &[CommandDef] = &[
         write: true,
         summary: "Stores an answer for a question, as a miss would",
         complexity: "O(N) in the question's and answer's length",
+        args: "cache:key question:string answer:string ?TTL:integer ?MODEL:string ?SYSTEM:string",
     },
     CommandDef {
         name: "qa.del",
@@ -224,6 +232,7 @@ const COMMANDS: &[CommandDef] = &[
         write: true,
         summary: "Deletes the entry of a question; replies 1 if there was one, else 0",
         complexity: "O(N) in the question's length",
+        args: "cache:key question:string ?MODEL:string ?SYSTEM:string",
     },
     CommandDef {
         name: "qa.invalidate",
@@ -234,6 +243,7 @@ const COMMANDS: &[CommandDef] = &[
         summary:
             "Stops every entry of a cache from being served, at once; replies the new generation",
         complexity: "O(1)",
+        args: "cache:key",
     },
     CommandDef {
         name: "qa.stats",
@@ -243,6 +253,7 @@ const COMMANDS: &[CommandDef] = &[
         write: false,
         summary: "Returns hit, miss, cost and latency figures, global or for one cache",
         complexity: "O(1), O(W log W) for the latency window",
+        args: "?cache:string",
     },
 ];
 
@@ -284,6 +295,63 @@ fn register_one(ctx: &Context, def: &CommandDef) -> Result<(), ()> {
     }
     set_info(ctx, &name, def);
     Ok(())
+}
+
+/// `COMMAND DOCS` arguments built from a [`CommandDef`]'s spec; owns the strings they point to
+/// until Redis has copied them.
+struct CommandArgs {
+    _names: Vec<CString>,
+    args: Vec<raw::RedisModuleCommandArg>,
+}
+
+impl CommandArgs {
+    fn new(spec: &str) -> Self {
+        let mut names = Vec::new();
+        let mut args = Vec::new();
+        for item in spec.split_whitespace() {
+            let (optional, item) = match item.strip_prefix('?') {
+                Some(rest) => (true, rest),
+                None => (false, item),
+            };
+            let (name, kind) = item.split_once(':').unwrap_or((item, "token"));
+            let token = name.chars().all(|c| c.is_ascii_uppercase());
+            let type_ = match kind {
+                "key" => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY,
+                "integer" => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
+                "token" => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PURE_TOKEN,
+                _ => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
+            };
+            let (Ok(display), Ok(tok)) =
+                (CString::new(name.to_ascii_lowercase()), CString::new(name))
+            else {
+                continue;
+            };
+            // SAFETY: all-zero is the "absent" value of every field.
+            let mut arg: raw::RedisModuleCommandArg = unsafe { std::mem::zeroed() };
+            arg.name = display.as_ptr();
+            arg.type_ = type_;
+            arg.key_spec_index = if kind == "key" { 0 } else { -1 };
+            if token {
+                arg.token = tok.as_ptr();
+            }
+            if optional {
+                arg.flags = raw::REDISMODULE_CMD_ARG_OPTIONAL as c_int;
+            }
+            args.push(arg);
+            names.push(display);
+            names.push(tok);
+        }
+        // SAFETY: a zeroed argument ends the list.
+        args.push(unsafe { std::mem::zeroed() });
+        CommandArgs {
+            _names: names,
+            args,
+        }
+    }
+
+    fn ptr(&self) -> *mut raw::RedisModuleCommandArg {
+        self.args.as_ptr().cast_mut()
+    }
 }
 
 /// Declares the cache name a key (read-only `RO ACCESS`, or `RW` for writing commands) so
@@ -329,6 +397,8 @@ fn set_info(ctx: &Context, name: &CString, def: &CommandDef) {
     info.complexity = complexity.as_ptr();
     info.since = since.as_ptr();
     info.arity = def.arity;
+    let args = CommandArgs::new(def.args);
+    info.args = args.ptr();
     if def.name != "qa.stats" {
         info.key_specs = specs.as_mut_ptr();
     }
