@@ -1,6 +1,7 @@
 //! "Any client works": runs the redis-py test suite (tests/python/test_redis_py.py: sync,
-//! pipelines, RESP3, redis.asyncio) and the Python quickstart (examples/python/quickstart.py)
-//! against a real redis-server with the module and the in-process mock backend.
+//! pipelines, RESP3, redis.asyncio) and the Python examples (examples/python/quickstart.py,
+//! sync; examples/python/asyncio_client.py, redis.asyncio) against a real redis-server with
+//! the module and the in-process mock backend.
 //!
 //! Needs `python3` (or `QA_PYTHON`) with redis-py >= 5 and pytest >= 7:
 //! `pip install -r tests/python/requirements.txt`. Missing Python or packages fail these
@@ -275,4 +276,144 @@ fn quickstart_falls_back_to_the_llm_when_redis_is_unreachable() {
         assert_eq!(how, "direct LLM call (no cache)", "{}", run.shown());
         assert!(answer.starts_with("(stub answer"), "{}", run.shown());
     }
+}
+
+// ---- examples/python/asyncio_client.py (redis.asyncio) ----
+
+/// The burst part of asyncio_client.py's output: (count, via, LLM calls, question, answers).
+fn burst(out: &str) -> (usize, String, String, String, Vec<String>) {
+    let lines: Vec<&str> = out.lines().collect();
+    let i = lines
+        .iter()
+        .position(|l| l.contains(" concurrent asks: "))
+        .expect("burst line");
+    let (n, rest) = lines[i].split_once(" concurrent asks: ").unwrap();
+    let (_, rest) = rest.split_once(" ms  via ").expect("burst line format");
+    let (via, calls) = rest
+        .split_once(", LLM calls through redis: ")
+        .expect("burst line format");
+    let q = lines[i + 1]
+        .strip_prefix("  Q: ")
+        .expect("burst question line");
+    let answers = lines[i + 2..]
+        .iter()
+        .map_while(|l| l.strip_prefix("  A: "))
+        .map(str::to_string)
+        .collect();
+    (
+        n.parse().expect("burst size"),
+        via.to_string(),
+        calls.to_string(),
+        q.to_string(),
+        answers,
+    )
+}
+
+#[test]
+fn asyncio_example_shows_a_miss_a_hit_and_one_call_for_a_burst() {
+    if !python_ready("asyncio_example_shows_a_miss_a_hit_and_one_call_for_a_burst") {
+        return;
+    }
+    let delay = Duration::from_millis(200);
+    let b = Backend::start(delay);
+    let s = server_for(&b);
+    let port = s.port.to_string();
+    let q = "What is our refund policy?";
+    let burst_q = "How do I reset my password?";
+
+    let run = run_python(
+        &["examples/python/asyncio_client.py", "--port", &port],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert!(run.ok, "asyncio_client failed\n{}", run.shown());
+    println!("{}", run.shown());
+    assert!(run.stdout.contains(&format!("Q: {q}\n")), "{}", run.shown());
+    let a = asks(&run.stdout);
+    assert_eq!(a.len(), 2, "{}", run.shown());
+    assert_eq!(a[0].1, "redis, cache miss (LLM called)", "{}", run.shown());
+    assert_eq!(a[1].1, "redis, cache hit", "{}", run.shown());
+    assert_eq!(a[0].2, answer_for(q, MODEL, ""));
+    assert_eq!(a[1].2, answer_for(q, MODEL, ""));
+    assert!(a[0].0 >= delay.as_millis() as f64, "{a:?}");
+    assert!(a[1].0 < a[0].0, "{a:?}");
+    // Ten tasks at once, one backend call, one answer for all.
+    let (n, via, calls, bq, answers) = burst(&run.stdout);
+    assert_eq!((n, via.as_str(), calls.as_str()), (10, "redis", "1"));
+    assert_eq!(bq, burst_q);
+    assert_eq!(answers, [answer_for(burst_q, MODEL, "")], "{}", run.shown());
+    assert_eq!(b.calls(), 2);
+    let mut con = s.conn();
+    assert_eq!(info_field(&mut con, "backend_calls"), 2);
+    // 1 miss + 1 hit, then the ten burst asks, each a miss (joining the one flight) or a hit.
+    let (hits, misses) = (info_field(&mut con, "hits"), info_field(&mut con, "misses"));
+    assert_eq!(hits + misses, 12, "hits {hits}, misses {misses}");
+    assert!(misses >= 2, "misses {misses}");
+    assert_eq!(scan_keys(&mut con, "qa:{faq}:*").len(), 2);
+
+    // Another cache, port from REDIS_PORT: the same questions are misses there (caches are
+    // separate), and the burst of three tasks again costs one call.
+    let run = run_python(
+        &[
+            "examples/python/asyncio_client.py",
+            "--cache",
+            "support",
+            "--burst",
+            "3",
+            q,
+        ],
+        &[("REDIS_PORT", &port)],
+        Duration::from_secs(30),
+    );
+    assert!(run.ok, "asyncio_client failed\n{}", run.shown());
+    println!("{}", run.shown());
+    let a = asks(&run.stdout);
+    let how: Vec<&str> = a.iter().map(|a| a.1.as_str()).collect();
+    assert_eq!(how, ["redis, cache miss (LLM called)", "redis, cache hit"]);
+    assert!(a.iter().all(|a| a.2 == answer_for(q, MODEL, "")), "{a:?}");
+    let (n, _, calls, _, answers) = burst(&run.stdout);
+    assert_eq!((n, calls.as_str()), (3, "1"), "{}", run.shown());
+    assert_eq!(answers, [answer_for(burst_q, MODEL, "")]);
+    assert_eq!(b.calls(), 4);
+}
+
+#[test]
+fn asyncio_example_falls_back_to_the_llm_when_redis_is_unreachable() {
+    if !python_ready("asyncio_example_falls_back_to_the_llm_when_redis_is_unreachable") {
+        return;
+    }
+    let port = free_port().to_string(); // nothing listens there
+    let run = run_python(
+        &[
+            "examples/python/asyncio_client.py",
+            "--port",
+            &port,
+            "--burst",
+            "3",
+        ],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert!(run.ok, "asyncio_client failed\n{}", run.shown());
+    println!("{}", run.shown());
+    assert!(
+        run.stdout.contains("redis unreachable (ConnectionError"),
+        "{}",
+        run.shown()
+    );
+    let a = asks(&run.stdout);
+    assert_eq!(a.len(), 2, "{}", run.shown());
+    for (_, how, answer) in &a {
+        assert_eq!(how, "direct LLM call (no cache)", "{}", run.shown());
+        assert_eq!(
+            answer,
+            "(stub answer, LLM called directly) What is our refund policy?"
+        );
+    }
+    let (n, via, calls, _, answers) = burst(&run.stdout);
+    assert_eq!((n, via.as_str(), calls.as_str()), (3, "direct", "?"));
+    assert_eq!(
+        answers,
+        ["(stub answer, LLM called directly) How do I reset my password?"]
+    );
 }
