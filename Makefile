@@ -3,7 +3,7 @@
 CARGO ?= cargo
 PORT ?= 6379
 
-.PHONY: all deps build run test lint bench clean
+.PHONY: all deps build run test lint bench clean fuzz
 
 all: build
 
@@ -33,6 +33,11 @@ lint:
 
 bench: build
 	bench/run.sh
+
+# Each fuzz target for FUZZ_SECS (60) seconds (cargo-fuzz on nightly, else the same checks as
+# stable property tests), then a QA_SOAK_SECS (120) second soak. See docs/security.md.
+fuzz: deps
+	@scripts/fuzz.sh
 
 clean:
 	$(CARGO) clean
