@@ -368,7 +368,7 @@ fn soak_short() {
 }
 
 #[test]
-#[ignore = "long soak: make soak (QA_SOAK_SECS, default 120)"]
+#[ignore = "long soak: make fuzz runs it (QA_SOAK_SECS, default 120)"]
 fn soak_long() {
     let secs = std::env::var("QA_SOAK_SECS")
         .ok()
