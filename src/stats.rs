@@ -40,10 +40,6 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
-
-    fn reset(&self) {
-        self.0.store(0, Ordering::Relaxed);
-    }
 }
 
 pub static HITS: Counter = Counter::new();
@@ -61,23 +57,6 @@ pub static TOKENS_OUT_SPENT: Counter = Counter::new();
 pub static TOKENS_IN_SAVED: Counter = Counter::new();
 pub static TOKENS_OUT_SAVED: Counter = Counter::new();
 pub static BACKEND_MS_SAVED: Counter = Counter::new();
-
-const GLOBAL: [&Counter; 14] = [
-    &HITS,
-    &MISSES,
-    &COALESCED,
-    &BACKEND_CALLS,
-    &BACKEND_ERRORS,
-    &CLIENT_TIMEOUTS,
-    &REFUSED_BUSY,
-    &STORED,
-    &STORE_ERRORS,
-    &TOKENS_IN_SPENT,
-    &TOKENS_OUT_SPENT,
-    &TOKENS_IN_SAVED,
-    &TOKENS_OUT_SAVED,
-    &BACKEND_MS_SAVED,
-];
 
 /// Per-cache figures.
 #[derive(Default, Clone, Debug, PartialEq, Eq)]
@@ -197,27 +176,6 @@ fn percentiles(v: &mut [u64]) -> (u64, u64) {
     v.sort_unstable();
     let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
     (at(0.50), at(0.99))
-}
-
-/// `CONFIG RESETSTAT`: every counter and the latency window back to zero.
-pub fn reset<G: RedisLockIndicator>(ctx: &G) {
-    for c in GLOBAL.iter().chain(&[
-        &BACKEND_RETRIES,
-        &BREAKER_OPENED,
-        &BREAKER_REJECTED,
-        &TRUNCATED,
-        &NOT_STORED,
-    ]) {
-        c.reset();
-    }
-    for c in &ERRORS_BY_KIND {
-        c.reset();
-    }
-    // Slots stay (the generation mirror refers to them by index); their figures go to zero.
-    for st in SLOTS.lock(ctx).stats.iter_mut() {
-        *st = CacheStats::default();
-    }
-    LATENCIES.lock().unwrap_or_else(|p| p.into_inner()).clear();
 }
 
 /// Money saved, from the tokens saved and the prices per million tokens.
