@@ -124,7 +124,7 @@ mod tests {
         // Header fields, zero padding to the 64-byte block, then the question.
         let mut h = Sha256::new();
         let mut header = Vec::new();
-        for f in ["qa-norm-v1", "gpt-4o-mini", ""] {
+        for f in ["qa-norm-v2", "gpt-4o-mini", ""] {
             header.extend_from_slice(&(f.len() as u64).to_be_bytes());
             header.extend_from_slice(f.as_bytes());
         }
@@ -172,7 +172,7 @@ mod tests {
             key("c", "m", "\0\0\0\0\0\0\0\0", "q")
         );
         // A header of exactly one block gets no padding, and still differs from its neighbours.
-        let exact = "s".repeat(64 - 3 * 8 - "qa-norm-v1".len() - 1);
+        let exact = "s".repeat(64 - 3 * 8 - NORMALIZATION_VERSION.len() - 1);
         assert_ne!(
             key("c", "m", &exact, "q"),
             key("c", "m", &format!("{exact}s"), "q")

@@ -7,7 +7,7 @@
 use unicode_normalization::UnicodeNormalization;
 
 /// Bumped whenever a rule below changes; part of the key derivation.
-pub const NORMALIZATION_VERSION: &str = "qa-norm-v1";
+pub const NORMALIZATION_VERSION: &str = "qa-norm-v2";
 
 /// Punctuation that ends a sentence or clause. After NFKC the full-width forms
 /// (`？！．，；：`) are already their ASCII selves; the ideographic full stop and comma
@@ -34,8 +34,8 @@ fn fold_quote(c: char) -> char {
 
 /// Normalizes a question into `out` (cleared first).
 ///
-/// Rules, in order: Unicode NFKC; lowercase; curly quotes to straight ones; zero-width
-/// spaces and BOMs dropped; then the text is split on Unicode whitespace, sentence
+/// Rules, in order: zero-width spaces and BOMs dropped; Unicode NFKC; lowercase; curly
+/// quotes to straight ones; then the text is split on Unicode whitespace, sentence
 /// punctuation (`? ! . , ; :`, `。`, `、`) is stripped from the end of every word, empty
 /// words are dropped and the rest are joined with one ASCII space. So punctuation
 /// survives inside a word (`c++`, `3.14`, `e.g`), and goes at the end of the text and
@@ -51,11 +51,10 @@ pub fn normalize_into(question: &str, out: &mut String) {
 
 /// The general path, for any text.
 fn normalize_unicode(question: &str, out: &mut String) {
-    let chars = question
-        .nfkc()
-        .flat_map(char::to_lowercase)
-        .map(fold_quote)
-        .filter(|c| !is_invisible(*c));
+    // Invisible characters go first, so they cannot keep NFKC from composing what surrounds
+    // them (`e` ZWSP U+0301 is `é`, as it looks).
+    let visible: String = question.chars().filter(|c| !is_invisible(*c)).collect();
+    let chars = visible.nfkc().flat_map(char::to_lowercase).map(fold_quote);
     push_words(chars, out);
 }
 
@@ -182,6 +181,8 @@ mod tests {
         // Zero-width characters are invisible to the reader, so to the cache too.
         ("re\u{200B}fund", "refund"),
         ("\u{FEFF}refund", "refund"),
+        // ... and removed before composition: e, ZWSP, combining acute is é.
+        ("e\u{200B}\u{0301}", "é"),
         // Non-sentence punctuation is meaning: it stays.
         ("a-b (c) [d] 'e' \"f\" #g", "a-b (c) [d] 'e' \"f\" #g"),
         ("50%?", "50%"),

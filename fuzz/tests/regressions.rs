@@ -7,7 +7,6 @@ use redis_qa::normalize::normalize;
 /// the normalized text is not a fixed point and differs from the same text typed without the
 /// invisible character (two entries for one visible question: a miss, never a wrong answer).
 #[test]
-#[ignore = "needs module change: src/normalize.rs normalize_unicode(): drop is_invisible characters before .nfkc() (filter the input chars), and bump NORMALIZATION_VERSION to qa-norm-v2"]
 fn invisible_characters_do_not_block_composition() {
     for (typed, plain) in [
         ("e\u{200B}\u{0301}", "\u{00E9}"),

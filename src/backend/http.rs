@@ -227,7 +227,7 @@ fn attempt(
                 // TLS failures come as InvalidData wrapping rustls's error, which says what
                 // was wrong with the certificate: worth more than "invalid data".
                 let reason = match (io.kind(), io.get_ref()) {
-                    (K::InvalidData, Some(inner)) => inner.to_string().replace(key, "[redacted]"),
+                    (K::InvalidData, Some(inner)) => redact(&inner.to_string(), key),
                     (K::UnexpectedEof, _) => "connection closed before the reply".to_string(),
                     (kind, _) => kind.to_string(),
                 };
@@ -242,7 +242,7 @@ fn attempt(
             ureq::Error::BadUri(_) => BackendError::Unreachable("bad URL".into()),
             // Other ureq errors (TLS, protocol) name protocol details, never the request's
             // headers; redacted anyway.
-            other => BackendError::Unreachable(other.to_string().replace(key, "[redacted]")),
+            other => BackendError::Unreachable(redact(&other.to_string(), key)),
         };
         error.into()
     };
@@ -272,4 +272,14 @@ fn attempt(
         });
     }
     format.parse_reply(&body).map_err(Failed::from)
+}
+
+/// `text` with every occurrence of the API key replaced; unchanged when there is no key (an
+/// empty pattern would match between every character).
+fn redact(text: &str, key: &str) -> String {
+    if key.is_empty() {
+        text.to_string()
+    } else {
+        text.replace(key, "[redacted]")
+    }
 }

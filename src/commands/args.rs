@@ -86,12 +86,7 @@ pub fn parse<'a>(
         let value = rest.get(i + 1).copied().ok_or(error::OPTION_VALUE)?;
         if is(b"STALE") {
             // 0 turns stale serving off for this call.
-            let stale = if value == b"0" {
-                Some(0)
-            } else {
-                parse_ttl(value)
-            }
-            .ok_or(error::STALE_RANGE)?;
+            let stale = parse_seconds(value, 0).ok_or(error::STALE_RANGE)?;
             if out.stale.replace(stale).is_some() {
                 return Err(error::OPTION_TWICE);
             }
@@ -134,11 +129,23 @@ pub fn cache_name(cache: &[u8]) -> Result<(), &'static str> {
 
 /// Seconds, as plain decimal digits (no sign, no spaces), 1 to [`MAX_TTL_SECS`].
 fn parse_ttl(v: &[u8]) -> Option<i64> {
-    if v.is_empty() || v.len() > 10 || !v.iter().all(u8::is_ascii_digit) {
+    parse_seconds(v, 1)
+}
+
+/// Seconds, as plain decimal digits (leading zeros allowed), `min` to [`MAX_TTL_SECS`].
+fn parse_seconds(v: &[u8], min: i64) -> Option<i64> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let n: i64 = std::str::from_utf8(v).ok()?.parse().ok()?;
-    (1..=MAX_TTL_SECS).contains(&n).then_some(n)
+    let digits = v
+        .iter()
+        .position(|b| *b != b'0')
+        .map_or(&v[v.len() - 1..], |i| &v[i..]);
+    if digits.len() > 10 {
+        return None;
+    }
+    let n: i64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    (min..=MAX_TTL_SECS).contains(&n).then_some(n)
 }
 
 /// Checks the question against the size limit and decodes it.
@@ -310,6 +317,16 @@ mod tests {
         assert_eq!(
             p(&["faq", "q", "stale", "30"], 2, GET).unwrap().stale,
             Some(30)
+        );
+        assert_eq!(
+            p(&["faq", "q", "STALE", "00"], 2, GET).unwrap().stale,
+            Some(0)
+        );
+        assert_eq!(
+            p(&["faq", "q", "TTL", "0000000000005"], 2, GET)
+                .unwrap()
+                .ttl,
+            Some(5)
         );
     }
 
