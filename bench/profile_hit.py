@@ -19,7 +19,7 @@ FRAME_RE = re.compile(r"^\s*[0-9a-f]+\s+(.*?)\s+\(([^()]*)\)\s*$")
 # root) that matches decides the part. Order of the list only matters for the label text.
 PARTS = [
     (re.compile(r"^RM_OpenKey$"), "RM_OpenKey: key lookup (dict find, expiry check)"),
-    (re.compile(r"^RM_HashGet$"), "RM_HashGet: find field `answer`, copy it into a new string"),
+    (re.compile(r"^RM_HashGet$"), "RM_HashGet: read the entry's hash field(s), each copied into a new string"),
     (re.compile(r"^RM_ReplyWithString$"), "RM_ReplyWithString: write the reply"),
     (re.compile(r"^RM_CreateString$"), "RM_CreateString: key name object"),
     (re.compile(r"^RM_(FreeString|CloseKey)$"), "RM_FreeString / RM_CloseKey"),
@@ -87,10 +87,15 @@ def parse_perf_script(text, main_tid):
     return stacks
 
 
+def strip_closure(name):
+    return re.sub(r"(::\{\{closure\}\})+$", "", name or "")
+
+
 def classify(stacks):
     top = {}
     parts = {}
     norm_parts = {}
+    callees = {}
     n_disp = n_handler = n_alloc_disp = 0
     for st in stacks:
         names = st
@@ -105,12 +110,28 @@ def classify(stacks):
             if "redis_qa::commands::get::get" in below:
                 n_handler += 1
                 j = below.index("redis_qa::commands::get::get")
-                part = "module code itself (redis_qa::commands::get::get and inlined helpers)"
-                for fr in below[j + 1:]:
+                under = below[j + 1:]
+                part = None
+                for fr in under:
                     hit = next((label for rx, label in PARTS if rx.search(fr)), None)
                     if hit:
                         part = hit
                         break
+                if part is None:
+                    # Module code of its own: named by the deepest module function on the way down.
+                    name = None
+                    for fr in under:
+                        if fr.startswith("redis_qa::"):
+                            name = fr
+                        elif name and not fr.startswith(("core::", "alloc::", "std::", "<")):
+                            break
+                    part = (f"module code: {strip_closure(name)}" if name
+                            else "module code: redis_qa::commands::get::get itself")
+                # Inclusive time per module function or RedisModule_* call directly below `get`.
+                callee = next((strip_closure(fr) for fr in under
+                               if fr.startswith("redis_qa::") or fr.startswith("RM_")),
+                              "redis_qa::commands::get::get itself")
+                callees[callee] = callees.get(callee, 0) + 1
                 if part.startswith("question normalization"):
                     sub = "other"
                     for fr in reversed(below[j + 1:]):
@@ -145,7 +166,7 @@ def classify(stacks):
         else:
             where = "event loop and the rest"
         top[where] = top.get(where, 0) + 1
-    return {"top": top, "parts": parts, "norm_parts": norm_parts, "n": len(stacks), "n_disp": n_disp,
+    return {"top": top, "parts": parts, "norm_parts": norm_parts, "callees": callees, "n": len(stacks), "n_disp": n_disp,
             "n_handler": n_handler, "n_alloc_disp": n_alloc_disp}
 
 
@@ -244,7 +265,7 @@ def profile_callgrind(c, a, cache, question, log, hits=30000):
 
     parts = {
         "RM_OpenKey: key lookup (dict find, expiry check)": find(r"^RM_OpenKey$"),
-        "RM_HashGet: find field `answer`, copy it into a new string": find(r"^RM_HashGet$"),
+        "RM_HashGet: read the entry's hash field(s), each copied into a new string": find(r"^RM_HashGet$"),
         "RM_ReplyWithString: write the reply": find(r"^RM_ReplyWithString$"),
         "RM_CreateString: key name object": find(r"^RM_CreateString$"),
         "RM_FreeString / RM_CloseKey": find(r"^RM_(FreeString|CloseKey)$"),
@@ -356,6 +377,15 @@ def render(r, us, question, why):
     disp = r["n_disp"]
     out.append("Inside one QA.GET hit (100% = the command's own time, which is what `usec_per_call` measures):\n")
     out += parts_table(r, qa_us)
+    if r.get("callees"):
+        out.append("The same samples by what `redis_qa::commands::get::get` calls directly (inclusive; "
+                   "the module's own structure):\n")
+        out.append("| called from get | share of the command | ≈ µs per hit |")
+        out.append("|---|---|---|")
+        for k, v in sorted(r["callees"].items(), key=lambda kv: -kv[1]):
+            if v / disp >= 0.005:
+                out.append(f"| `{k}` | {100 * v / disp:.1f}% | {v / disp * qa_us:.3f} |")
+        out.append("")
     if r.get("n_alloc_disp") is not None:
         a_share = r["n_alloc_disp"] / disp
         out.append(f"Across those parts, samples whose innermost frame is the allocator (zmalloc/zfree, "
