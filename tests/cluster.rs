@@ -28,59 +28,14 @@ impl Cluster {
     /// Three primaries (no replicas), created with `redis-cli --cluster create`, every slot
     /// covered and every node agreeing.
     fn start(backend_url: &str) -> Cluster {
-        let nodes: Vec<Server> = (0..3)
-            .map(|_| {
-                Server::start_cluster_node(&[
-                    "--qa.backend-url",
-                    backend_url,
-                    "--cluster-enabled",
-                    "yes",
-                    // Each node has its own directory: the file name need not be unique.
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "5000",
-                ])
-            })
-            .collect();
-        let addrs: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
-        let mut args = vec!["--cluster", "create"];
-        args.extend(addrs.iter().map(|s| s.as_str()));
-        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
-        let (ok, out, err) = redis_cli(&args);
-        assert!(ok, "redis-cli --cluster create failed:\n{out}\n{err}");
-        let c = Cluster { nodes };
-        let ready = wait_until(Duration::from_secs(20), || {
-            c.nodes.iter().all(|n| {
-                let mut con = n.conn();
-                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut con).unwrap();
-                info.contains("cluster_state:ok") && c.slot_owners(&mut con).len() == 3
-            })
-        });
-        assert!(ready, "the cluster did not become ready");
-        c
+        Cluster {
+            nodes: start_cluster(backend_url),
+        }
     }
 
     /// (first slot, last slot, owner's port) for every range, as `node` sees them.
     fn slot_owners(&self, con: &mut redis::Connection) -> Vec<(u16, u16, u16)> {
-        let slots: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query(con).unwrap();
-        slots
-            .iter()
-            .map(|range| {
-                let redis::Value::Array(parts) = range else {
-                    panic!("{range:?}")
-                };
-                let int =
-                    |v: &redis::Value| -> u16 { redis::from_redis_value::<i64>(v).unwrap() as u16 };
-                let redis::Value::Array(master) = &parts[2] else {
-                    panic!("{range:?}")
-                };
-                (int(&parts[0]), int(&parts[1]), int(&master[1]))
-            })
-            .collect()
+        slot_owners(con)
     }
 
     fn node(&self, port: u16) -> &Server {

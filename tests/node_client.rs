@@ -11,11 +11,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::backend::{answer_for, Backend};
 use common::*;
@@ -92,22 +92,6 @@ fn npm_ci_if_missing() -> Result<(), String> {
     Ok(())
 }
 
-struct Run {
-    ok: bool,
-    status: String,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn shown(&self) -> String {
-        format!(
-            "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
-}
-
 /// Runs `node examples/node/<script> args...` with a deadline (killed when it passes).
 fn run_node(script: &str, args: &[&str], env: &[(&str, &str)], deadline: Duration) -> Run {
     let mut cmd = Command::new(node());
@@ -116,44 +100,11 @@ fn run_node(script: &str, args: &[&str], env: &[(&str, &str)], deadline: Duratio
         .current_dir(examples_dir())
         .env_remove("REDIS_HOST")
         .env_remove("REDIS_PORT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdin(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {} {script}: {e}", node()));
-    let reader = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = pipe.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let out = reader(Box::new(child.stdout.take().unwrap()));
-    let err = reader(Box::new(child.stderr.take().unwrap()));
-    let end = Instant::now() + deadline;
-    let (ok, status) = loop {
-        if let Some(st) = child.try_wait().expect("wait for node") {
-            break (st.success(), st.to_string());
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
-            break (false, format!("killed after {deadline:?} (timed out)"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let run = Run {
-        ok,
-        status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    };
-    println!("node {script} {args:?}\n{}", run.shown());
-    run
+    run_with_deadline(cmd, deadline)
 }
 
 /// Every "<first|second> ask: 12.3 ms  <how>" line (after `prefix`) with the answer line
@@ -311,56 +262,6 @@ fn node_quickstart_falls_back_to_the_llm_when_redis_is_unreachable() {
 }
 
 // ---- Cluster ----
-
-/// Three primaries with the module, created with `redis-cli --cluster create` (as in
-/// tests/cluster.rs), every slot covered and every node agreeing.
-fn start_cluster(backend_url: &str) -> Vec<Server> {
-    let nodes: Vec<Server> = (0..3)
-        .map(|_| {
-            Server::start_cluster_node(&[
-                "--qa.backend-url",
-                backend_url,
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "5000",
-            ])
-        })
-        .collect();
-    let addrs: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect();
-    let mut args = vec!["--cluster", "create"];
-    args.extend(addrs.iter().map(|s| s.as_str()));
-    args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
-    let (ok, out, err) = redis_cli(&args);
-    assert!(ok, "redis-cli --cluster create failed:\n{out}\n{err}");
-    let ready = wait_until(Duration::from_secs(20), || {
-        nodes.iter().all(|n| {
-            let mut con = n.conn();
-            let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut con).unwrap();
-            info.contains("cluster_state:ok") && slot_owners(&mut con).len() == 3
-        })
-    });
-    assert!(ready, "the cluster did not become ready");
-    nodes
-}
-
-/// (first slot, last slot, owner's port) for every range.
-fn slot_owners(con: &mut redis::Connection) -> Vec<(u16, u16, u16)> {
-    let slots: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER").arg("SLOTS").query(con).unwrap();
-    slots
-        .iter()
-        .map(|range| {
-            let int = |v: &redis::Value| redis::from_redis_value::<u16>(v).unwrap();
-            let master: Vec<redis::Value> = redis::from_redis_value(&range[2]).unwrap();
-            (int(&range[0]), int(&range[1]), int(&master[1]))
-        })
-        .collect()
-}
 
 fn keyslot(con: &mut redis::Connection, key: &str) -> u16 {
     redis::cmd("CLUSTER")

@@ -9,10 +9,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::backend::{answer_for, Backend};
 use common::*;
@@ -60,22 +60,6 @@ fn install_hint() -> &'static str {
      (or set QA_PYTHON to another interpreter, or QA_SKIP_PYTHON=1 to skip these tests)"
 }
 
-struct Run {
-    ok: bool,
-    status: String,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn shown(&self) -> String {
-        format!(
-            "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
-}
-
 /// Runs a Python script (from the crate root) with a deadline; kills it when the deadline
 /// passes. Python is unbuffered and writes no bytecode into the source tree.
 fn run_python(args: &[&str], env: &[(&str, &str)], deadline: Duration) -> Run {
@@ -89,42 +73,11 @@ fn run_python(args: &[&str], env: &[(&str, &str)], deadline: Duration) -> Run {
         .env_remove("REDIS_PORT")
         .env_remove("QA_REDIS_HOST")
         .env_remove("QA_REDIS_PORT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdin(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {} {args:?}: {e}", python()));
-    let reader = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = pipe.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let out = reader(Box::new(child.stdout.take().unwrap()));
-    let err = reader(Box::new(child.stderr.take().unwrap()));
-    let end = Instant::now() + deadline;
-    let (ok, status) = loop {
-        if let Some(st) = child.try_wait().expect("wait for python") {
-            break (st.success(), st.to_string());
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
-            break (false, format!("killed after {deadline:?} (timed out)"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Run {
-        ok,
-        status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    }
+    run_with_deadline(cmd, deadline)
 }
 
 fn server_for(b: &Backend) -> Server {

@@ -367,3 +367,108 @@ pub fn completion_body(content: &str) -> String {
     })
     .to_string()
 }
+
+/// How a child process (a Python or Node example, a test suite) ended.
+pub struct Run {
+    pub ok: bool,
+    pub status: String,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn shown(&self) -> String {
+        format!(
+            "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Spawns `cmd` (its stdout and stderr are captured here) and waits at most `deadline`,
+/// killing it then.
+pub fn run_with_deadline(mut cmd: Command, deadline: Duration) -> Run {
+    use std::io::Read;
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
+    let reader = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = reader(Box::new(child.stdout.take().expect("stdout")));
+    let err = reader(Box::new(child.stderr.take().expect("stderr")));
+    let end = Instant::now() + deadline;
+    let (ok, status) = loop {
+        if let Some(st) = child.try_wait().expect("wait for child") {
+            break (st.success(), st.to_string());
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            break (false, format!("killed after {deadline:?} (timed out)"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        ok,
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+/// (first slot, last slot, owner's port) for every slot range, as the node of `con` sees them.
+pub fn slot_owners(con: &mut redis::Connection) -> Vec<(u16, u16, u16)> {
+    let slots: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER").arg("SLOTS").query(con).unwrap();
+    slots
+        .iter()
+        .map(|range| {
+            let int = |v: &redis::Value| redis::from_redis_value::<u16>(v).unwrap();
+            let master: Vec<redis::Value> = redis::from_redis_value(&range[2]).unwrap();
+            (int(&range[0]), int(&range[1]), int(&master[1]))
+        })
+        .collect()
+}
+
+/// Three cluster primaries (no replicas) with the module, created with
+/// `redis-cli --cluster create`, every slot covered and every node agreeing.
+pub fn start_cluster(backend_url: &str) -> Vec<Server> {
+    let nodes: Vec<Server> = (0..3)
+        .map(|_| {
+            Server::start_cluster_node(&[
+                "--qa.backend-url",
+                backend_url,
+                "--cluster-enabled",
+                "yes",
+                // Each node has its own directory: the file name need not be unique.
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "5000",
+            ])
+        })
+        .collect();
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let mut args = vec!["--cluster", "create"];
+    args.extend(addrs.iter().map(|s| s.as_str()));
+    args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+    let (ok, out, err) = redis_cli(&args);
+    assert!(ok, "redis-cli --cluster create failed:\n{out}\n{err}");
+    let ready = wait_until(Duration::from_secs(20), || {
+        nodes.iter().all(|n| {
+            let mut con = n.conn();
+            let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut con).unwrap();
+            info.contains("cluster_state:ok") && slot_owners(&mut con).len() == 3
+        })
+    });
+    assert!(ready, "the cluster did not become ready");
+    nodes
+}
