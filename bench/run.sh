@@ -77,7 +77,8 @@ trap 'exit 130' INT TERM
 # commit (built into target/bench-rev, so the work tree and its target/release are left alone).
 if [ -n "${BENCH_REV:-}" ]; then
     commit="$(git -C "$ROOT" rev-parse --short "$BENCH_REV")"
-    export BENCH_MODULE_DESC="$commit (clean export of $BENCH_REV)"
+    src_commit="$(git -C "$ROOT" log -1 --format=%h "$BENCH_REV" -- src Cargo.toml Cargo.lock)"
+    export BENCH_MODULE_DESC="$commit (clean export of $BENCH_REV; module sources last changed in $src_commit)"
     log "building $BENCH_MODULE_DESC (release)"
     mkdir -p "$WORK/src"
     git -C "$ROOT" archive "$BENCH_REV" | tar -x -C "$WORK/src"
