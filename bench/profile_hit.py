@@ -397,7 +397,7 @@ def render(r, us, question, why):
     rm = sum(v for k, v in parts.items() if k.startswith("RM_") or k.startswith("other RedisModule")) / disp
     dsp = sum(v for k, v in parts.items() if k.startswith("Redis dispatcher")) / disp
     lines = [
-        f"Reading it: Redis module API calls (open key, hash get with its copy, reply, string "
+        f"Reading it: Redis module API calls (open key, hash field reads with their copies, reply, string "
         f"create/free) take {100 * rm:.0f}% of a hit, the module dispatcher's context set-up and "
         f"tear-down {100 * dsp:.0f}%, SHA-256 key derivation {100 * sha:.0f}% and normalization "
         f"{100 * norm:.0f}% (ASCII fast path; a non-ASCII question goes through NFKC, see the "
