@@ -350,7 +350,7 @@ fn asyncio_example_falls_back_to_the_llm_when_redis_is_unreachable() {
     assert!(run.ok, "asyncio_client failed\n{}", run.shown());
     println!("{}", run.shown());
     assert!(
-        run.stdout.contains("redis unreachable (ConnectionError"),
+        run.stdout.contains("redis unreachable ("),
         "{}",
         run.shown()
     );

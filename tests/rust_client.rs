@@ -138,7 +138,8 @@ fn rust_example_falls_back_to_the_llm_when_redis_is_unreachable() {
     let port = free_port(); // nothing listens there
     let (a, out) = ask_twice(port, "faq", "What is our refund policy?");
     assert!(
-        out.contains("redis unreachable (Connection refused"),
+        // Refused, or reset when another test's server was just starting on that port.
+        out.contains("redis unreachable ("),
         "{out}"
     );
     assert_eq!(a.len(), 2);
