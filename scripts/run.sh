@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port="${PORT:-6379}"
-mkdir -p target/run
-args=(redis.conf --dir "$PWD/target/run" --port "$port")
+# No --dir: Redis changes into it before loading modules, and redis.conf's loadmodule path
+# is relative to the repository root. Nothing is written there (save "", appendonly no).
+args=(redis.conf --port "$port")
 demo_pid=""
 if [ -n "${QA_BACKEND_URL:-}" ]; then
   echo "backend: $QA_BACKEND_URL"
