@@ -106,42 +106,26 @@ pub unsafe fn lookup(ctx: *mut raw::RedisModuleCtx, key: &[u8], meta: bool) -> L
             let [a, ti, to, lat, fresh, cr] = &mut v;
             let end = ptr::null_mut::<raw::RedisModuleString>();
             let none = raw::REDISMODULE_HASH_NONE as c_int;
-            let get = raw::RedisModule_HashGet.unwrap();
-            if meta {
-                get(
-                    k,
-                    none,
-                    f[0],
-                    a as *mut _,
-                    f[1],
-                    ti as *mut _,
-                    f[2],
-                    to as *mut _,
-                    f[3],
-                    lat as *mut _,
-                    f[4],
-                    fresh as *mut _,
-                    f[5],
-                    cr as *mut _,
-                    end,
-                );
-            } else {
-                get(
-                    k,
-                    none,
-                    f[0],
-                    a as *mut _,
-                    f[1],
-                    ti as *mut _,
-                    f[2],
-                    to as *mut _,
-                    f[3],
-                    lat as *mut _,
-                    f[4],
-                    fresh as *mut _,
-                    end,
-                );
-            }
+            // `created` only for WITHMETA: a NULL field name ends the list there, and
+            // HashGet reads no further arguments.
+            let created_field = if meta { f[5] } else { end };
+            raw::RedisModule_HashGet.unwrap()(
+                k,
+                none,
+                f[0],
+                a as *mut _,
+                f[1],
+                ti as *mut _,
+                f[2],
+                to as *mut _,
+                f[3],
+                lat as *mut _,
+                f[4],
+                fresh as *mut _,
+                created_field,
+                cr as *mut _,
+                end,
+            );
             let tokens_in = to_u64(ctx, v[1]);
             let tokens_out = to_u64(ctx, v[2]);
             let latency_ms = to_u64(ctx, v[3]);
