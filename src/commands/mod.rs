@@ -175,6 +175,9 @@ struct CommandDef {
     write: bool,
     summary: &'static str,
     complexity: &'static str,
+    /// ACL categories, where the server lets modules set them (Redis 7.2+, Valkey; Redis 7.0
+    /// puts module commands in no category).
+    acl: &'static str,
     /// Arguments for `COMMAND DOCS`, space-separated: `name:type` (`key`, `string`,
     /// `integer`), `TOKEN:type` for an option with a value, `TOKEN` alone for a flag; `?`
     /// first marks it optional.
@@ -192,6 +195,7 @@ const COMMANDS: &[CommandDef] = &[
         write: false,
         summary: "Returns the cached answer to a question, asking the LLM backend on a miss",
         complexity: "O(N) in the question's length on a hit",
+        acl: "read",
         args: "cache:key question:string ?TTL:integer ?STALE:integer ?MODEL:string ?SYSTEM:string ?REFRESH ?WITHMETA",
     },
     CommandDef {
@@ -202,6 +206,7 @@ const COMMANDS: &[CommandDef] = &[
         write: false,
         summary: "Returns the cached answer to a question, or nil; never calls the backend",
         complexity: "O(N) in the question's length",
+        acl: "read fast",
         args: "cache:key question:string ?MODEL:string ?SYSTEM:string",
     },
     CommandDef {
@@ -212,6 +217,7 @@ const COMMANDS: &[CommandDef] = &[
         write: false,
         summary: "Returns the normalized question and the entry key it maps to",
         complexity: "O(N) in the question's length",
+        acl: "read fast",
         args: "cache:key question:string ?MODEL:string ?SYSTEM:string",
     },
     CommandDef {
@@ -222,6 +228,7 @@ const COMMANDS: &[CommandDef] = &[
         write: true,
         summary: "Stores an answer for a question, as a miss would",
         complexity: "O(N) in the question's and answer's length",
+        acl: "write",
         args: "cache:key question:string answer:string ?TTL:integer ?MODEL:string ?SYSTEM:string",
     },
     CommandDef {
@@ -232,6 +239,7 @@ const COMMANDS: &[CommandDef] = &[
         write: true,
         summary: "Deletes the entry of a question; replies 1 if there was one, else 0",
         complexity: "O(N) in the question's length",
+        acl: "write",
         args: "cache:key question:string ?MODEL:string ?SYSTEM:string",
     },
     CommandDef {
@@ -243,6 +251,7 @@ const COMMANDS: &[CommandDef] = &[
         summary:
             "Stops every entry of a cache from being served, at once; replies the new generation",
         complexity: "O(1)",
+        acl: "write fast",
         args: "cache:key",
     },
     CommandDef {
@@ -253,6 +262,7 @@ const COMMANDS: &[CommandDef] = &[
         write: false,
         summary: "Returns hit, miss, cost and latency figures, global or for one cache",
         complexity: "O(1), O(W log W) for the latency window",
+        acl: "read",
         args: "?cache:string",
     },
 ];
@@ -294,7 +304,32 @@ fn register_one(ctx: &Context, def: &CommandDef) -> Result<(), ()> {
         return Err(());
     }
     set_info(ctx, &name, def);
+    set_acl_categories(ctx, &name, def);
     Ok(())
+}
+
+/// Puts the command in its ACL categories when the server supports it (detected at load
+/// time: the API is absent on Redis 7.0, where users need `+qa.get` and the like).
+fn set_acl_categories(ctx: &Context, name: &CString, def: &CommandDef) {
+    let (Some(get_command), Some(set_categories)) =
+        (unsafe { raw::RedisModule_GetCommand }, unsafe {
+            raw::RedisModule_SetCommandACLCategories
+        })
+    else {
+        return;
+    };
+    let Ok(cats) = CString::new(def.acl) else {
+        return;
+    };
+    let cmd = unsafe { get_command(ctx.ctx, name.as_ptr()) };
+    if cmd.is_null()
+        || unsafe { set_categories(cmd, cats.as_ptr()) } != raw::REDISMODULE_OK as c_int
+    {
+        ctx.log_warning(&format!(
+            "redis-qa: could not set ACL categories for {}",
+            def.name
+        ));
+    }
 }
 
 /// `COMMAND DOCS` arguments built from a [`CommandDef`]'s spec; owns the strings they point to
