@@ -8,11 +8,6 @@ use std::time::Duration;
 use common::backend::{answer_for, Backend};
 use common::*;
 
-fn link_up(con: &mut redis::Connection) -> bool {
-    let info: String = redis::cmd("INFO").arg("replication").query(con).unwrap();
-    info.contains("master_link_status:up")
-}
-
 fn aof_text(s: &Server) -> String {
     let mut text = String::new();
     for entry in std::fs::read_dir(s.dir.join("appendonlydir")).unwrap() {
@@ -26,27 +21,19 @@ fn aof_text(s: &Server) -> String {
 fn entries_replicate_and_persist_as_plain_writes() {
     let b = Backend::start(Duration::from_millis(20));
     let url = b.url();
-    let mut primary = Server::start(&[
-        "--qa.backend-url",
-        &url,
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--repl-diskless-sync-delay",
-        "0",
-    ]);
-    let replica_of = primary.port.to_string();
-    let replica = Server::start(&[
-        "--qa.backend-url",
-        &url,
-        "--replicaof",
-        "127.0.0.1",
-        &replica_of,
-    ]);
+    let (mut primary, replica) = primary_and_replica(
+        &[
+            "--qa.backend-url",
+            &url,
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ],
+        &["--qa.backend-url", &url],
+    );
     let mut p = primary.conn();
     let mut r = replica.conn();
-    assert!(wait_until(Duration::from_secs(10), || link_up(&mut r)));
 
     let q = "What is our refund policy?";
     let want = answer_for(q, "gpt-4o-mini", "");
@@ -168,20 +155,10 @@ fn entry_keys(con: &mut redis::Connection) -> Vec<String> {
 fn a_promoted_replica_serves_cached_entries_and_takes_misses_as_a_primary() {
     let b = Backend::start(Duration::from_millis(20));
     let url = b.url();
-    let old_primary = Server::start(&["--qa.backend-url", &url, "--repl-diskless-sync-delay", "0"]);
-    let replica_of = old_primary.port.to_string();
-    let new_primary = Server::start(&[
-        "--qa.backend-url",
-        &url,
-        "--repl-diskless-sync-delay",
-        "0",
-        "--replicaof",
-        "127.0.0.1",
-        &replica_of,
-    ]);
+    let (old_primary, new_primary) =
+        primary_and_replica(&["--qa.backend-url", &url], &["--qa.backend-url", &url]);
     let mut p = old_primary.conn();
     let mut r = new_primary.conn();
-    assert!(wait_until(Duration::from_secs(10), || link_up(&mut r)));
     let q1 = "What is our refund policy?";
     let a1 = answer_for(q1, "gpt-4o-mini", "");
     assert_eq!(qa_get(&mut p, &["faq", q1]).unwrap(), a1);
@@ -319,20 +296,9 @@ fn a_primary_turned_replica_mid_miss_answers_every_waiter_and_drops_its_write() 
 fn a_coordinated_failover_during_a_miss_unblocks_the_client_and_leaves_no_divergence() {
     let b = Backend::start(Duration::from_millis(1000));
     let url = b.url();
-    let p = Server::start(&["--qa.backend-url", &url, "--repl-diskless-sync-delay", "0"]);
-    let replica_of = p.port.to_string();
-    let r = Server::start(&[
-        "--qa.backend-url",
-        &url,
-        "--repl-diskless-sync-delay",
-        "0",
-        "--replicaof",
-        "127.0.0.1",
-        &replica_of,
-    ]);
+    let (p, r) = primary_and_replica(&["--qa.backend-url", &url], &["--qa.backend-url", &url]);
     let mut cp = p.conn();
     let mut cr = r.conn();
-    assert!(wait_until(Duration::from_secs(10), || link_up(&mut cr)));
     let q = "Asked during the failover";
     let want = answer_for(q, "gpt-4o-mini", "");
     let mut c = p.conn();

@@ -79,7 +79,10 @@ impl Server {
     }
 
     fn start_full(conf: Option<PathBuf>, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let port = free_port();
+        Self::start_on(free_port(), conf, extra, env)
+    }
+
+    fn start_on(port: u16, conf: Option<PathBuf>, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("target")
             .join("test-servers")
@@ -252,23 +255,7 @@ impl Server {
     /// Like [`Server::start`], on a port whose cluster bus port (`port + 10000`) is free, for
     /// `--cluster-enabled yes` nodes.
     pub fn start_cluster_node(extra: &[&str]) -> Server {
-        let port = free_cluster_port();
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("target")
-            .join("test-servers")
-            .join(format!("{}-{}", std::process::id(), port));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("server dir");
-        let mut s = Server {
-            port,
-            dir,
-            child: None,
-            conf: None,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            env: Vec::new(),
-        };
-        s.spawn();
-        s
+        Self::start_on(free_cluster_port(), None, extra, &[])
     }
 
     /// Waits up to `deadline` for the server process to exit on its own; its exit status, or
@@ -471,4 +458,34 @@ pub fn start_cluster(backend_url: &str) -> Vec<Server> {
     });
     assert!(ready, "the cluster did not become ready");
     nodes
+}
+
+/// Whether the replica of `con` is connected to its primary.
+pub fn link_up(con: &mut redis::Connection) -> bool {
+    let info: String = redis::cmd("INFO").arg("replication").query(con).unwrap();
+    info.contains("master_link_status:up")
+}
+
+/// A primary (with `primary_extra`) and a replica of it (with `replica_extra`), both without
+/// the diskless-sync delay, returned once the replication link is up.
+pub fn primary_and_replica(primary_extra: &[&str], replica_extra: &[&str]) -> (Server, Server) {
+    let mut args = primary_extra.to_vec();
+    args.extend(["--repl-diskless-sync-delay", "0"]);
+    let primary = Server::start(&args);
+    let port = primary.port.to_string();
+    let mut args = replica_extra.to_vec();
+    args.extend([
+        "--repl-diskless-sync-delay",
+        "0",
+        "--replicaof",
+        "127.0.0.1",
+        &port,
+    ]);
+    let replica = Server::start(&args);
+    let mut r = replica.conn();
+    assert!(
+        wait_until(Duration::from_secs(10), || link_up(&mut r)),
+        "the replica did not connect"
+    );
+    (primary, replica)
 }
