@@ -228,10 +228,14 @@ fn allkeys_lru_evicts_the_least_recently_used_entries_and_hits_keep_working() {
     for k in &touched {
         assert!(now.contains(k), "{k}, read after the others, was evicted");
     }
+    // Redis's LRU is approximated by sampling (`maxmemory-samples`): when a sample happens to
+    // hold only young keys, one of them goes. Allow a tenth of the new entries to be evicted
+    // that way (Valkey 8.1 did so for 1 in 21 here); the old ones must make up the rest.
     let new_keys = now.iter().filter(|k| !old.contains_key(*k)).count();
-    assert_eq!(
-        new_keys, more,
-        "an entry written after the clock moved was evicted"
+    assert!(
+        new_keys + more / 10 >= more,
+        "{} of {more} entries written after the clock moved were evicted",
+        more - new_keys
     );
     let old_left = now.iter().filter(|k| old.contains_key(*k)).count();
     assert!(
