@@ -10,6 +10,7 @@ pub mod error;
 pub mod flight;
 pub mod generation;
 pub mod keys;
+pub mod mainthread;
 pub mod normalize;
 pub mod pool;
 pub mod stats;
@@ -23,6 +24,7 @@ mod module {
     use crate::config::*;
 
     fn init(ctx: &Context, _args: &[RedisString]) -> Status {
+        crate::mainthread::init(ctx);
         crate::commands::register(ctx)
     }
 

@@ -1,4 +1,5 @@
-//! The miss path off the main thread: one backend call per flight, then one locked write.
+//! The miss path off the main thread: one backend call per flight, then one write on the main
+//! thread (see `mainthread`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -12,7 +13,7 @@ use crate::backend::{Answer, BackendError, Request};
 use crate::blocked::{Outcome, Waiter};
 use crate::flight::{Joined, SingleFlight};
 use crate::pool::{Pool, QueueFull};
-use crate::{config, entry, stats};
+use crate::{config, entry, mainthread, stats};
 
 /// Everything one backend call needs, copied on the main thread when the miss is seen.
 pub struct Job {
@@ -342,45 +343,95 @@ fn run(job: Job) {
         finish(&flight, Outcome::Answer(answer.text, -1));
         return;
     }
-    // Write and end the flight under one lock: a miss seen after this finds the entry, one
-    // seen before joined the flight. A paid answer is stored even if every asker has gone.
-    let outcome = Arc::new(Outcome::Answer(answer.text.clone(), ttl_secs * 1000));
-    let paused_since = Instant::now();
-    let mut counted = false;
-    loop {
-        let ctx = tsc.lock();
-        // A thread-safe context starts on database 0.
-        unsafe { redis_module::raw::RedisModule_SelectDb.unwrap()(ctx.ctx, job.db) };
-        if !std::mem::replace(&mut counted, true) {
-            stats::for_cache(&ctx, &job.cache, |s| {
+    // The write, and the end of the flight, happen on the main thread: a miss seen after
+    // the write finds the entry, one seen before joined the flight. A paid answer is stored
+    // even if every asker has gone.
+    guard.0 = None;
+    let write = Write {
+        outcome: Arc::new(Outcome::Answer(answer.text.clone(), ttl_secs * 1000)),
+        flight: OwnedFlight(Some(flight.clone())),
+        job,
+        answer,
+        latency_ms,
+        since: Instant::now(),
+        counted: false,
+    };
+    if let Err(task) = mainthread::post(Box::new(move |ctx| write.run(ctx))) {
+        // Not reached on supported servers (Redis 7.0+ has the one-shot event API): the
+        // dropped task ends the flight; its waiters get the internal error.
+        stats::STORE_ERRORS.bump();
+        drop(task);
+    }
+}
+
+/// Ends the flight when dropped (a write task that never ran, or unwound).
+struct OwnedFlight(Option<FlightKey>);
+
+impl OwnedFlight {
+    /// Ends the flight now and answers its waiters with `outcome`.
+    fn finish(&mut self, outcome: &Arc<Outcome>) {
+        if let Some(key) = self.0.take() {
+            for w in flight_table().finish(&key) {
+                w.finish(outcome);
+            }
+        }
+    }
+}
+
+impl Drop for OwnedFlight {
+    fn drop(&mut self) {
+        if let Some(key) = self.0.take() {
+            // Dropped waiters reply the internal error themselves (see Waiter's Drop).
+            drop(flight_table().finish(&key));
+        }
+    }
+}
+
+/// Storing a backend's answer, on the main thread.
+struct Write {
+    outcome: Arc<Outcome>,
+    flight: OwnedFlight,
+    job: Job,
+    answer: Answer,
+    latency_ms: u64,
+    /// When the answer arrived (a write waits out a pause for at most `MAX_PAUSE_WAIT`).
+    since: Instant,
+    counted: bool,
+}
+
+impl Write {
+    fn run(mut self, ctx: &redis_module::Context) {
+        // A timer's context starts on database 0.
+        unsafe { redis_module::raw::RedisModule_SelectDb.unwrap()(ctx.ctx, self.job.db) };
+        if !std::mem::replace(&mut self.counted, true) {
+            let (tokens_in, tokens_out) = (
+                self.answer.tokens_in.unwrap_or(0),
+                self.answer.tokens_out.unwrap_or(0),
+            );
+            stats::for_cache(ctx, &self.job.cache, |s| {
                 s.backend_calls += 1;
                 s.tokens_in_spent += tokens_in;
                 s.tokens_out_spent += tokens_out;
             });
         }
-        let stored = store(&ctx, &job, &answer, latency_ms);
-        if stored == Store::Paused && paused_since.elapsed() < MAX_PAUSE_WAIT {
+        let stored = store(ctx, &self.job, &self.answer, self.latency_ms);
+        if stored == Store::Paused && self.since.elapsed() < MAX_PAUSE_WAIT {
             // Writes are paused (CLIENT PAUSE WRITE, FAILOVER): writing now would abort Redis
             // 7.0. Answer who waits, keep the flight open so new askers wait on it instead of
             // paying again, and retry the write when the pause is over.
-            let waiters = flight_table().drain(&flight);
-            drop(ctx);
-            for w in waiters {
-                w.finish(&outcome);
+            if let Some(key) = &self.flight.0 {
+                for w in flight_table().drain(key) {
+                    w.finish(&self.outcome);
+                }
             }
-            std::thread::sleep(PAUSE_RETRY);
-            continue;
+            mainthread::post_after(ctx, PAUSE_RETRY, Box::new(move |ctx| self.run(ctx)));
+            return;
         }
         if stored == Store::Paused {
             stats::STORE_ERRORS.bump();
         }
-        let waiters = flight_table().finish(&flight);
-        drop(ctx);
-        guard.0 = None;
-        for w in waiters {
-            w.finish(&outcome);
-        }
-        return;
+        let outcome = self.outcome.clone();
+        self.flight.finish(&outcome);
     }
 }
 
