@@ -28,6 +28,20 @@ pub enum Outcome {
     Answer(String, i64),
     /// A full error reply, code included (`ERR ...`).
     Error(CString),
+    /// A stored answer served for a paraphrase (the semantic tier).
+    Semantic(SemanticHit),
+    /// A plain `+OK` (`QA.SET ... SEMANTIC`, which waits for the embedding).
+    Ok,
+}
+
+/// What a semantic hit replies, `WITHMETA` included.
+pub struct SemanticHit {
+    pub answer: String,
+    pub age_ms: i64,
+    pub ttl_ms: i64,
+    pub similarity: f32,
+    /// The stored question whose answer this is.
+    pub matched: String,
 }
 
 impl Outcome {
@@ -149,6 +163,18 @@ extern "C" fn reply_cb(
                 Outcome::Error(e) => {
                     raw::RedisModule_ReplyWithError.unwrap()(ctx, e.as_ptr());
                 }
+                Outcome::Semantic(hit) if *withmeta => reply_semantic_meta(ctx, hit),
+                Outcome::Semantic(hit) => {
+                    let a = &hit.answer;
+                    raw::RedisModule_ReplyWithStringBuffer.unwrap()(
+                        ctx,
+                        a.as_ptr().cast(),
+                        a.len(),
+                    );
+                }
+                Outcome::Ok => {
+                    raw::RedisModule_ReplyWithSimpleString.unwrap()(ctx, c"OK".as_ptr());
+                }
             },
             None => {
                 let e = error_reply(&format!("ERR {}", error::INTERNAL));
@@ -182,6 +208,29 @@ pub unsafe fn reply_meta(
     raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, age_ms);
     text("ttl_ms");
     raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, ttl_ms);
+}
+
+/// The `WITHMETA` reply of a semantic hit: as [`reply_meta`] with `served` = `semantic`, plus
+/// `similarity` (a decimal string: RESP2 has no double) and `matched` (the stored question).
+///
+/// # Safety
+/// `ctx` must be a context that may reply.
+unsafe fn reply_semantic_meta(ctx: *mut raw::RedisModuleCtx, hit: &SemanticHit) {
+    let text =
+        |s: &str| raw::RedisModule_ReplyWithStringBuffer.unwrap()(ctx, s.as_ptr().cast(), s.len());
+    raw::reply_with_map(ctx, 6);
+    text("answer");
+    text(&hit.answer);
+    text("served");
+    text("semantic");
+    text("age_ms");
+    raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, hit.age_ms);
+    text("ttl_ms");
+    raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, hit.ttl_ms);
+    text("similarity");
+    text(&format!("{:.4}", hit.similarity));
+    text("matched");
+    text(&hit.matched);
 }
 
 extern "C" fn free_cb(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {

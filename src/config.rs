@@ -115,6 +115,11 @@ impl ConfigurationValue<bool> for BoolSetting {
 
 /// Store completions cut short by the token limit (they are always replied).
 pub static CACHE_TRUNCATED: BoolSetting = BoolSetting::new("cache-truncated", false);
+/// The semantic tier for every call (per call: `SEMANTIC` / `EXACT`).
+pub static SEMANTIC: BoolSetting = BoolSetting::new("semantic", false);
+/// The guards against look-alike questions (numbers, negations...): off only to measure
+/// what they prevent.
+pub static SEMANTIC_GUARDS: BoolSetting = BoolSetting::new("semantic-guards", true);
 
 redis_module::enum_configuration! {
     /// The values of `qa.backend-format`, spelled as in the config (the macro uses the
@@ -177,6 +182,9 @@ pub enum StrId {
     PriceIn,
     PriceOut,
     CaFile,
+    EmbedUrl,
+    EmbedModel,
+    Threshold,
 }
 
 /// A string setting: name (without `qa.`), default, and which field of [`Strings`] it is.
@@ -223,6 +231,24 @@ pub static PRICE_OUT: StrSetting = StrSetting {
     id: StrId::PriceOut,
 };
 
+pub static EMBED_URL: StrSetting = StrSetting {
+    name: "embed-url",
+    default: "",
+    id: StrId::EmbedUrl,
+};
+pub static EMBED_MODEL: StrSetting = StrSetting {
+    name: "embed-model",
+    default: "text-embedding-3-small",
+    id: StrId::EmbedModel,
+};
+/// The least cosine similarity of a semantic match (then the guards decide).
+pub static SEMANTIC_THRESHOLD: StrSetting = StrSetting {
+    name: "semantic-threshold",
+    default: DEFAULT_THRESHOLD,
+    id: StrId::Threshold,
+};
+pub const DEFAULT_THRESHOLD: &str = "0.90";
+
 /// A price per million tokens: a finite, non-negative decimal.
 pub fn parse_price(v: &str) -> Option<f64> {
     let ok = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'.');
@@ -261,6 +287,9 @@ pub struct Strings {
     pub price_in: String,
     pub price_out: String,
     pub ca_file: String,
+    pub embed_url: String,
+    pub embed_model: String,
+    pub threshold: String,
     pub default_prefix: Sha256,
 }
 
@@ -285,6 +314,9 @@ static STRINGS: LazyLock<RedisGILGuard<Strings>> = LazyLock::new(|| {
         price_in: PRICE_IN.default.into(),
         price_out: PRICE_OUT.default.into(),
         ca_file: BACKEND_CA_FILE.default.into(),
+        embed_url: EMBED_URL.default.into(),
+        embed_model: EMBED_MODEL.default.into(),
+        threshold: SEMANTIC_THRESHOLD.default.into(),
         default_prefix: keys::prefix_state(MODEL.default, SYSTEM_PROMPT.default),
     })
 });
@@ -304,13 +336,17 @@ impl StrSetting {
             StrId::PriceIn => s.price_in.clone(),
             StrId::PriceOut => s.price_out.clone(),
             StrId::CaFile => s.ca_file.clone(),
+            StrId::EmbedUrl => s.embed_url.clone(),
+            StrId::EmbedModel => s.embed_model.clone(),
+            StrId::Threshold => s.threshold.clone(),
         }
     }
 
     fn validate(&self, v: &str) -> Result<(), &'static str> {
         let ok = match self.id {
-            StrId::BackendUrl => valid_url(v),
-            StrId::Model => valid_model(v),
+            StrId::BackendUrl | StrId::EmbedUrl => valid_url(v),
+            StrId::Model | StrId::EmbedModel => valid_model(v),
+            StrId::Threshold => crate::semantic::parse_threshold(v).is_some(),
             StrId::SystemPrompt => valid_system(v),
             StrId::PriceIn | StrId::PriceOut => parse_price(v).is_some(),
             StrId::ApiKeyFile | StrId::CaFile => valid_path(v),
@@ -319,8 +355,9 @@ impl StrSetting {
             Ok(())
         } else {
             Err(match self.id {
-                StrId::BackendUrl => error::CFG_URL,
-                StrId::Model => error::CFG_MODEL,
+                StrId::BackendUrl | StrId::EmbedUrl => error::CFG_URL,
+                StrId::Model | StrId::EmbedModel => error::CFG_MODEL,
+                StrId::Threshold => error::CFG_THRESHOLD,
                 StrId::PriceIn | StrId::PriceOut => error::CFG_PRICE,
                 StrId::ApiKeyFile | StrId::CaFile => error::CFG_PATH,
                 StrId::SystemPrompt => error::CFG_SYSTEM,
@@ -350,6 +387,9 @@ impl ConfigurationValue<RedisString> for StrSetting {
                 StrId::PriceIn => s.price_in = v,
                 StrId::PriceOut => s.price_out = v,
                 StrId::CaFile => s.ca_file = v,
+                StrId::EmbedUrl => s.embed_url = v,
+                StrId::EmbedModel => s.embed_model = v,
+                StrId::Threshold => s.threshold = v,
             }
             if matches!(self.id, StrId::Model | StrId::SystemPrompt) {
                 s.default_prefix = keys::prefix_state(&s.model, &s.system_prompt);
@@ -376,6 +416,41 @@ pub fn call_settings<G: RedisLockIndicator>(ctx: &G) -> CallSettings {
         connect_timeout: Duration::from_millis(CONNECT_TIMEOUT_MS.get().max(1) as u64),
         max_answer_bytes: MAX_ANSWER_BYTES.get().max(0) as u64,
         retries: BACKEND_RETRIES.get().clamp(0, 10) as u32,
+    }
+}
+
+/// What a worker needs for the semantic tier, copied on the main thread.
+#[derive(Debug, Clone)]
+pub struct SemanticSettings {
+    /// Where embeddings are posted (`qa.embed-url`, else the backend URL), with the same
+    /// key, CA file and timeouts as the backend.
+    pub embed: CallSettings,
+    pub embed_model: String,
+    pub threshold: f32,
+    pub guards: bool,
+}
+
+pub fn semantic_settings<G: RedisLockIndicator>(
+    ctx: &G,
+    backend: &CallSettings,
+) -> SemanticSettings {
+    let (url, model, threshold) = with_strings(ctx, |s| {
+        (
+            s.embed_url.clone(),
+            s.embed_model.clone(),
+            crate::semantic::parse_threshold(&s.threshold),
+        )
+    });
+    let mut embed = backend.clone();
+    if !url.is_empty() {
+        embed.url = url;
+    }
+    SemanticSettings {
+        embed,
+        embed_model: model,
+        // Validated on CONFIG SET; the default if it somehow is not.
+        threshold: threshold.unwrap_or(0.9),
+        guards: SEMANTIC_GUARDS.get(),
     }
 }
 

@@ -178,6 +178,9 @@ pub struct NewEntry<'a> {
     /// Grace after the TTL during which the entry is served stale while it is refreshed; the
     /// key then expires at TTL + grace, and `fresh_until` says when the TTL ended.
     pub stale_secs: i64,
+    /// The question's embedding field (`sem`, see `semantic::encode`), if the semantic tier
+    /// made one.
+    pub sem: Option<&'a [u8]>,
 }
 
 pub fn now_ms() -> i64 {
@@ -233,6 +236,9 @@ pub fn write(ctx: &Context, e: &NewEntry<'_>) -> Result<(), WriteRefused> {
         b"latency_ms",
         latency.as_bytes(),
     ];
+    if let Some(sem) = e.sem {
+        fields.extend_from_slice(&[crate::semantic::FIELD, sem]);
+    }
     if e.stale_secs > 0 {
         fields.extend_from_slice(&[b"fresh_until", fresh_until.as_bytes()]);
     } else {

@@ -3,9 +3,11 @@
 
 pub const SYNTAX: &str = "ERR syntax error";
 pub const UNKNOWN_OPTION_GET: &str =
-    "ERR unknown option (expected TTL, STALE, MODEL, SYSTEM, REFRESH or WITHMETA)";
+    "ERR unknown option (expected TTL, STALE, MODEL, SYSTEM, REFRESH, WITHMETA, SEMANTIC or EXACT)";
 pub const STALE_RANGE: &str = "ERR STALE must be an integer between 0 and 315360000 seconds";
-pub const UNKNOWN_OPTION_SET: &str = "ERR unknown option (expected TTL, MODEL or SYSTEM)";
+pub const UNKNOWN_OPTION_SET: &str =
+    "ERR unknown option (expected TTL, MODEL, SYSTEM, SEMANTIC or EXACT)";
+pub const SEMANTIC_AND_EXACT: &str = "ERR SEMANTIC and EXACT are mutually exclusive";
 pub const UNKNOWN_OPTION_LOOKUP: &str = "ERR unknown option (expected MODEL or SYSTEM)";
 pub const GENERATION_TYPE: &str =
     "WRONGTYPE the cache's generation key (qa:{<cache>}:gen) does not hold a string";
@@ -29,6 +31,9 @@ pub const IN_MULTI: &str =
 pub const ON_REPLICA: &str = "ERR cache miss on a read-only replica: send QA.GET to the primary";
 pub const WRONG_ENTRY_TYPE: &str =
     "WRONGTYPE the entry key holds a value that is not a redis-qa hash";
+pub const SET_SEMANTIC_IN_MULTI: &str =
+    "ERR QA.SET with the semantic tier cannot wait for the embedding inside MULTI or a script (add EXACT)";
+pub const ANSWER_UTF8: &str = "ERR answer is not valid UTF-8";
 pub const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'";
 
 // Backend failures (without the ERR code; see `BackendError`'s Display).
@@ -51,5 +56,6 @@ pub const CFG_URL: &str = "must be empty or an http:// or https:// URL without s
 pub const CFG_MODEL: &str = "must be 1 to 256 bytes of UTF-8 without control characters";
 pub const CFG_SYSTEM: &str = "must be valid UTF-8 of at most 65536 bytes";
 pub const CFG_UTF8: &str = "must be valid UTF-8";
+pub const CFG_THRESHOLD: &str = "must be a decimal number between 0 and 1, e.g. 0.90";
 pub const CFG_PATH: &str = "must be a path without control characters";
 pub const OPTION_VALUE: &str = "ERR option needs a value";

@@ -121,17 +121,24 @@ pub fn on_key_event(ctx: &Context, _kind: NotifyEvent, _event: &str, key: &[u8])
     if let Some(cache) = cache_of_gen_key(key) {
         let db = unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) }.max(0) as usize;
         forget(ctx, db, cache);
+        // The old generation's vectors can never match again: free them.
+        crate::semantic::upkeep::drop_cache(db as i32, cache);
     }
 }
 
 /// Server events that change keys without keyspace events: flush, load, swapdb.
+/// The semantic index follows the same events (one subscription per event and module).
 extern "C" fn on_server_event(
     ctx: *mut raw::RedisModuleCtx,
-    _eid: raw::RedisModuleEvent,
-    _subevent: u64,
-    _data: *mut std::os::raw::c_void,
+    eid: raw::RedisModuleEvent,
+    subevent: u64,
+    data: *mut std::os::raw::c_void,
 ) {
-    let _ = std::panic::catch_unwind(|| forget_all(&Context::new(ctx)));
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let ctx = Context::new(ctx);
+        forget_all(&ctx);
+        crate::semantic::upkeep::on_server_event(&ctx, eid.id, subevent, data);
+    }));
 }
 
 /// Subscribes to the server events above; `init` calls it.

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod mainthread;
 pub mod normalize;
 pub mod pool;
+pub mod semantic;
 pub mod stats;
 pub mod worker;
 
@@ -52,6 +53,7 @@ mod module {
         commands: [],
         event_handlers: [
             [@STRING @GENERIC @EXPIRED @EVICTED @LIST @SET @HASH @ZSET @STREAM @MODULE: crate::generation::on_key_event],
+            [@STRING @GENERIC @EXPIRED @EVICTED @LIST @SET @HASH @ZSET @STREAM @MODULE: crate::semantic::upkeep::on_key_event],
         ],
         configurations: [
             i64: [
@@ -76,9 +78,14 @@ mod module {
                 [PRICE_IN.name, &PRICE_IN, PRICE_IN.default, ConfigurationFlags::DEFAULT, None],
                 [PRICE_OUT.name, &PRICE_OUT, PRICE_OUT.default, ConfigurationFlags::DEFAULT, None],
                 [BACKEND_CA_FILE.name, &BACKEND_CA_FILE, BACKEND_CA_FILE.default, ConfigurationFlags::DEFAULT, None],
+                [EMBED_URL.name, &EMBED_URL, EMBED_URL.default, ConfigurationFlags::DEFAULT, None],
+                [EMBED_MODEL.name, &EMBED_MODEL, EMBED_MODEL.default, ConfigurationFlags::DEFAULT, None],
+                [SEMANTIC_THRESHOLD.name, &SEMANTIC_THRESHOLD, SEMANTIC_THRESHOLD.default, ConfigurationFlags::DEFAULT, None],
             ],
             bool: [
                 [CACHE_TRUNCATED.name, &CACHE_TRUNCATED, CACHE_TRUNCATED.default, ConfigurationFlags::DEFAULT, None],
+                [SEMANTIC.name, &SEMANTIC, SEMANTIC.default, ConfigurationFlags::DEFAULT, None],
+                [SEMANTIC_GUARDS.name, &SEMANTIC_GUARDS, SEMANTIC_GUARDS.default, ConfigurationFlags::DEFAULT, None],
             ],
             enum: [
                 [BACKEND_FORMAT.name, &BACKEND_FORMAT, BACKEND_FORMAT.default, ConfigurationFlags::DEFAULT, None],

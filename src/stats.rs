@@ -58,6 +58,32 @@ pub static TOKENS_IN_SAVED: Counter = Counter::new();
 pub static TOKENS_OUT_SAVED: Counter = Counter::new();
 pub static BACKEND_MS_SAVED: Counter = Counter::new();
 
+// The semantic tier.
+pub static SEMANTIC_HITS: Counter = Counter::new();
+/// Searches that found nothing servable (the backend was called).
+pub static SEMANTIC_NO_MATCH: Counter = Counter::new();
+/// Matches whose entry was gone or changed when checked (never served).
+pub static SEMANTIC_STALE_INDEX: Counter = Counter::new();
+pub static EMBED_CALLS: Counter = Counter::new();
+pub static EMBED_ERRORS: Counter = Counter::new();
+pub static EMBED_TOKENS: Counter = Counter::new();
+/// Matches refused by a guard, by `semantic::guard::ALL` position.
+pub static GUARD_REFUSED: [Counter; 16] = [const { Counter::new() }; 16];
+
+/// Counts a refusal by guard `r`.
+pub fn count_refusal(r: crate::semantic::guard::Refusal) {
+    if let Some(i) = crate::semantic::guard::ALL.iter().position(|x| *x == r) {
+        if let Some(c) = GUARD_REFUSED.get(i) {
+            c.bump();
+        }
+    }
+}
+
+/// Every guard refusal.
+pub fn guard_refusals() -> u64 {
+    GUARD_REFUSED.iter().map(Counter::get).sum()
+}
+
 /// Per-cache figures.
 #[derive(Default, Clone, Debug, PartialEq, Eq)]
 pub struct CacheStats {
@@ -73,6 +99,8 @@ pub struct CacheStats {
     pub tokens_in_saved: u64,
     pub tokens_out_saved: u64,
     pub backend_ms_saved: u64,
+    /// Answers served for a paraphrase (the semantic tier).
+    pub semantic_hits: u64,
 }
 
 /// Caches tracked one by one; beyond, only the global figures grow (bounded memory whatever
@@ -143,6 +171,7 @@ pub fn global() -> CacheStats {
         tokens_in_saved: TOKENS_IN_SAVED.get(),
         tokens_out_saved: TOKENS_OUT_SAVED.get(),
         backend_ms_saved: BACKEND_MS_SAVED.get(),
+        semantic_hits: SEMANTIC_HITS.get(),
     }
 }
 
@@ -225,6 +254,12 @@ pub fn count_error(kind: Kind) {
     ERRORS_BY_KIND[kind_index(kind)].bump();
 }
 
+/// (entries, float32 bytes, whole index bytes) of the semantic index.
+fn semantic_index() -> (u64, u64, u64) {
+    let (n, raw, total) = crate::semantic::upkeep::size();
+    (n as u64, raw as u64, total as u64)
+}
+
 /// Writes the `# qa` INFO section.
 pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
     let (running, queued) = crate::worker::load();
@@ -262,6 +297,20 @@ pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .field("not_stored", NOT_STORED.get())?;
     for (name, counter) in KIND_FIELDS.iter().zip(&ERRORS_BY_KIND) {
         b = b.field(name, counter.get())?;
+    }
+    let (entries, raw_bytes, index_bytes) = semantic_index();
+    b = b
+        .field("semantic_hits", SEMANTIC_HITS.get())?
+        .field("semantic_no_match", SEMANTIC_NO_MATCH.get())?
+        .field("semantic_stale_index", SEMANTIC_STALE_INDEX.get())?
+        .field("embed_calls", EMBED_CALLS.get())?
+        .field("embed_errors", EMBED_ERRORS.get())?
+        .field("embed_tokens", EMBED_TOKENS.get())?
+        .field("semantic_index_entries", entries)?
+        .field("semantic_index_vector_bytes", raw_bytes)?
+        .field("semantic_index_bytes", index_bytes)?;
+    for (r, counter) in crate::semantic::guard::ALL.iter().zip(&GUARD_REFUSED) {
+        b = b.field(&format!("guard_refused_{}", r.as_str()), counter.get())?;
     }
     b.build_section()?.build_info()?;
     Ok(())

@@ -8,12 +8,17 @@ use std::time::{Duration, Instant};
 use redis_module::{ContextFlags, ThreadSafeContext};
 
 use crate::backend::breaker::{Admit, Breaker, Change};
+use crate::backend::embed::Embedding;
+use crate::backend::http::Embed;
 use crate::backend::http::{self, CallSettings};
 use crate::backend::{Answer, BackendError, Request};
+use crate::blocked::SemanticHit;
 use crate::blocked::{Outcome, Waiter};
 use crate::flight::{Joined, SingleFlight};
 use crate::pool::{Pool, QueueFull};
-use crate::{config, entry, mainthread, stats};
+use crate::semantic::index::{Found, ScopeKey};
+use crate::semantic::{self, guard, upkeep};
+use crate::{config, entry, mainthread, normalize, stats};
 
 /// Everything one backend call needs, copied on the main thread when the miss is seen.
 pub struct Job {
@@ -33,6 +38,17 @@ pub struct Job {
     pub cache_truncated: bool,
     /// Set by [`start`]: this call is the circuit breaker's probe.
     pub probe: bool,
+    /// The semantic tier, when on for this call.
+    pub semantic: Option<SemanticJob>,
+}
+
+/// What the semantic tier needs for one miss.
+pub struct SemanticJob {
+    pub settings: config::SemanticSettings,
+    /// Where matches may come from: this database, cache, model, system prompt, generation.
+    pub scope: ScopeKey,
+    /// Search for a match (else only embed, so the new entry gets its vector: `REFRESH`).
+    pub search: bool,
 }
 
 /// The circuit breaker, with the backend URL it is about: a new URL starts closed.
@@ -274,7 +290,16 @@ impl Drop for FlightGuard<'_> {
     }
 }
 
-fn run(job: Job) {
+fn run(mut job: Job) {
+    match job.semantic.take() {
+        Some(sem) => run_semantic(job, sem),
+        None => run_backend(job, None),
+    }
+}
+
+/// The backend call of a miss, then the write of its entry (with `sem`, the question's
+/// embedding field, when the semantic tier made one).
+fn run_backend(job: Job, sem: Option<Vec<u8>>) {
     let flight: FlightKey = (job.db, job.key.clone());
     let mut guard = FlightGuard(Some(&flight));
     let ticket = Ticket {
@@ -350,8 +375,10 @@ fn run(job: Job) {
     let write = Write {
         outcome: Arc::new(Outcome::Answer(answer.text.clone(), ttl_secs * 1000)),
         flight: OwnedFlight(Some(flight.clone())),
+        setter: None,
         job,
         answer,
+        sem,
         latency_ms,
         since: Instant::now(),
         counted: false,
@@ -391,8 +418,11 @@ impl Drop for OwnedFlight {
 struct Write {
     outcome: Arc<Outcome>,
     flight: OwnedFlight,
+    /// A `QA.SET ... SEMANTIC` waiting for its `OK` (no flight then).
+    setter: Option<Waiter>,
     job: Job,
     answer: Answer,
+    sem: Option<Vec<u8>>,
     latency_ms: u64,
     /// When the answer arrived (a write waits out a pause for at most `MAX_PAUSE_WAIT`).
     since: Instant,
@@ -403,7 +433,7 @@ impl Write {
     fn run(mut self, ctx: &redis_module::Context) {
         // A timer's context starts on database 0.
         unsafe { redis_module::raw::RedisModule_SelectDb.unwrap()(ctx.ctx, self.job.db) };
-        if !std::mem::replace(&mut self.counted, true) {
+        if !std::mem::replace(&mut self.counted, true) && self.setter.is_none() {
             let (tokens_in, tokens_out) = (
                 self.answer.tokens_in.unwrap_or(0),
                 self.answer.tokens_out.unwrap_or(0),
@@ -414,7 +444,13 @@ impl Write {
                 s.tokens_out_spent += tokens_out;
             });
         }
-        let stored = store(ctx, &self.job, &self.answer, self.latency_ms);
+        let stored = store(
+            ctx,
+            &self.job,
+            &self.answer,
+            self.sem.as_deref(),
+            self.latency_ms,
+        );
         if stored == Store::Paused && self.since.elapsed() < MAX_PAUSE_WAIT {
             // Writes are paused (CLIENT PAUSE WRITE, FAILOVER): writing now would abort Redis
             // 7.0. Answer who waits, keep the flight open so new askers wait on it instead of
@@ -432,6 +468,13 @@ impl Write {
         }
         let outcome = self.outcome.clone();
         self.flight.finish(&outcome);
+        if let Some(w) = self.setter.take() {
+            let reply = match stored {
+                Store::Done(true) => Outcome::Ok,
+                _ => Outcome::Error(crate::blocked::error_reply(crate::error::OOM)),
+            };
+            w.finish(&Arc::new(reply));
+        }
     }
 }
 
@@ -441,18 +484,24 @@ const PAUSE_RETRY: Duration = Duration::from_millis(20);
 
 #[derive(PartialEq, Eq)]
 enum Store {
-    /// Written, or deliberately not (replica, OOM): either way the flight is over.
-    Done,
+    /// Written (true), or deliberately not (replica, OOM): either way the flight is over.
+    Done(bool),
     /// Writes are paused; try again later.
     Paused,
 }
 
 /// Writes the entry unless this server must not write now.
-fn store(ctx: &redis_module::Context, job: &Job, answer: &Answer, latency_ms: u64) -> Store {
+fn store(
+    ctx: &redis_module::Context,
+    job: &Job,
+    answer: &Answer,
+    sem: Option<&[u8]>,
+    latency_ms: u64,
+) -> Store {
     // A primary turned replica while the call was in flight must not write.
     if ctx.get_flags().contains(ContextFlags::SLAVE) {
         stats::STORE_ERRORS.bump();
-        return Store::Done;
+        return Store::Done(false);
     }
     // True while clients are paused (CLIENT PAUSE, FAILOVER): Redis 7.0 asserts if a module
     // propagates a write then.
@@ -471,11 +520,269 @@ fn store(ctx: &redis_module::Context, job: &Job, answer: &Answer, latency_ms: u6
             latency_ms: Some(latency_ms),
             ttl_secs: answer.ttl_secs.unwrap_or(job.ttl_secs),
             stale_secs: job.stale_secs,
+            sem,
         },
     );
     if written.is_err() {
         stats::STORE_ERRORS.bump();
         ctx.log_warning("redis-qa: could not store an answer (write refused, e.g. OOM)");
     }
-    Store::Done
+    Store::Done(written.is_ok())
+}
+
+/// The embedding of `question`, within half the time left to the askers (the other half is
+/// kept for the backend call should there be no match). `None` if the call failed: the
+/// request then takes the exact path.
+fn embed(job: &Job, sem: &SemanticJob) -> Option<Vec<f32>> {
+    stats::EMBED_CALLS.bump();
+    let left = job.deadline.saturating_duration_since(Instant::now());
+    let deadline = Instant::now() + left / 2;
+    let call = Embed {
+        model: &sem.settings.embed_model,
+        input: &job.request.question,
+    };
+    match http::exchange(&sem.settings.embed, &call, deadline).0 {
+        Ok(Embedding { vector, tokens }) => {
+            stats::EMBED_TOKENS.add(tokens.unwrap_or(0));
+            Some(vector)
+        }
+        Err(_) => {
+            stats::EMBED_ERRORS.bump();
+            None
+        }
+    }
+}
+
+/// Candidates read back per miss at most (best first).
+const MAX_CANDIDATES: usize = 4;
+
+/// A miss with the semantic tier on: embed the question, search its scope, keep the matches
+/// every guard accepts, and let the main thread serve the first one still stored. Without
+/// one (or without an embedding), the backend is called as on any miss.
+fn run_semantic(job: Job, sem: SemanticJob) {
+    let flight: FlightKey = (job.db, job.key.clone());
+    let mut guard_flight = FlightGuard(Some(&flight));
+    let Some(v) = embed(&job, &sem) else {
+        guard_flight.0 = None;
+        return run_backend(job, None);
+    };
+    let blob = semantic::encode(&sem.scope.2, &v);
+    if !sem.search {
+        guard_flight.0 = None;
+        return run_backend(job, Some(blob));
+    }
+    let found = upkeep::search(&sem.scope, &v, sem.settings.threshold, 4 * MAX_CANDIDATES);
+    let mut accepted = Vec::new();
+    for f in found {
+        if sem.settings.guards {
+            if let Err(r) = guard::check(&job.request.normalized, &f.question) {
+                stats::count_refusal(r);
+                continue;
+            }
+        }
+        accepted.push(f);
+        if accepted.len() == MAX_CANDIDATES {
+            break;
+        }
+    }
+    if accepted.is_empty() {
+        stats::SEMANTIC_NO_MATCH.bump();
+        guard_flight.0 = None;
+        return run_backend(job, Some(blob));
+    }
+    // From here the flight is the task's (and ends when it is dropped).
+    guard_flight.0 = None;
+    let check = Check {
+        flight: OwnedFlight(Some(flight.clone())),
+        job,
+        scope: sem.scope.2,
+        candidates: accepted,
+        blob,
+    };
+    if let Err(task) = mainthread::post(Box::new(move |ctx| check.run(ctx))) {
+        drop(task);
+    }
+}
+
+/// Semantic matches to read back on the main thread before one is served.
+struct Check {
+    flight: OwnedFlight,
+    job: Job,
+    scope: [u8; 16],
+    candidates: Vec<Found>,
+    blob: Vec<u8>,
+}
+
+impl Check {
+    fn run(mut self, ctx: &redis_module::Context) {
+        unsafe { redis_module::raw::RedisModule_SelectDb.unwrap()(ctx.ctx, self.job.db) };
+        for c in std::mem::take(&mut self.candidates) {
+            match unsafe { read_match(ctx.ctx, &c, &self.scope) } {
+                Some((hit, saved)) => {
+                    stats::SEMANTIC_HITS.bump();
+                    stats::TOKENS_IN_SAVED.add(saved.0);
+                    stats::TOKENS_OUT_SAVED.add(saved.1);
+                    stats::BACKEND_MS_SAVED.add(saved.2);
+                    stats::for_cache(ctx, &self.job.cache, |s| {
+                        s.semantic_hits += 1;
+                        s.tokens_in_saved += saved.0;
+                        s.tokens_out_saved += saved.1;
+                        s.backend_ms_saved += saved.2;
+                    });
+                    if self.job.probe {
+                        // The breaker's probe never reached the backend: let another miss probe.
+                        drop(Ticket {
+                            url: &self.job.settings.url,
+                            probe: true,
+                            done: false,
+                        });
+                    }
+                    self.flight.finish(&Arc::new(Outcome::Semantic(hit)));
+                    return;
+                }
+                None => {
+                    stats::SEMANTIC_STALE_INDEX.bump();
+                    upkeep::forget(self.job.db, &c.key);
+                }
+            }
+        }
+        // Every match was gone or changed: back to a worker for the backend call.
+        stats::SEMANTIC_NO_MATCH.bump();
+        let key = self.flight.0.take();
+        let (job, blob) = (self.job, self.blob);
+        let max_inflight = config::MAX_INFLIGHT.get().max(1) as usize;
+        let max_queue = config::MAX_QUEUE.get().max(0) as usize;
+        let submitted = pool().submit(
+            Box::new(move || run_backend(job, Some(blob))),
+            max_inflight,
+            max_queue,
+        );
+        if submitted.is_err() {
+            if let Some(key) = key {
+                stats::REFUSED_BUSY.bump();
+                finish(&key, Outcome::err(BackendError::Busy));
+            }
+        }
+    }
+}
+
+/// Reads a semantic match back from its entry: served only if the entry is still there, of
+/// the same scope, for the same question, and fresh. Also returns what it saves (tokens in,
+/// tokens out, backend ms).
+///
+/// # Safety
+/// Main thread, `ctx` on the entry's database.
+unsafe fn read_match(
+    ctx: *mut redis_module::raw::RedisModuleCtx,
+    c: &Found,
+    scope: &[u8; 16],
+) -> Option<(SemanticHit, (u64, u64, u64))> {
+    use redis_module::raw;
+    use std::os::raw::{c_int, c_void};
+    let name = raw::RedisModule_CreateString.unwrap()(ctx, c.key.as_ptr().cast(), c.key.len());
+    let k = raw::RedisModule_OpenKey.unwrap()(ctx, name, raw::REDISMODULE_READ as c_int);
+    raw::RedisModule_FreeString.unwrap()(ctx, name);
+    if k.is_null() {
+        return None;
+    }
+    let mut out = None;
+    if raw::RedisModule_KeyType.unwrap()(k) == raw::REDISMODULE_KEYTYPE_HASH as c_int {
+        let mut f: [*mut raw::RedisModuleString; 8] = [std::ptr::null_mut(); 8];
+        let p = f.as_mut_ptr();
+        raw::RedisModule_HashGet.unwrap()(
+            k,
+            raw::REDISMODULE_HASH_CFIELDS as c_int,
+            c"answer".as_ptr(),
+            p.add(0),
+            c"sem".as_ptr(),
+            p.add(1),
+            c"question".as_ptr(),
+            p.add(2),
+            c"created".as_ptr(),
+            p.add(3),
+            c"fresh_until".as_ptr(),
+            p.add(4),
+            c"tokens_in".as_ptr(),
+            p.add(5),
+            c"tokens_out".as_ptr(),
+            p.add(6),
+            c"latency_ms".as_ptr(),
+            p.add(7),
+            std::ptr::null_mut::<c_void>(),
+        );
+        let text = |i: usize| -> Option<&[u8]> {
+            let s = f[i];
+            if s.is_null() {
+                return None;
+            }
+            let mut len = 0usize;
+            let p = raw::RedisModule_StringPtrLen.unwrap()(s, &mut len);
+            (!p.is_null()).then(|| std::slice::from_raw_parts(p.cast::<u8>(), len))
+        };
+        let num = |i: usize| -> Option<i64> { std::str::from_utf8(text(i)?).ok()?.parse().ok() };
+        let now = entry::now_ms();
+        let same_scope = text(1).and_then(semantic::scope_of) == Some(*scope);
+        let same_question = text(2)
+            .and_then(|q| std::str::from_utf8(q).ok())
+            .is_some_and(|q| normalize::normalize(q) == *c.question);
+        let fresh = num(4).is_none_or(|until| until > now);
+        if let (Some(answer), true, true, true) = (text(0), same_scope, same_question, fresh) {
+            let ttl = raw::RedisModule_GetExpire.unwrap()(k);
+            let ttl_ms = if ttl < 0 { -1 } else { ttl };
+            let saved = |i| num(i).map_or(0, |n| n.max(0) as u64);
+            out = Some((
+                SemanticHit {
+                    answer: String::from_utf8_lossy(answer).into_owned(),
+                    age_ms: num(3).map_or(0, |c| (now - c).max(0)),
+                    ttl_ms,
+                    similarity: c.similarity,
+                    matched: String::from_utf8_lossy(text(2).unwrap_or_default()).into_owned(),
+                },
+                (saved(5), saved(6), saved(7)),
+            ));
+        }
+        for s in f {
+            if !s.is_null() {
+                raw::RedisModule_FreeString.unwrap()(ctx, s);
+            }
+        }
+    }
+    raw::RedisModule_CloseKey.unwrap()(k);
+    out
+}
+
+/// `QA.SET ... SEMANTIC`: embeds the question off the main thread, then stores the given
+/// answer with its vector (without one if the embedding failed) and replies `OK`.
+pub fn start_set(
+    job: Job,
+    answer: String,
+    setter: Waiter,
+    max_inflight: usize,
+    max_queue: usize,
+) -> Result<(), QueueFull> {
+    let run = Box::new(move || {
+        let mut job = job;
+        let sem = job
+            .semantic
+            .take()
+            .and_then(|s| embed(&job, &s).map(|v| semantic::encode(&s.scope.2, &v)));
+        let write = Write {
+            outcome: Arc::new(Outcome::Ok),
+            flight: OwnedFlight(None),
+            setter: Some(setter),
+            answer: Answer {
+                text: answer,
+                ..Answer::default()
+            },
+            job,
+            sem,
+            latency_ms: 0,
+            since: Instant::now(),
+            counted: false,
+        };
+        if let Err(task) = mainthread::post(Box::new(move |ctx| write.run(ctx))) {
+            drop(task);
+        }
+    });
+    pool().submit(run, max_inflight, max_queue)
 }

@@ -139,7 +139,7 @@ fn companion_errors_are_exact() {
         ),
         (
             &["QA.SET", "faq", "q", "a", "REFRESH"],
-            "ERR unknown option (expected TTL, MODEL or SYSTEM)",
+            "ERR unknown option (expected TTL, MODEL, SYSTEM, SEMANTIC or EXACT)",
         ),
         (&["QA.SET", "faq", "q", ""], "ERR answer is empty"),
         (&["QA.SET", "faq", "", "a"], "ERR question is empty"),

@@ -148,6 +148,62 @@ fn jitter() -> f64 {
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// One kind of HTTP exchange: where it posts, with which headers and body, and how the reply
+/// is read. The chat formats and the embeddings call are the two kinds.
+pub trait Exchange {
+    type Output;
+    /// Appended to the URL (empty: post to the URL itself).
+    fn path(&self) -> &str;
+    fn headers(&self, api_key: &str) -> Vec<(&'static str, String)>;
+    fn body(&self) -> Vec<u8>;
+    /// Reads a 2xx reply. Never panics, whatever the bytes.
+    fn parse(&self, body: &[u8]) -> Result<Self::Output, BackendError>;
+}
+
+/// A chat call in the configured wire format.
+struct Chat<'a> {
+    format: &'static dyn super::WireFormat,
+    req: &'a Request,
+}
+
+impl Exchange for Chat<'_> {
+    type Output = Answer;
+    fn path(&self) -> &str {
+        self.format.path()
+    }
+    fn headers(&self, api_key: &str) -> Vec<(&'static str, String)> {
+        self.format.headers(api_key)
+    }
+    fn body(&self) -> Vec<u8> {
+        self.format.request_body(self.req)
+    }
+    fn parse(&self, body: &[u8]) -> Result<Answer, BackendError> {
+        self.format.parse_reply(body)
+    }
+}
+
+/// An embeddings call (OpenAI-compatible, whatever `qa.backend-format` is).
+pub struct Embed<'a> {
+    pub model: &'a str,
+    pub input: &'a str,
+}
+
+impl Exchange for Embed<'_> {
+    type Output = super::embed::Embedding;
+    fn path(&self) -> &str {
+        super::embed::PATH
+    }
+    fn headers(&self, api_key: &str) -> Vec<(&'static str, String)> {
+        super::embed::headers(api_key)
+    }
+    fn body(&self) -> Vec<u8> {
+        super::embed::request_body(self.model, self.input)
+    }
+    fn parse(&self, body: &[u8]) -> Result<Self::Output, BackendError> {
+        super::embed::parse_reply(body)
+    }
+}
+
 /// Calls the backend, retrying transient failures while there is time before `deadline`.
 /// `Ok` and `Err` both say how many attempts were made (0: the call was never tried).
 pub fn call(
@@ -155,6 +211,20 @@ pub fn call(
     req: &Request,
     deadline: Instant,
 ) -> (Result<Answer, BackendError>, u32) {
+    let chat = Chat {
+        format: settings.format.wire(),
+        req,
+    };
+    exchange(settings, &chat, deadline)
+}
+
+/// Makes exchange `ex` with `settings.url`, retrying transient failures while there is time
+/// before `deadline`; also says how many attempts were made.
+pub fn exchange<E: Exchange>(
+    settings: &CallSettings,
+    ex: &E,
+    deadline: Instant,
+) -> (Result<E::Output, BackendError>, u32) {
     if settings.url.is_empty() {
         return (Err(BackendError::NotConfigured), 0);
     }
@@ -171,8 +241,8 @@ pub fn call(
             return (Err(BackendError::Timeout(0)), attempts);
         }
         attempts += 1;
-        let failed = match attempt(&agent, settings, &key, req, budget) {
-            Ok(answer) => return (Ok(answer), attempts),
+        let failed = match attempt(&agent, settings, &key, ex, budget) {
+            Ok(out) => return (Ok(out), attempts),
             Err(f) => f,
         };
         let left = deadline.saturating_duration_since(Instant::now());
@@ -191,16 +261,15 @@ pub fn call(
 }
 
 /// One HTTP exchange, bounded by `budget` (connect included).
-fn attempt(
+fn attempt<E: Exchange>(
     agent: &ureq::Agent,
     settings: &CallSettings,
     key: &str,
-    req: &Request,
+    ex: &E,
     budget: Duration,
-) -> Result<Answer, Failed> {
-    let format = settings.format.wire();
+) -> Result<E::Output, Failed> {
     let timeout_ms = budget.as_millis() as u64;
-    let url = format!("{}{}", settings.url.trim_end_matches('/'), format.path());
+    let url = format!("{}{}", settings.url.trim_end_matches('/'), ex.path());
     let mut builder = agent
         .post(&url)
         .config()
@@ -208,7 +277,7 @@ fn attempt(
         .timeout_connect(Some(settings.connect_timeout.min(budget)))
         .build()
         .header("Content-Type", "application/json");
-    for (name, value) in format.headers(key) {
+    for (name, value) in ex.headers(key) {
         builder = builder.header(name, value);
     }
     let map_err = |e: ureq::Error| -> Failed {
@@ -246,7 +315,7 @@ fn attempt(
         };
         error.into()
     };
-    let mut resp = builder.send(format.request_body(req)).map_err(map_err)?;
+    let mut resp = builder.send(ex.body()).map_err(map_err)?;
     let status = resp.status().as_u16();
     let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
     let retry_after = retry::parse_retry_after(header("retry-after"), header("retry-after-ms"));
@@ -271,7 +340,7 @@ fn attempt(
             retry_after,
         });
     }
-    format.parse_reply(&body).map_err(Failed::from)
+    ex.parse(&body).map_err(Failed::from)
 }
 
 /// `text` with every occurrence of the API key replaced; unchanged when there is no key (an

@@ -6,6 +6,7 @@
 
 pub mod anthropic;
 pub mod breaker;
+pub mod embed;
 pub mod http;
 pub mod openai;
 pub mod retry;

@@ -14,6 +14,8 @@ pub struct Allowed {
     pub stale: bool,
     pub refresh: bool,
     pub withmeta: bool,
+    /// `SEMANTIC` / `EXACT` (the semantic tier on or off for this call).
+    pub semantic: bool,
     pub unknown: &'static str,
 }
 
@@ -23,6 +25,7 @@ pub const LOOKUP_ONLY: Allowed = Allowed {
     stale: false,
     refresh: false,
     withmeta: false,
+    semantic: false,
     unknown: error::UNKNOWN_OPTION_LOOKUP,
 };
 
@@ -39,6 +42,8 @@ pub struct EntryArgs<'a> {
     pub system: Option<&'a str>,
     pub refresh: bool,
     pub withmeta: bool,
+    /// `Some(true)` for `SEMANTIC`, `Some(false)` for `EXACT`, else the config decides.
+    pub semantic: Option<bool>,
 }
 
 /// Parses everything after the command name: `positional` (2 or 3) fixed arguments, then
@@ -72,6 +77,16 @@ pub fn parse<'a>(
         if allowed.withmeta && is(b"WITHMETA") {
             if std::mem::replace(&mut out.withmeta, true) {
                 return Err(error::OPTION_TWICE);
+            }
+            i += 1;
+            continue;
+        }
+        if allowed.semantic && (is(b"SEMANTIC") || is(b"EXACT")) {
+            let on = is(b"SEMANTIC");
+            match out.semantic.replace(on) {
+                Some(was) if was == on => return Err(error::OPTION_TWICE),
+                Some(_) => return Err(error::SEMANTIC_AND_EXACT),
+                None => {}
             }
             i += 1;
             continue;
@@ -165,6 +180,7 @@ mod tests {
         stale: true,
         refresh: true,
         withmeta: true,
+        semantic: true,
         unknown: error::UNKNOWN_OPTION_GET,
     };
     const SET: Allowed = Allowed {
@@ -172,6 +188,7 @@ mod tests {
         stale: false,
         refresh: false,
         withmeta: false,
+        semantic: true,
         unknown: error::UNKNOWN_OPTION_SET,
     };
 
@@ -191,7 +208,8 @@ mod tests {
     fn parses_options_case_insensitively() {
         let a = p(
             &[
-                "faq", "q", "ttl", "60", "Model", "m1", "SYSTEM", "be brief", "refresh", "withMeta",
+                "faq", "q", "ttl", "60", "Model", "m1", "SYSTEM", "be brief", "refresh",
+                "withMeta", "semantic",
             ],
             2,
             GET,
@@ -209,10 +227,27 @@ mod tests {
                 system: Some("be brief"),
                 refresh: true,
                 withmeta: true,
+                semantic: Some(true),
             }
         );
-        let s = p(&["faq", "q", "the answer", "TTL", "5"], 3, SET).unwrap();
+        let s = p(&["faq", "q", "the answer", "TTL", "5", "exact"], 3, SET).unwrap();
         assert_eq!((s.answer, s.ttl), (Some(&b"the answer"[..]), Some(5)));
+        assert_eq!(s.semantic, Some(false));
+        assert_eq!(p(&["faq", "q"], 2, GET).unwrap().semantic, None);
+        // Twice, or both.
+        assert_eq!(
+            p(&["faq", "q", "SEMANTIC", "semantic"], 2, GET),
+            Err(error::OPTION_TWICE)
+        );
+        assert_eq!(
+            p(&["faq", "q", "EXACT", "SEMANTIC"], 2, GET),
+            Err(error::SEMANTIC_AND_EXACT)
+        );
+        // Not an option of the lookup-only commands.
+        assert_eq!(
+            p(&["faq", "q", "SEMANTIC"], 2, LOOKUP_ONLY),
+            Err(error::UNKNOWN_OPTION_LOOKUP)
+        );
     }
 
     /// (arguments, positional count, allowed options, expected error)

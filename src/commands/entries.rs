@@ -7,9 +7,10 @@ use redis_module::{raw, CallOptionsBuilder, CallResult, Context, RedisValue};
 
 use super::args::{self, Allowed, LOOKUP_ONLY};
 use super::{guarded, reply_error, resolve, with_entry_args, Args};
+use crate::blocked::Waiter;
 use crate::entry::{self, Lookup};
 use crate::stats::{self, CacheStats};
-use crate::{config, error, generation};
+use crate::{config, error, generation, worker};
 
 const OK: c_int = raw::REDISMODULE_OK as c_int;
 
@@ -65,11 +66,12 @@ const SET_ALLOWED: Allowed = Allowed {
     stale: false,
     refresh: false,
     withmeta: false,
+    semantic: true,
     unknown: error::UNKNOWN_OPTION_SET,
 };
 
-/// `QA.SET <cache> <question> <answer> [TTL <seconds>] [MODEL <name>] [SYSTEM <prompt>]`:
-/// stores an answer as a miss would (to pre-load FAQs); replies OK.
+/// `QA.SET <cache> <question> <answer> [TTL <seconds>] [MODEL <name>] [SYSTEM <prompt>]
+/// [SEMANTIC | EXACT]`: stores an answer as a miss would (to pre-load FAQs); replies OK.
 pub(crate) extern "C" fn qa_set(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut *mut raw::RedisModuleString,
@@ -87,6 +89,9 @@ pub(crate) extern "C" fn qa_set(
             Ok(q) => q,
             Err(e) => return reply_error(ctx, e),
         };
+        if a.semantic.unwrap_or_else(|| config::SEMANTIC.get()) {
+            return set_semantic(ctx, a, question, &s.normalized, &s.key, answer);
+        }
         let context = Context::new(ctx);
         let model = config::with_strings(&context, |c| a.model.unwrap_or(&c.model).to_string());
         let written = entry::write(
@@ -101,6 +106,7 @@ pub(crate) extern "C" fn qa_set(
                 latency_ms: None,
                 ttl_secs: a.ttl.unwrap_or_else(|| config::TTL.get()),
                 stale_secs: 0,
+                sem: None,
             },
         );
         match written {
@@ -111,6 +117,44 @@ pub(crate) extern "C" fn qa_set(
             Err(_) => reply_error(ctx, error::OOM),
         }
     })
+}
+
+/// `QA.SET` with the semantic tier: the question's embedding is fetched off the main thread
+/// (the caller waits, as on a miss), then the entry is stored with it. If the embedding call
+/// fails the entry is stored without a vector (found by exact match only).
+unsafe fn set_semantic(
+    ctx: *mut raw::RedisModuleCtx,
+    a: &args::EntryArgs<'_>,
+    question: &str,
+    normalized: &str,
+    key: &[u8],
+    answer: &[u8],
+) -> c_int {
+    let flags = raw::RedisModule_GetContextFlags.unwrap()(ctx) as u32;
+    if flags
+        & (raw::REDISMODULE_CTX_FLAGS_MULTI
+            | raw::REDISMODULE_CTX_FLAGS_LUA
+            | raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING)
+        != 0
+    {
+        return reply_error(ctx, error::SET_SEMANTIC_IN_MULTI);
+    }
+    if flags & raw::REDISMODULE_CTX_FLAGS_OOM != 0 {
+        return reply_error(ctx, error::OOM);
+    }
+    let Ok(answer) = std::str::from_utf8(answer) else {
+        return reply_error(ctx, error::ANSWER_UTF8);
+    };
+    let mut job = super::get::make_job(ctx, a, question, normalized, key);
+    job.stale_secs = 0;
+    let Some(waiter) = Waiter::block(ctx, job.deadline, false) else {
+        return reply_error(ctx, &format!("ERR {}", error::INTERNAL));
+    };
+    let max_inflight = config::MAX_INFLIGHT.get().max(1) as usize;
+    let max_queue = config::MAX_QUEUE.get().max(0) as usize;
+    // A refused job drops the waiter, which then replies an error itself.
+    let _ = worker::start_set(job, answer.to_string(), waiter, max_inflight, max_queue);
+    OK
 }
 
 /// `QA.DEL <cache> <question> [MODEL <name>] [SYSTEM <prompt>]`: 1 if an entry was
@@ -207,7 +251,7 @@ unsafe fn reply_stats(
     price_in: f64,
     price_out: f64,
 ) {
-    let ints: [(&str, u64); 11] = [
+    let ints: [(&str, u64); 12] = [
         ("hits", f.hits),
         ("misses", f.misses),
         ("coalesced", f.coalesced),
@@ -219,16 +263,22 @@ unsafe fn reply_stats(
         ("tokens_in_saved", f.tokens_in_saved),
         ("tokens_out_saved", f.tokens_out_saved),
         ("backend_ms_saved", f.backend_ms_saved),
+        ("semantic_hits", f.semantic_hits),
     ];
     let (p50, p99) = stats::latency_percentiles();
     let (running, queued) = crate::worker::load();
-    let globals: [(&str, u64); 6] = [
+    let globals: [(&str, u64); 11] = [
         ("client_timeouts", stats::CLIENT_TIMEOUTS.get()),
         ("refused_busy", stats::REFUSED_BUSY.get()),
         ("inflight", running as u64),
         ("queued", queued as u64),
         ("backend_latency_p50_ms", p50),
         ("backend_latency_p99_ms", p99),
+        ("semantic_no_match", stats::SEMANTIC_NO_MATCH.get()),
+        ("guard_refusals", stats::guard_refusals()),
+        ("embed_calls", stats::EMBED_CALLS.get()),
+        ("embed_errors", stats::EMBED_ERRORS.get()),
+        ("embed_tokens", stats::EMBED_TOKENS.get()),
     ];
     let extra = if global { globals.len() } else { 0 };
     raw::reply_with_map(ctx, (ints.len() + 1 + extra) as _);

@@ -1,5 +1,5 @@
-//! `QA.GET <cache> <question> [TTL <seconds>] [MODEL <name>] [SYSTEM <prompt>] [REFRESH]
-//! [WITHMETA]`
+//! `QA.GET <cache> <question> [TTL <seconds>] [STALE <seconds>] [MODEL <name>]
+//! [SYSTEM <prompt>] [REFRESH] [WITHMETA] [SEMANTIC | EXACT]`
 
 use std::os::raw::c_int;
 use std::time::{Duration, Instant};
@@ -15,7 +15,8 @@ use crate::entry::{self, Hit, Lookup};
 use crate::error;
 use crate::flight::Joined;
 use crate::stats;
-use crate::worker::{self, Job};
+use crate::worker::{self, Job, SemanticJob};
+use crate::{generation, semantic};
 
 /// The options `QA.GET` takes.
 const ALLOWED: Allowed = Allowed {
@@ -23,6 +24,7 @@ const ALLOWED: Allowed = Allowed {
     stale: true,
     refresh: true,
     withmeta: true,
+    semantic: true,
     unknown: error::UNKNOWN_OPTION_GET,
 };
 
@@ -100,13 +102,15 @@ unsafe fn refresh_stale(
     }
     let mut job = make_job(ctx, a, question, normalized, key);
     job.background = true;
+    // A background refresh re-embeds nothing: the entry keeps its vector.
+    job.semantic = None;
     let max_inflight = config::MAX_INFLIGHT.get().max(1) as usize;
     let max_queue = config::MAX_QUEUE.get().max(0) as usize;
     worker::start_background(job, max_inflight, max_queue);
 }
 
 /// The backend call for a miss or a refresh, with everything copied from the settings.
-unsafe fn make_job(
+pub(crate) unsafe fn make_job(
     ctx: *mut raw::RedisModuleCtx,
     a: &EntryArgs<'_>,
     question: &str,
@@ -120,8 +124,25 @@ unsafe fn make_job(
             a.system.unwrap_or(&cfg.system_prompt).to_string(),
         )
     });
+    let db = raw::RedisModule_GetSelectedDb.unwrap()(ctx);
+    let settings = config::call_settings(&Context::new(ctx));
+    let semantic = if a.semantic.unwrap_or_else(|| config::SEMANTIC.get()) {
+        // The generation was just read for the key: this is the mirror's copy.
+        let generation = generation::with_generation(ctx, a.cache, |g, _| g.to_vec()).ok();
+        generation.map(|g| SemanticJob {
+            settings: config::semantic_settings(&Context::new(ctx), &settings),
+            scope: (
+                db,
+                a.cache.into(),
+                semantic::scope_digest(&model, &system, &g),
+            ),
+            search: !a.refresh,
+        })
+    } else {
+        None
+    };
     Job {
-        db: raw::RedisModule_GetSelectedDb.unwrap()(ctx),
+        db,
         cache: a.cache.to_vec(),
         key: key.to_vec(),
         request: Request {
@@ -139,7 +160,8 @@ unsafe fn make_job(
         probe: false,
         deadline: Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64),
         timeout_ms: timeout_ms.max(0) as u64,
-        settings: config::call_settings(&Context::new(ctx)),
+        settings,
+        semantic,
     }
 }
 

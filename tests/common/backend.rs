@@ -88,6 +88,36 @@ pub fn answer_for(question: &str, model: &str, system: &str) -> String {
     }
 }
 
+/// Dimensions of the stand-in embeddings.
+pub const EMBED_DIMS: usize = 64;
+
+/// A deterministic stand-in for a sentence embedding (`.../embeddings`): a bag of words,
+/// each word (lowercased, letters and digits only, "your" read as "our") adding a signed unit
+/// to one of `EMBED_DIMS` dimensions chosen by its hash. Two questions sharing n of their m
+/// words have a cosine of about n/m, so a test can pick how similar they are.
+pub fn embedding_for(text: &str) -> Vec<f32> {
+    let mut v = vec![0f32; EMBED_DIMS];
+    let lower = text.to_lowercase();
+    for word in lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let word = if word == "your" { "our" } else { word };
+        // FNV-1a: stable across runs and platforms.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in word.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        let sign = if (h >> 32) & 1 == 0 { 1.0 } else { -1.0 };
+        v[(h % EMBED_DIMS as u64) as usize] += sign;
+    }
+    if v.iter().all(|x| *x == 0.0) {
+        v[0] = 1.0;
+    }
+    v
+}
+
 impl Backend {
     /// Starts on a free loopback port; the server lives as long as the process.
     pub fn start(delay: Duration) -> Backend {
@@ -363,6 +393,18 @@ fn answer(path: &str, req: &serde_json::Value, truncated: bool) -> Option<String
                 "stop_reason": stop, "stop_sequence": null,
                 "usage": {"input_tokens": question.len() / 4 + 1,
                           "output_tokens": answer.len() / 4 + 1}
+            })
+            .to_string(),
+        );
+    }
+    if path.ends_with("/embeddings") {
+        let input = req["input"].as_str().unwrap_or("");
+        return Some(
+            serde_json::json!({
+                "object": "list",
+                "data": [{"object": "embedding", "index": 0, "embedding": embedding_for(input)}],
+                "model": model,
+                "usage": {"prompt_tokens": input.len() / 4 + 1, "total_tokens": input.len() / 4 + 1}
             })
             .to_string(),
         );
