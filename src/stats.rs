@@ -175,6 +175,28 @@ pub fn global() -> CacheStats {
     }
 }
 
+/// Semantic index search times of the last searches, in µs, for percentiles.
+static SEARCH_US: Mutex<VecDeque<u64>> = Mutex::new(VecDeque::new());
+
+pub fn record_search_us(us: u64) {
+    let mut w = SEARCH_US.lock().unwrap_or_else(|p| p.into_inner());
+    if w.len() == WINDOW {
+        w.pop_front();
+    }
+    w.push_back(us);
+}
+
+/// (p50, p99) of the recent semantic index searches in µs.
+pub fn search_percentiles() -> (u64, u64) {
+    let mut v: Vec<u64> = SEARCH_US
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .copied()
+        .collect();
+    percentiles(&mut v)
+}
+
 /// Backend latencies of the last calls, for percentiles.
 const WINDOW: usize = 1024;
 static LATENCIES: Mutex<VecDeque<u64>> = Mutex::new(VecDeque::new());
@@ -308,7 +330,9 @@ pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .field("embed_tokens", EMBED_TOKENS.get())?
         .field("semantic_index_entries", entries)?
         .field("semantic_index_vector_bytes", raw_bytes)?
-        .field("semantic_index_bytes", index_bytes)?;
+        .field("semantic_index_bytes", index_bytes)?
+        .field("semantic_search_p50_us", search_percentiles().0)?
+        .field("semantic_search_p99_us", search_percentiles().1)?;
     for (r, counter) in crate::semantic::guard::ALL.iter().zip(&GUARD_REFUSED) {
         b = b.field(&format!("guard_refused_{}", r.as_str()), counter.get())?;
     }

@@ -391,3 +391,30 @@ fn a_replica_indexes_what_it_receives_and_serves_paraphrases_once_promoted() {
     assert_eq!(qa_get(&mut rc, &["faq", PARAPHRASE]).unwrap(), A);
     assert_eq!(chat_calls(&b), 0);
 }
+
+#[test]
+fn evicted_entries_leave_the_index() {
+    let b = Backend::start(Duration::ZERO);
+    let s = semantic_server(&b, &["--maxmemory-policy", "allkeys-lru"]);
+    let mut con = s.conn();
+    let used = info_num(&mut con, "memory", "used_memory");
+    let limit = used + 1024 * 1024;
+    redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory", &limit.to_string()])
+        .query::<()>(&mut con)
+        .unwrap();
+    let answer = "x".repeat(8 * 1024);
+    // About four times what fits.
+    for i in 0..512 {
+        set(&mut con, &["faq", &format!("fill question {i}"), &answer]);
+    }
+    // Lift the limit before counting: at the limit any command (SCAN, INFO) may evict more.
+    redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory", "0"])
+        .query::<()>(&mut con)
+        .unwrap();
+    let left = scan_keys(&mut con, "qa:{faq}:*").len() as u64;
+    assert!(left < 512, "nothing was evicted");
+    assert!(info_num(&mut con, "stats", "evicted_keys") > 0);
+    assert_eq!(info_field(&mut con, "semantic_index_entries"), left);
+}

@@ -64,6 +64,13 @@ fn apply(op: Op) {
 
 /// The best matches for `query` (a unit vector) in `scope`, best first. Worker threads.
 pub fn search(scope: &ScopeKey, query: &[f32], threshold: f32, limit: usize) -> Vec<Found> {
+    let started = std::time::Instant::now();
+    let found = search_now(scope, query, threshold, limit);
+    crate::stats::record_search_us(started.elapsed().as_micros() as u64);
+    found
+}
+
+fn search_now(scope: &ScopeKey, query: &[f32], threshold: f32, limit: usize) -> Vec<Found> {
     let queued = std::mem::take(&mut *pending());
     if !queued.is_empty() {
         let mut ix = INDEX.write().unwrap_or_else(|p| p.into_inner());
@@ -186,7 +193,7 @@ pub fn on_key_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u8]) 
 static EPOCH: AtomicU64 = AtomicU64::new(0);
 
 /// Keys looked at per step of a rebuild scan.
-const SCAN_STEP: usize = 2000;
+const SCAN_STEP: usize = 500;
 
 /// Server events (called by `generation`'s handler, which owns the subscription).
 pub fn on_server_event(ctx: &Context, eid: u64, subevent: u64, data: *mut c_void) {
