@@ -12,6 +12,7 @@ pub mod generation;
 pub mod keys;
 pub mod normalize;
 pub mod pool;
+pub mod semantic;
 pub mod stats;
 pub mod worker;
 
