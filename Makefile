@@ -3,7 +3,7 @@
 CARGO ?= cargo
 PORT ?= 6379
 
-.PHONY: all deps build run test lint bench clean fuzz
+.PHONY: all deps build run test lint bench clean fuzz eval-semantic eval-semantic-offline
 
 all: build
 
@@ -38,6 +38,19 @@ bench: build
 # stable property tests), then a QA_SOAK_SECS (120) second soak. See docs/security.md.
 fuzz: deps
 	@scripts/fuzz.sh
+
+# The semantic tier through a live server: MiniLM embeddings (bench/setup_embeddings.sh
+# installs them into bench/.venv, once), the labelled pairs in tests/data/, precision and
+# recall per threshold with and without the guards; writes docs/semantic.md. See there.
+eval-semantic: deps
+	$(CARGO) build --release --lib
+	@bench/setup_embeddings.sh >/dev/null
+	bench/.venv/bin/python bench/eval_semantic.py
+
+# The same pairs without Redis: cosine from the embedding model, verdicts from the guards.
+eval-semantic-offline:
+	@bench/setup_embeddings.sh >/dev/null
+	bench/.venv/bin/python bench/eval_offline.py --show-fp 0.80
 
 clean:
 	$(CARGO) clean

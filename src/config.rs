@@ -247,7 +247,7 @@ pub static SEMANTIC_THRESHOLD: StrSetting = StrSetting {
     default: DEFAULT_THRESHOLD,
     id: StrId::Threshold,
 };
-pub const DEFAULT_THRESHOLD: &str = "0.90";
+pub const DEFAULT_THRESHOLD: &str = "0.85";
 
 /// A price per million tokens: a finite, non-negative decimal.
 pub fn parse_price(v: &str) -> Option<f64> {
@@ -449,7 +449,9 @@ pub fn semantic_settings<G: RedisLockIndicator>(
         embed,
         embed_model: model,
         // Validated on CONFIG SET; the default if it somehow is not.
-        threshold: threshold.unwrap_or(0.9),
+        threshold: threshold
+            .or_else(|| crate::semantic::parse_threshold(DEFAULT_THRESHOLD))
+            .unwrap_or(1.0),
         guards: SEMANTIC_GUARDS.get(),
     }
 }

@@ -26,6 +26,7 @@ mod module {
 
     fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         crate::mainthread::init(ctx);
+        crate::semantic::init();
         crate::commands::register(ctx)
     }
 

@@ -14,6 +14,11 @@ use sha2::{Digest, Sha256};
 
 use crate::normalize::NORMALIZATION_VERSION;
 
+/// Builds the guards' word lists at load time, so no request pays for it.
+pub fn init() {
+    let _ = guard::check("warm up", "warm up the word lists");
+}
+
 /// The hash field holding an entry's embedding.
 pub const FIELD: &[u8] = b"sem";
 
