@@ -180,6 +180,8 @@ def shared_run(r, pairs):
         if m.get("served") not in ("semantic", "hit"):
             continue
         got = question_of.get(m.get("answer"), m.get("matched"))
+        if got == q2:
+            continue  # the asked question is itself stored (another pair's question1)
         if got == q1 and d:
             tp += 1
         elif (q2, got) in duplicates:

@@ -35,6 +35,9 @@ pub enum Refusal {
     /// Each question has a content word the other lacks (and no synonym of it): a swapped
     /// object, action or qualifier ("breakfast" / "dinner", "submit" / "approve").
     Content,
+    /// One is a yes/no question and the other an open one ("Can I cancel my order?" /
+    /// "How do I cancel my order?"): their answers are of different kinds.
+    Form,
 }
 
 impl Refusal {
@@ -47,6 +50,7 @@ impl Refusal {
         Refusal::Entity,
         Refusal::Ownership,
         Refusal::Content,
+        Refusal::Form,
     ];
 
     /// Short snake_case name, for stats and logs.
@@ -59,6 +63,7 @@ impl Refusal {
             Refusal::Entity => "entity",
             Refusal::Ownership => "ownership",
             Refusal::Content => "content",
+            Refusal::Form => "form",
         }
     }
 }
@@ -101,7 +106,34 @@ pub fn check(query: &str, candidate: &str) -> Result<(), Refusal> {
     if content_swapped(query, candidate, lex) {
         return Err(Refusal::Content);
     }
+    if form(query) != form(candidate) {
+        return Err(Refusal::Form);
+    }
     Ok(())
+}
+
+/// The kind of answer a question asks for, from its first question word: `Some(true)` for an
+/// open question (how, what, when...), `Some(false)` for a yes/no one (can, is, do...), `None`
+/// when it has neither (a statement: "refund policy").
+fn form(q: &str) -> Option<bool> {
+    const OPEN: &[&str] = &[
+        "how", "what", "what's", "whats", "which", "when", "where", "why", "who", "whom", "whose",
+        "how's", "hows", "where's", "wheres", "when's", "whens", "who's", "whos",
+    ];
+    const CLOSED: &[&str] = &[
+        "can", "could", "is", "are", "am", "was", "were", "do", "does", "did", "will", "would",
+        "should", "shall", "may", "might", "must", "have", "has", "had", "isn't", "aren't",
+        "don't", "doesn't", "can't", "won't", "cannot", "is it", "any",
+    ];
+    for w in words(q).take(MAX_WORDS) {
+        if OPEN.contains(&w) {
+            return Some(true);
+        }
+        if CLOSED.contains(&w) {
+            return Some(false);
+        }
+    }
+    None
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1270,8 +1302,9 @@ fn content_key<'a>(w: &'a str, lex: &'static Lexicon) -> Option<&'a str> {
     }
 }
 
-/// Each question has a content word (up to synonyms and inflection) that the other lacks.
-/// Adding a word is allowed (a paraphrase often spells more out); swapping one is not.
+/// The query has a content word (up to synonyms and inflection) that the stored question
+/// lacks, or either has an extra action word. The stored question may add detail (a
+/// paraphrase often spells more out); the query may not (it would get a general answer).
 fn content_swapped(q: &str, c: &str, lex: &'static Lexicon) -> bool {
     let has = |text: &str, key: &str| terms(text).any(|w| content_key(w, lex) == Some(key));
     // The first content word of `a` missing from `b`, and whether it is an action word
@@ -1288,8 +1321,11 @@ fn content_swapped(q: &str, c: &str, lex: &'static Lexicon) -> bool {
         found
     };
     let (q_extra, q_action) = extra(q, c);
-    let (c_extra, c_action) = extra(c, q);
-    (q_extra && c_extra) || q_action || c_action || !same_same(q, c, lex)
+    let (_, c_action) = extra(c, q);
+    // A query more specific than the stored question ("express shipping" / "shipping",
+    // "encrypted at rest" / "encrypted") would get the general answer: refused. The stored
+    // question may be the more detailed one.
+    q_extra || q_action || c_action || !same_same(q, c, lex)
 }
 
 /// Antonym pairs (named by a word of their first side) whose words qualify a question
@@ -1506,14 +1542,39 @@ mod tests {
         ("Can my manager see my review?", "Can I see my manager's review?", Err(Refusal::Ownership)),
         ("How do I change the language of the app?", "How can I change the app's language?", Ok(())),
         ("How do I update the firmware?", "How can I update my device's firmware?", Ok(())),
+        // Form: a yes/no question is not an open one.
+        ("How do I cancel my order?", "Can I cancel my order?", Err(Refusal::Form)),
+        ("Is shipping free?", "Do you offer free shipping?", Ok(())),
+        // The stored question may be the more detailed one (the swapped query may not).
+        ("How long does shipping take?", "How long does express shipping take?", Ok(())),
     ];
+
+    #[test]
+    fn a_query_more_detailed_than_the_stored_question_is_refused() {
+        for (q, c) in [
+            (
+                "How long does express shipping take?",
+                "How long does shipping take?",
+            ),
+            ("Is my data encrypted at rest?", "Is my data encrypted?"),
+        ] {
+            assert_eq!(run(q, c), Err(Refusal::Content), "{q:?} / {c:?}");
+            assert_eq!(run(c, q), Ok(()), "{c:?} / {q:?}");
+        }
+    }
 
     #[test]
     fn table() {
         for (q, c, want) in CASES {
             assert_eq!(run(q, c), *want, "query {q:?} candidate {c:?}");
-            // Symmetric: which side asked does not change the verdict.
-            assert_eq!(run(c, q), *want, "query {c:?} candidate {q:?} (swapped)");
+            // Symmetric, except that a query may not be the more detailed one: where the
+            // stored question adds a detail, asking the stored question's way round is
+            // refused as content.
+            let swapped = run(c, q);
+            assert!(
+                swapped == *want || (*want == Ok(()) && swapped == Err(Refusal::Content)),
+                "query {c:?} candidate {q:?} (swapped): {swapped:?}"
+            );
         }
     }
 
@@ -1636,7 +1697,12 @@ mod tests {
                 c.push_str(alphabet[(next() % alphabet.len() as u64) as usize]);
             }
             for (q, c) in [(q.clone(), c.clone()), (normalize(&q), normalize(&c))] {
-                assert_eq!(check(&q, &c), check(&c, &q), "{q:?} vs {c:?}");
+                let (a, b) = (check(&q, &c), check(&c, &q));
+                // Symmetric but for the query-adds-detail rule (content).
+                assert!(
+                    a == b || a == Err(Refusal::Content) || b == Err(Refusal::Content),
+                    "{q:?} vs {c:?}: {a:?} / {b:?}"
+                );
                 assert_eq!(check(&q, &q), Ok(()), "{q:?}");
             }
         }
