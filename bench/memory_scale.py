@@ -498,14 +498,22 @@ def md_scale(s):
                    f"{row['qc1']:.0f} | {row['gc1']:.0f} |")
     out.append("")
     first, last = rows[0], rows[-1]
+    rq = [r["q16"] / first["q16"] for r in rows]
+    rg = last["g16"] / first["g16"]
+    if all(0.75 <= x <= 1.33 for x in rq):
+        verdict = ("Flat: the changes are within this machine's run-to-run noise (about ±20%, more "
+                   "while other work runs).")
+    elif rq[-1] > 1.33 and rg > 1.33 and rq[-1] <= rg * 1.2:
+        verdict = "Both grow, GET as much: memory access, not the module."
+    else:
+        verdict = "Not flat beyond the noise, and not the way GET grows: a gap to look into."
     out.append(
         f"From {first['size']:,} to {last['size']:,} entries, QA.GET server time per hit on a random "
         f"entry goes {first['q16']:.2f} → {last['q16']:.2f} µs ({last['q16'] / first['q16']:.2f}×), GET of a "
-        f"random plain key {first['g16']:.2f} → {last['g16']:.2f} µs ({last['g16'] / first['g16']:.2f}×), and "
-        f"a hit on one hot entry {first['qhot']:.2f} → {last['qhot']:.2f} µs ({last['qhot'] / first['qhot']:.2f}×). "
-        "The lookup itself is a hash-table find, independent of the number of entries (the hot-entry "
-        "column, within this machine's noise of about ±20%); what grows with random "
-        "entries is memory access: a larger keyspace no longer fits the CPU caches, and GET pays that "
+        f"random plain key {first['g16']:.2f} → {last['g16']:.2f} µs ({rg:.2f}×), and a hit on one hot "
+        f"entry {first['qhot']:.2f} → {last['qhot']:.2f} µs ({last['qhot'] / first['qhot']:.2f}×). "
+        f"**{verdict}** The lookup itself is a hash-table find, whatever the number of entries; what "
+        "can grow is memory access, as a larger keyspace fits the CPU caches less, and GET pays that "
         f"too. Random access costs both commands several times their hot figure even at "
         f"{first['size']:,} entries (QA.GET {first['q16'] / first['qhot']:.1f}×, GET "
         f"{first['g16'] / first['ghot']:.1f}×): a random entry is a cache miss for the key, for the "
