@@ -3,7 +3,7 @@
 CARGO ?= cargo
 PORT ?= 6379
 
-.PHONY: all deps build run test lint bench clean fuzz eval-semantic eval-semantic-offline
+.PHONY: all deps build run demo test lint bench bench-semantic clean fuzz eval-semantic eval-semantic-offline
 
 all: build
 
@@ -20,6 +20,11 @@ build: deps
 run: build
 	@PORT=$(PORT) scripts/run.sh
 
+# A scripted session on a redis-server of its own with the demo backend (2 s per answer): per
+# question a hit or a miss and its latency, then QA.STATS. Stops only what it started.
+demo: build
+	@CARGO=$(CARGO) scripts/demo.sh
+
 # Unit tests, then the integration tests against real redis-server processes: Debian's
 # Redis 7.0, then Redis 8.0 and Valkey 8.1 (QA_NEWER_SERVERS=0 skips those two).
 test: deps
@@ -31,6 +36,8 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
+# Every benchmark section into docs/benchmarks.md and docs/bench-*.png (under 10 minutes on 2
+# cores); `bench/run.sh memory scale` runs some sections only, into bench/out/.
 bench: build
 	bench/run.sh
 
@@ -46,6 +53,10 @@ eval-semantic: deps
 	$(CARGO) build --release --lib
 	@bench/setup_embeddings.sh >/dev/null
 	bench/.venv/bin/python bench/eval_semantic.py
+
+# The semantic index: search time, memory and rebuild for 100k entries (docs/semantic.md).
+bench-semantic: build
+	python3 bench/semantic_bench.py
 
 # The same pairs without Redis: cosine from the embedding model, verdicts from the guards.
 eval-semantic-offline:

@@ -3,11 +3,17 @@
 module, three demo backends) and passes their ports; this file only sends traffic to 127.0.0.1,
 measures, checks every reply, and writes the markdown report.
 
-1. hit path vs GET (redis-benchmark, pipeline 1 and 16, server usec_per_call)
-2. miss overhead (QA.GET miss latency vs a direct POST to the same backend)
-3. responsiveness (PING latency while 500 misses wait on a 2 s backend, vs idle)
-4. stampede (1000 concurrent identical misses on a 1 s backend)
-plus a profile of the hit path (bench/profile.py).
+Sections (`--sections`, comma-separated names, in this order):
+  hit       1. hit path vs GET (redis-benchmark, pipeline 1 and 16, server usec_per_call)
+  miss      2. miss overhead (QA.GET miss latency vs a direct POST to the same backend)
+  resp      3. responsiveness (PING latency while 500 misses wait on a 2 s backend, vs idle)
+  stampede  4. stampede (1000 concurrent identical misses on a 1 s backend), QA.GET vs the
+               client-side way (each client GETs, misses, calls the backend)
+  client    5. the client-side way vs QA.GET over 10k questions with 30% repeats (client_side.py)
+  memory    6. bytes per entry vs SETEX (memory_scale.py, its own redis-server)
+  scale     7. hits with 10k/100k/1M entries, RDB save and load (memory_scale.py, its own server)
+  profile   where a hit's time goes (profile_hit.py)
+  charts    PNG charts next to the report (charts.py; skipped without matplotlib)
 
 Also `bench.py --pinger PORT DURATION`: the PING client used by (3), run as its own process so
 the load generator's work never delays it.
@@ -27,6 +33,9 @@ import subprocess
 import sys
 import time
 
+import client_side
+import memory_scale
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
@@ -36,6 +45,7 @@ HIT_QUESTION = "What is our refund policy?"
 HIT_QUESTION_UNICODE = "Quelle est votre politique de remboursement ? Ça dépend ?"
 ANSWER_500 = ("Refunds are accepted within 30 days of purchase with a receipt. " * 10)[:500]
 MODEL = "gpt-4o-mini"
+SECTIONS = ["hit", "miss", "resp", "stampede", "client", "profile", "memory", "scale", "charts"]
 
 
 def log(msg):
@@ -601,24 +611,37 @@ async def stampede_once(c, n, q):
             "slowest_s": max(x for _, x, _ in results), "fastest_s": min(x for _, x, _ in results)}
 
 
+async def app_stampede_once(c, n, q):
+    clients = await open_clients(c.port, n)
+    try:
+        return await client_side.stampede_once(clients, c.a.backend_1000, q)
+    finally:
+        await close_clients(clients)
+
+
 def bench_stampede(c):
     log("4. stampede")
     n = 1000
     c.r.config_set("qa.backend-url", c.backend_url(c.a.backend_1000))
     c.r.config_set("qa.max-inflight", 512)
     c.r.config_set("qa.timeout-ms", 20000)
-    runs = []
-    for rep in range(c.reps):
+    runs, app_runs = [], []
+    for rep in range(c.reps):  # QA.GET, client-side, QA.GET, ...
         q = f"What happens in stampede {c.run_id} number {rep}?"
         r = asyncio.run(stampede_once(c, n, q))
         runs.append(r)
-        log(f"   rep {rep + 1}/{c.reps}: {r['backend_calls']} backend call(s), all {n} answered in "
-            f"{r['total_s']:.2f}s, wrong {r['wrong']}")
+        a = asyncio.run(app_stampede_once(c, n, f"What happens in the client-side stampede {c.run_id} number {rep}?"))
+        app_runs.append(a)
+        log(f"   rep {rep + 1}/{c.reps}: QA.GET {r['backend_calls']} backend call(s), all {n} answered in "
+            f"{r['total_s']:.2f}s, wrong {r['wrong']} | client-side {a['backend_calls']} backend calls, "
+            f"{a['total_s']:.2f}s, wrong {a['wrong']}, errors {a['errors']}")
         if r["wrong"]:
             anomaly(f"stampede rep {rep + 1}: {r['wrong']}/{n} wrong replies, e.g. {r['wrong_example']}")
         if r["backend_calls"] != 1:
             anomaly(f"stampede rep {rep + 1}: {r['backend_calls']} backend calls for one question")
-    return {"runs": runs, "n": n}
+        if a["errors"]:
+            anomaly(f"client-side stampede rep {rep + 1}: {a['errors']}/{n} clients failed, e.g. {a['error_example']}")
+    return {"runs": runs, "app_runs": app_runs, "n": n}
 
 
 def md_stampede(s, reps):
@@ -637,7 +660,31 @@ def md_stampede(s, reps):
     calls = med([r["backend_calls"] for r in s["runs"]])
     out.append(f"| **median** | **{calls:g}** | | | | | | | **{tot:.3f}** |")
     out.append("")
-    s["summary"] = (calls, tot, [r["backend_calls"] for r in s["runs"]])
+    app = s.get("app_runs") or []
+    if app:
+        out.append(
+            "The client-side way, right after each QA.GET repetition (so alternating), with 1000 "
+            "connections opened the same way and the same 1 s backend: every client sends `GET "
+            "app:<md5(question.lower())>`, and on a miss POSTs the question to the backend itself "
+            "(asyncio, a new connection each, `Connection: close`) and `SETEX`es the answer. "
+            "Backend calls are the misses the clients saw, each followed by one POST.\n")
+        out.append("| rep | backend calls | failed clients | wrong replies | fastest (s) | all answered after (s) |")
+        out.append("|---|---|---|---|---|---|")
+        for i, r in enumerate(app):
+            out.append(f"| {i + 1} | {r['backend_calls']} | {r['errors']} | {r['wrong']} | "
+                       f"{r['fastest_s']:.3f} | {r['total_s']:.3f} |")
+        a_calls = med([r["backend_calls"] for r in app])
+        a_tot = med([r["total_s"] for r in app])
+        out.append(f"| **median** | **{a_calls:g}** | | | | **{a_tot:.3f}** |")
+        out.append("")
+        out.append(f"Side by side (medians): QA.GET {calls:g} backend call, all answered after {tot:.2f} s; "
+                   f"the client-side way {a_calls:,.0f} backend calls, all answered after {a_tot:.2f} s "
+                   "(the demo backend runs a thread per connection and sleeps 1 s in each, so 1000 "
+                   "parallel calls take about as long as one plus the cost of 1000 connections; a real "
+                   "backend bills each of them and may rate-limit them).\n")
+    s["summary"] = (calls, tot, [r["backend_calls"] for r in s["runs"]],
+                    med([r["backend_calls"] for r in app]) if app else None,
+                    med([r["total_s"] for r in app]) if app else None)
     return "\n".join(out)
 
 
@@ -737,30 +784,42 @@ def main():
     ap.add_argument("--backend-100", type=int, required=True)
     ap.add_argument("--backend-2000", type=int, required=True)
     ap.add_argument("--backend-1000", type=int, required=True)
+    ap.add_argument("--backend-0", type=int, required=True)
     ap.add_argument("--module", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--redis-log", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--only", default="1234p", help="which parts to run (debugging): 1 2 3 4 p")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help="comma-separated, any of: " + " ".join(SECTIONS))
     a = ap.parse_args()
+    want = [x.strip() for x in a.sections.split(",") if x.strip()]
+    unknown = [x for x in want if x not in SECTIONS]
+    if unknown:
+        ap.error(f"unknown section(s) {unknown}; known: {' '.join(SECTIONS)}")
+    only = set(want)
     c = Ctx(a)
     started = time.time()
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     sections = {}
     results = {}
-    if "1" in a.only:
+    if "hit" in only:
         results["hit"] = bench_hit(c)
         sections["hit"] = md_hit(results["hit"], c.reps)
-    if "2" in a.only:
+    if "miss" in only:
         results["miss"] = bench_miss(c)
         sections["miss"] = md_miss(results["miss"], c.reps)
-    if "3" in a.only:
+    if "resp" in only:
         results["resp"] = bench_responsiveness(c)
         sections["resp"] = md_resp(results["resp"], c.reps)
-    if "4" in a.only:
+    if "stampede" in only:
         results["stampede"] = bench_stampede(c)
         sections["stampede"] = md_stampede(results["stampede"], c.reps)
-    if "p" in a.only:
+    if "client" in only:
+        log("5. client-side way vs QA.GET, 10k questions")
+        results["client"] = client_side.run_workload(c, a.backend_0, log, anomaly)
+        results["client"]["resp3"] = b"resp=3" in c.r.execute_command("CLIENT", "INFO")
+        sections["client"] = client_side.md_workload(results["client"])
+    if "profile" in only:
         import profile_hit
         us = results["hit"]["us"] if "hit" in results else None
         prof = profile_hit.run(c, a, CACHE, HIT_QUESTION, us, log, anomaly,
@@ -768,8 +827,24 @@ def main():
                                us2=us[2] if us else None)
         sections["profile"] = prof["md"]
         results["profile"] = prof
-    if "3" in a.only:
+    if "resp" in only:
         results["check"] = check_lowered_inflight(c)
+    if "memory" in only:
+        log("6. memory")
+        results["memory"] = memory_scale.bench_memory(c, a, ANSWER_500, log, anomaly)
+        sections["memory"] = memory_scale.md_memory(results["memory"])
+    if "scale" in only:
+        log("7. scale")
+        sizes = tuple(int(x) for x in os.environ.get("SCALE_SIZES", "10000,100000,1000000").split(","))
+        results["scale"] = memory_scale.bench_scale(c, a, redis_benchmark, log, anomaly,
+                                                    sizes=sizes, reps=min(c.reps, 3))
+        sections["scale"] = memory_scale.md_scale(results["scale"])
+    charts_made = None
+    if "charts" in only:
+        import charts
+        charts_made = charts.draw(results, os.path.dirname(os.path.abspath(a.out)), log)
+        for key, (name, alt) in (charts_made or {}).items():
+            sections[key] += f"\n![{alt}]({name})\n"
     if not c.alive():
         anomaly("redis-server stopped answering during the run")
     elapsed = time.time() - started
@@ -783,7 +858,14 @@ def main():
     rev = f"BENCH_REV={os.environ['BENCH_REV']} " if os.environ.get("BENCH_REV") else ""
     doc.append("Command: `bench/run.sh` (environment: "
                f"`{rev}SERVER_CPU={os.environ.get('SERVER_CPU', '0')} CLIENT_CPU={os.environ.get('CLIENT_CPU', '1')} "
-               f"REPS={c.reps} PROFILER={os.environ.get('PROFILER', 'auto')}`)\n")
+               f"REPS={c.reps} PROFILER={os.environ.get('PROFILER', 'auto')}"
+               + ("" if want == SECTIONS else f" SECTIONS={','.join(want)}") + "`)\n")
+    doc.append("Each section can be re-run alone, e.g. `bench/run.sh memory scale` (or "
+               "`SECTIONS=memory,scale bench/run.sh`), which writes `bench/out/benchmarks.md` and its "
+               "charts and leaves this page alone. Sections: `hit` (1), `miss` (2), `resp` (3), "
+               "`stampede` (4), `client` (5), `memory` (6), `scale` (7), `profile` (where a hit's time "
+               "goes); the PNG charts are drawn for whichever ran (`CHARTS=0`: none). See "
+               "[bench/README.md](../bench/README.md).\n")
     doc.append("## Machine\n")
     doc.append(machine_md() + "\n")
     try:
@@ -814,13 +896,39 @@ def main():
         summ.append(f"- Responsiveness: PING p99 {i[1]:.0f} µs idle (max {i[3]:,.0f} µs) vs "
                     + "; ".join(parts) + ".")
     if "stampede" in results:
-        calls, tot, all_calls = results["stampede"]["summary"]
+        calls, tot, all_calls, a_calls, a_tot = results["stampede"]["summary"]
         summ.append(f"- Stampede: 1000 identical concurrent misses → backend calls per repetition "
-                    f"{all_calls}; all answered after {tot:.2f} s (median) on a 1 s backend.")
+                    f"{all_calls}; all answered after {tot:.2f} s (median) on a 1 s backend"
+                    + (f"; the client-side way (GET, miss, call, SETEX in each client): {a_calls:,.0f} "
+                       f"backend calls, all answered after {a_tot:.2f} s." if a_calls is not None else "."))
+    if "client" in results:
+        x = results["client"]["summary"]
+        summ.append(f"- Against the client-side way (10k questions, 30% repeats incl. case/spacing/"
+                    f"punctuation variants, redis-py): QA.GET hit rate {100 * x['qa_hit_rate']:.1f}% vs "
+                    f"{100 * x['app_hit_rate']:.1f}% for md5(question.lower()) + GET, backend calls "
+                    f"{x['qa_calls']:,} vs {x['app_calls']:,}; hit latency p50 {x['qa_p50']:.0f} vs "
+                    f"{x['app_p50']:.0f} µs, p99 {x['qa_p99']:.0f} vs {x['app_p99']:.0f} µs.")
+    if "memory" in results:
+        ratio, ratio_mu, ratio_lp, e, p, lp = results["memory"]["summary"]
+        summ.append(f"- Memory: {e:,.0f} B per entry vs {p:,.0f} B per SETEX of the same 500-byte answer "
+                    f"(used_memory over 100k): {ratio:.2f}× (target ≤ 1.3×; MEMORY USAGE {ratio_mu:.2f}×); "
+                    f"{ratio_lp:.2f}× with hash-max-listpack-value raised above the answer size.")
+    if "scale" in results:
+        x = results["scale"]["summary"]
+        rows = x["rows"]
+        summ.append(f"- Scale: QA.GET server time per hit on random entries "
+                    + " / ".join(f"{r['q16']:.2f}" for r in rows) + " µs at "
+                    + " / ".join(f"{r['size']:,}" for r in rows) + " entries (GET of random plain keys "
+                    + " / ".join(f"{r['g16']:.2f}" for r in rows) + f" µs); SAVE of {rows[-1]['size']:,} "
+                    f"entries {x['save_s']:.1f} s ({x['rdb_mib']:,.0f} MiB), restart until PING answers "
+                    f"{x['load_s']:.1f} s with the module, {x['load_s_without']:.1f} s without.")
     if "profile" in results and results["profile"].get("summary"):
         summ.append("- " + results["profile"]["summary"])
     doc.append("\n".join(summ) + "\n")
-    for k in ("hit", "miss", "resp", "stampede", "profile"):
+    if "charts" in only and charts_made is None:
+        doc.append("No charts: matplotlib could not be imported (bench/run.sh installs it from PyPI "
+                   "when it can).\n")
+    for k in ("hit", "miss", "resp", "stampede", "client", "memory", "scale", "profile"):
         if k in sections:
             doc.append(sections[k] + "\n")
     doc.append("## Problems seen during the run\n")

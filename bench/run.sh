@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
 # One-command benchmark of redis-qa: builds the module and the demo backend, starts its own
 # redis-server and demo backends on free loopback ports, measures (bench/bench.py), profiles the
-# hit path (bench/profile.py), writes docs/benchmarks.md, and stops only what it started.
+# hit path (bench/profile_hit.py), writes docs/benchmarks.md and its PNG charts, and stops only
+# what it started.
 #
-#   bench/run.sh            (or: make bench)
+#   bench/run.sh                    (or: make bench) every section, into docs/
+#   bench/run.sh memory scale       only these sections (or SECTIONS=memory,scale bench/run.sh),
+#                                   into bench/out/ unless OUT is set
+#
+# Sections: hit miss resp stampede client profile memory scale (see bench/README.md); charts
+# are drawn for whichever ran (CHARTS=0: none).
 #
 # Settings (environment):
 #   SERVER_CPU=0 CLIENT_CPU=1  cores for redis-server (with its module threads) and for every
 #                              client (redis-benchmark, python, demo backends); see BENCH-NOTES
 #   REPS=5                     repetitions per comparison (median reported)
 #   PROFILER=auto|perf|callgrind|none
-#   OUT=docs/benchmarks.md
+#   OUT=docs/benchmarks.md      (bench/out/benchmarks.md for a run of some sections only);
+#                              the charts go beside it
+#   SCALE_SIZES=10000,100000,1000000  entry counts of the scale section
+#   CARGO_TARGET_DIR           where cargo builds (default: target/)
 #   BENCH_REV=<commit>         benchmark a clean export of that commit instead of the work tree
 # Traffic goes to 127.0.0.1 only. Every step is bounded by `timeout`.
 set -euo pipefail
@@ -22,7 +31,18 @@ export SERVER_CPU="${SERVER_CPU:-0}"
 export CLIENT_CPU="${CLIENT_CPU:-1}"
 export REPS="${REPS:-5}"
 export PROFILER="${PROFILER:-auto}"
-export OUT="${OUT:-docs/benchmarks.md}"
+ALL_SECTIONS="hit,miss,resp,stampede,client,profile,memory,scale"
+if [ "$#" -gt 0 ]; then
+    SECTIONS="$(IFS=,; echo "$*")"
+fi
+SECTIONS="${SECTIONS:-$ALL_SECTIONS}"
+if [ "$SECTIONS" = "$ALL_SECTIONS" ] || [ "$SECTIONS" = all ]; then
+    SECTIONS="$ALL_SECTIONS"
+    export OUT="${OUT:-docs/benchmarks.md}"
+else
+    export OUT="${OUT:-bench/out/benchmarks.md}"
+fi
+[ "${CHARTS:-1}" = 0 ] || SECTIONS="$SECTIONS,charts"
 # Read before anything is pinned (nproc reports the affinity mask).
 export BENCH_NPROC="$(nproc)"
 # Whole run (excluding the build) must finish within this many seconds.
@@ -38,10 +58,15 @@ if [ "$(nproc)" -lt 2 ] && [ "$SERVER_CPU" != "$CLIENT_CPU" ]; then
     SERVER_CPU=0 CLIENT_CPU=0
 fi
 
-# redis-py (the only Python dependency).
+# redis-py (needed), matplotlib (for the charts only: without it the run goes on, chartless).
 if ! python3 -c 'import redis' 2>/dev/null; then
     log "installing redis-py"
     timeout 300 python3 -m pip install --quiet redis
+fi
+if [ "${CHARTS:-1}" != 0 ] && ! python3 -c 'import matplotlib' 2>/dev/null; then
+    log "installing matplotlib (for the charts)"
+    timeout 300 python3 -m pip install --quiet matplotlib >&2 \
+        || log "could not install matplotlib: no charts this run"
 fi
 
 # 1000 concurrent clients need file descriptors on both sides.
@@ -73,8 +98,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+TARGET_ROOT="$(realpath -m "${CARGO_TARGET_DIR:-$ROOT/target}")"
 # The module under test: the work tree as it is, or with BENCH_REV=<commit> a clean export of that
-# commit (built into target/bench-rev, so the work tree and its target/release are left alone).
+# commit (built into <target>/bench-rev, so the work tree and its target/release are left alone).
 if [ -n "${BENCH_REV:-}" ]; then
     commit="$(git -C "$ROOT" rev-parse --short "$BENCH_REV")"
     src_commit="$(git -C "$ROOT" log -1 --format=%h "$BENCH_REV" -- src Cargo.toml Cargo.lock)"
@@ -82,13 +108,13 @@ if [ -n "${BENCH_REV:-}" ]; then
     log "building $BENCH_MODULE_DESC (release)"
     mkdir -p "$WORK/src"
     git -C "$ROOT" archive "$BENCH_REV" | tar -x -C "$WORK/src"
-    (cd "$WORK/src" && CARGO_TARGET_DIR="$ROOT/target/bench-rev" \
+    (cd "$WORK/src" && CARGO_TARGET_DIR="$TARGET_ROOT/bench-rev" \
         timeout 1800 cargo build --release --quiet --lib --example demo_backend)
-    TARGET="$ROOT/target/bench-rev/release"
+    TARGET="$TARGET_ROOT/bench-rev/release"
 else
     log "building the module and the demo backend from the work tree (release)"
     timeout 1800 cargo build --release --quiet --lib --example demo_backend
-    TARGET="$ROOT/target/release"
+    TARGET="$TARGET_ROOT/release"
 fi
 MODULE="$TARGET/libredis_qa.so"
 BACKEND_BIN="$TARGET/examples/demo_backend"
@@ -98,14 +124,15 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# Demo backends: 100 ms (miss overhead, and the entry set-up), 2 s (responsiveness), 1 s (stampede).
+# Demo backends: 100 ms (miss overhead, and the entry set-up), 2 s (responsiveness), 1 s (stampede),
+# 0 ms (the 10k-question comparison with the client-side way, kept short).
 # They stand for a backend on another machine, so they get a higher priority (nice -10) than the
 # module's worker threads that may share their core: with a listen backlog of 128, a starved
 # accept loop resets connections when 500 misses connect at once.
 NICE=(nice -n -10)
 "${NICE[@]}" true 2>/dev/null || NICE=()
 declare -A BPORT
-for delay in 100 2000 1000; do
+for delay in 100 2000 1000 0; do
     port="$(free_port)"
     "${NICE[@]}" taskset -c "$CLIENT_CPU" "$BACKEND_BIN" "127.0.0.1:$port" "$delay" >"$WORK/backend-$delay.log" 2>&1 &
     PIDS+=("$!")
@@ -124,7 +151,7 @@ for _ in $(seq 50); do
 done
 SERVER_PID="$(cat "$WORK/redis.pid")"
 redis-cli -h 127.0.0.1 -p "$RPORT" PING >/dev/null || { log "redis-server did not start"; cat "$WORK/redis.log" >&2; exit 1; }
-for delay in 100 2000 1000; do
+for delay in 100 2000 1000 0; do
     for _ in $(seq 50); do
         python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',int(sys.argv[1])),0.2).close()" \
             "${BPORT[$delay]}" 2>/dev/null && break
@@ -137,7 +164,8 @@ log "measuring (limit ${TOTAL_LIMIT}s)"
 timeout --kill-after=10 "$TOTAL_LIMIT" taskset -c "$CLIENT_CPU" python3 bench/bench.py \
     --redis-port "$RPORT" --redis-pid "$SERVER_PID" \
     --backend-100 "${BPORT[100]}" --backend-2000 "${BPORT[2000]}" --backend-1000 "${BPORT[1000]}" \
-    --module "$MODULE" --work "$WORK" --redis-log "$WORK/redis.log" --out "$OUT" --only "${ONLY:-1234p}"
+    --backend-0 "${BPORT[0]}" --module "$MODULE" --work "$WORK" --redis-log "$WORK/redis.log" \
+    --out "$OUT" --sections "$SECTIONS"
 
 # The server must still be alive and have logged no panic.
 if ! redis-cli -h 127.0.0.1 -p "$RPORT" PING >/dev/null 2>&1; then
