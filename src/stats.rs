@@ -175,49 +175,58 @@ pub fn global() -> CacheStats {
     }
 }
 
-/// Semantic index search times of the last searches, in µs, for percentiles.
-static SEARCH_US: Mutex<VecDeque<u64>> = Mutex::new(VecDeque::new());
+/// The last `WINDOW` values of a measure, for percentiles.
+struct Window(Mutex<VecDeque<u64>>);
+
+const WINDOW: usize = 1024;
+
+impl Window {
+    const fn new() -> Self {
+        Window(Mutex::new(VecDeque::new()))
+    }
+
+    fn record(&self, v: u64) {
+        let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if w.len() == WINDOW {
+            w.pop_front();
+        }
+        w.push_back(v);
+    }
+
+    /// (p50, p99), 0 when nothing was recorded.
+    fn percentiles(&self) -> (u64, u64) {
+        let mut v: Vec<u64> = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        percentiles(&mut v)
+    }
+}
+
+/// Backend latencies of the last calls, in ms.
+static LATENCIES: Window = Window::new();
+/// Semantic index search times of the last searches, in µs.
+static SEARCH_US: Window = Window::new();
+
+pub fn record_latency(ms: u64) {
+    LATENCIES.record(ms);
+}
+
+/// (p50, p99) of the recent backend latencies in ms.
+pub fn latency_percentiles() -> (u64, u64) {
+    LATENCIES.percentiles()
+}
 
 pub fn record_search_us(us: u64) {
-    let mut w = SEARCH_US.lock().unwrap_or_else(|p| p.into_inner());
-    if w.len() == WINDOW {
-        w.pop_front();
-    }
-    w.push_back(us);
+    SEARCH_US.record(us);
 }
 
 /// (p50, p99) of the recent semantic index searches in µs.
 pub fn search_percentiles() -> (u64, u64) {
-    let mut v: Vec<u64> = SEARCH_US
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .copied()
-        .collect();
-    percentiles(&mut v)
-}
-
-/// Backend latencies of the last calls, for percentiles.
-const WINDOW: usize = 1024;
-static LATENCIES: Mutex<VecDeque<u64>> = Mutex::new(VecDeque::new());
-
-pub fn record_latency(ms: u64) {
-    let mut w = LATENCIES.lock().unwrap_or_else(|p| p.into_inner());
-    if w.len() == WINDOW {
-        w.pop_front();
-    }
-    w.push_back(ms);
-}
-
-/// (p50, p99) of the recent backend latencies in ms, 0 when there were none.
-pub fn latency_percentiles() -> (u64, u64) {
-    let mut v: Vec<u64> = LATENCIES
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .copied()
-        .collect();
-    percentiles(&mut v)
+    SEARCH_US.percentiles()
 }
 
 fn percentiles(v: &mut [u64]) -> (u64, u64) {

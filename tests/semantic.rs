@@ -418,3 +418,30 @@ fn evicted_entries_leave_the_index() {
     assert!(info_num(&mut con, "stats", "evicted_keys") > 0);
     assert_eq!(info_field(&mut con, "semantic_index_entries"), left);
 }
+
+#[test]
+fn qa_set_with_the_semantic_tier_is_refused_inside_multi() {
+    let b = Backend::start(Duration::ZERO);
+    let s = semantic_server(&b, &[]);
+    let mut con = s.conn();
+    let e = redis::pipe()
+        .atomic()
+        .cmd("QA.SET")
+        .arg(&["faq", Q, A])
+        .query::<(String,)>(&mut con)
+        .unwrap_err();
+    assert_eq!(
+        err_text(&e),
+        "ERR QA.SET with the semantic tier cannot wait for the embedding inside MULTI or a script (add EXACT)"
+    );
+    assert_eq!(dbsize(&mut con), 0);
+    // EXACT stores at once, inside MULTI too.
+    let (ok,): (String,) = redis::pipe()
+        .atomic()
+        .cmd("QA.SET")
+        .arg(&["faq", Q, A, "EXACT"])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    assert_eq!(qa_get(&mut con, &["faq", Q]).unwrap(), A);
+}

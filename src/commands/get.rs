@@ -188,15 +188,10 @@ unsafe fn miss(
     normalized: &str,
     key: &[u8],
 ) -> c_int {
-    let flags = raw::RedisModule_GetContextFlags.unwrap()(ctx) as u32;
-    if flags
-        & (raw::REDISMODULE_CTX_FLAGS_MULTI
-            | raw::REDISMODULE_CTX_FLAGS_LUA
-            | raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING)
-        != 0
-    {
+    if super::cannot_block(ctx) {
         return reply_error(ctx, error::IN_MULTI);
     }
+    let flags = raw::RedisModule_GetContextFlags.unwrap()(ctx) as u32;
     if flags & raw::REDISMODULE_CTX_FLAGS_SLAVE != 0 {
         return reply_error(ctx, error::ON_REPLICA);
     }

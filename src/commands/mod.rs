@@ -92,6 +92,20 @@ pub unsafe fn resolve<'a>(
     Ok(question)
 }
 
+/// Whether the running command may not block its client (inside `MULTI`, a script, or a
+/// context that denies blocking): then it cannot wait for a worker.
+///
+/// # Safety
+/// `ctx` must be the running command's context.
+pub unsafe fn cannot_block(ctx: *mut raw::RedisModuleCtx) -> bool {
+    let flags = raw::RedisModule_GetContextFlags.unwrap()(ctx) as u32;
+    flags
+        & (raw::REDISMODULE_CTX_FLAGS_MULTI
+            | raw::REDISMODULE_CTX_FLAGS_LUA
+            | raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING)
+        != 0
+}
+
 /// The arguments of a command as byte slices, without copying.
 pub struct Args {
     argv: *mut *mut raw::RedisModuleString,
