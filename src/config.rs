@@ -444,6 +444,10 @@ pub fn semantic_settings<G: RedisLockIndicator>(
     let mut embed = backend.clone();
     if !url.is_empty() {
         embed.url = url;
+    } else if backend.format != crate::backend::Format::OpenAi {
+        // Anthropic and webhook backends serve no `/embeddings`: without `qa.embed-url`
+        // nothing is called (the request takes the exact path, counted in `embed_errors`).
+        embed.url.clear();
     }
     SemanticSettings {
         embed,

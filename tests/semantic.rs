@@ -445,3 +445,38 @@ fn qa_set_with_the_semantic_tier_is_refused_inside_multi() {
     assert_eq!(ok, "OK");
     assert_eq!(qa_get(&mut con, &["faq", Q]).unwrap(), A);
 }
+
+#[test]
+fn a_webhook_backend_needs_an_embed_url() {
+    let b = Backend::start(Duration::ZERO);
+    let hook = b.hook_url();
+    let s = Server::start(&[
+        "--qa.backend-url",
+        &hook,
+        "--qa.backend-format",
+        "webhook",
+        "--qa.semantic",
+        "yes",
+    ]);
+    let mut con = s.conn();
+    // No embeddings endpoint to call: stored and answered on the exact path, nothing posted
+    // to the webhook's URL but the questions themselves.
+    set(&mut con, &["faq", Q, A]);
+    assert_eq!(
+        qa_get(&mut con, &["faq", PARAPHRASE]).unwrap(),
+        answer_for(PARAPHRASE, "gpt-4o-mini", "")
+    );
+    assert!(b.requests().iter().all(|r| r.path == "/hook"));
+    assert_eq!(info_field(&mut con, "embed_errors"), 2);
+    // With qa.embed-url, the same server goes semantic.
+    let url = b.url();
+    redis::cmd("CONFIG")
+        .arg(&["SET", "qa.embed-url", &url])
+        .query::<()>(&mut con)
+        .unwrap();
+    set(&mut con, &["faq", "Do you ship to Canada?", "Yes."]);
+    assert_eq!(
+        qa_get(&mut con, &["faq", "do YOU ship to canada"]).unwrap(),
+        "Yes."
+    );
+}
