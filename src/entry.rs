@@ -82,16 +82,30 @@ impl HitMeta {
     }
 
     /// Parses a `hit` field; `None` for anything [`HitMeta::encode`] would not have written.
+    /// One pass over the bytes (this runs on every hit).
     pub fn parse(b: &[u8]) -> Option<Self> {
-        let mut parts = b.split(|c| *c == b' ');
-        if parts.next()? != b"1" {
-            return None;
-        }
+        let rest = b.strip_prefix(b"1 ")?;
         let mut n = [0u64; 5];
-        for slot in &mut n {
-            *slot = parse_u64(parts.next()?)?;
+        let mut i = 0;
+        let mut digits = 0;
+        for &c in rest {
+            if c == b' ' {
+                // A separator ends a non-empty number, and the last number has none after it.
+                if digits == 0 || i == n.len() - 1 {
+                    return None;
+                }
+                i += 1;
+                digits = 0;
+            } else {
+                let d = c.wrapping_sub(b'0');
+                if d > 9 {
+                    return None;
+                }
+                n[i] = n[i].checked_mul(10)?.checked_add(u64::from(d))?;
+                digits += 1;
+            }
         }
-        if parts.next().is_some() {
+        if digits == 0 || i != n.len() - 1 {
             return None;
         }
         let [created_ms, fresh_until, tokens_in, tokens_out, latency_ms] = n;
@@ -103,20 +117,6 @@ impl HitMeta {
             latency_ms,
         })
     }
-}
-
-/// Plain decimal digits only (no sign, no spaces), without overflow.
-fn parse_u64(s: &[u8]) -> Option<u64> {
-    if s.is_empty() {
-        return None;
-    }
-    s.iter().try_fold(0u64, |acc, &c| {
-        if c.is_ascii_digit() {
-            acc.checked_mul(10)?.checked_add(u64::from(c - b'0'))
-        } else {
-            None
-        }
-    })
 }
 
 /// A found entry. The answer string is owned here and freed on drop.
@@ -435,6 +435,8 @@ mod tests {
         let rows: &[&[u8]] = &[
             b"",                                     // empty
             b"1",                                    // version only
+            b"1 ",                                   // version and a separator only
+            b"1 1 2 3 4 ",                           // last number missing after a separator
             b"1 1 2 3 4",                            // one number short
             b"1 1 2 3 4 5 6",                        // one too many
             b"2 1 2 3 4 5",                          // unknown version
