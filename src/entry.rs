@@ -1,6 +1,7 @@
 //! Entries on the main thread, read with the low-level key API (no `RedisModule_Call`: it
 //! costs microseconds, and this is the hit path).
 
+use std::cell::Cell;
 use std::os::raw::{c_int, c_longlong};
 use std::ptr;
 use std::sync::OnceLock;
@@ -53,6 +54,51 @@ fn fields() -> &'static [*mut raw::RedisModuleString; 7] {
             }))
         })
         .0
+}
+
+/// Key-name strings of recently read entries, so that a hit on a hot question does not
+/// create and free a string object for its key name (two allocations: the names are longer
+/// than Redis's embedded strings) every time. Direct-mapped by the digest that ends every
+/// entry key. A slot's string is owned by the module and never modified once made (Redis
+/// may keep a reference to a key name, e.g. to propagate the deletion of an expired key); a
+/// key that maps to a taken slot replaces its string. Main thread only, like every lookup.
+const KEY_NAME_SLOT_BITS: u32 = 8;
+
+thread_local! {
+    static KEY_NAMES: [Cell<*mut raw::RedisModuleString>; 1 << KEY_NAME_SLOT_BITS] =
+        const { [const { Cell::new(ptr::null_mut()) }; 1 << KEY_NAME_SLOT_BITS] };
+}
+
+/// The slot of a key name: its last eight bytes (hex digits of the digest), mixed.
+fn key_name_slot(key: &[u8]) -> usize {
+    let mut tail = [0u8; 8];
+    let n = key.len().min(8);
+    tail[..n].copy_from_slice(&key[key.len() - n..]);
+    (u64::from_le_bytes(tail).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - KEY_NAME_SLOT_BITS))
+        as usize
+}
+
+/// A string holding `key`, owned by the key-name table: valid until a later call with a key
+/// of the same slot, never to be freed by the caller.
+unsafe fn key_name(key: &[u8]) -> *mut raw::RedisModuleString {
+    KEY_NAMES.with(|slots| {
+        let slot = &slots[key_name_slot(key)];
+        let held = slot.get();
+        if !held.is_null() {
+            let mut len = 0usize;
+            let p = raw::RedisModule_StringPtrLen.unwrap()(held, &mut len);
+            if !p.is_null() && std::slice::from_raw_parts(p.cast::<u8>(), len) == key {
+                return held;
+            }
+            // SAFETY: made below with a NULL context; anyone else holding it holds a reference.
+            raw::RedisModule_FreeString.unwrap()(ptr::null_mut(), held);
+        }
+        // A NULL context: owned by the module, not freed when the command ends.
+        let made =
+            raw::RedisModule_CreateString.unwrap()(ptr::null_mut(), key.as_ptr().cast(), key.len());
+        slot.set(made);
+        made
+    })
 }
 
 /// What a hit needs besides the answer, kept in the entry's `hit` field so that a hit reads
@@ -224,7 +270,7 @@ unsafe fn read_readable_fields(
 /// # Safety
 /// `ctx` must be the context of the command being executed, on the main thread.
 pub unsafe fn lookup(ctx: *mut raw::RedisModuleCtx, key: &[u8], meta: bool) -> Lookup {
-    let name = raw::RedisModule_CreateString.unwrap()(ctx, key.as_ptr().cast(), key.len());
+    let name = key_name(key);
     let k = raw::RedisModule_OpenKey.unwrap()(ctx, name, raw::REDISMODULE_READ as c_int);
     let result = if k.is_null() {
         Lookup::Miss
@@ -281,7 +327,6 @@ pub unsafe fn lookup(ctx: *mut raw::RedisModuleCtx, key: &[u8], meta: bool) -> L
     if !k.is_null() {
         raw::RedisModule_CloseKey.unwrap()(k);
     }
-    raw::RedisModule_FreeString.unwrap()(ctx, name);
     result
 }
 
@@ -458,6 +503,25 @@ mod tests {
         ];
         for r in rows {
             assert_eq!(HitMeta::parse(r), None, "{:?}", String::from_utf8_lossy(r));
+        }
+    }
+
+    #[test]
+    fn key_name_slots_are_in_range_and_spread() {
+        let mut used = std::collections::HashSet::new();
+        for i in 0..4096u32 {
+            let key = format!(
+                "qa:{{faq}}:{:064x}",
+                u64::from(i).wrapping_mul(0x2545_F491_4F6C_DD1D)
+            );
+            let slot = key_name_slot(key.as_bytes());
+            assert!(slot < 1 << KEY_NAME_SLOT_BITS);
+            used.insert(slot);
+        }
+        assert!(used.len() > 200, "{} slots used", used.len());
+        // Short and empty keys too (lookup takes any bytes).
+        for key in [&b""[..], b"a", b"1234567", b"12345678"] {
+            assert!(key_name_slot(key) < 1 << KEY_NAME_SLOT_BITS);
         }
     }
 

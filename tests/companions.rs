@@ -736,3 +736,46 @@ fn hits_read_the_packed_field_or_fall_back_to_the_readable_ones() {
     assert_eq!(e2["hit"], format!("1 {} 0 0 0 0", e2["created"]));
     assert!(!e2.contains_key("fresh_until"));
 }
+
+/// The key names of looked-up entries are kept in a small table of slots; many questions
+/// sharing slots (more questions than slots, read in turns) still get their own answers.
+#[test]
+fn many_questions_sharing_key_name_slots_get_their_own_answers() {
+    let s = Server::start(&[]);
+    let mut con = s.conn();
+    const N: usize = 700;
+    let mut p = redis::pipe();
+    for i in 0..N {
+        p.cmd("QA.SET")
+            .arg("faq")
+            .arg(format!("question {i}"))
+            .arg(format!("answer {i}"))
+            .ignore();
+    }
+    p.query::<()>(&mut con).unwrap();
+    for round in 0..3 {
+        let mut p = redis::pipe();
+        for i in (0..N).rev().step_by(round + 1) {
+            p.cmd("QA.PEEK").arg("faq").arg(format!("question {i}"));
+            p.cmd("QA.PEEK")
+                .arg("faq")
+                .arg(format!("question {}", (i * 7) % N));
+            p.cmd("QA.PEEK").arg("faq").arg(format!("unknown {i}"));
+        }
+        let got: Vec<Option<String>> = p.query(&mut con).unwrap();
+        for (j, i) in (0..N).rev().step_by(round + 1).enumerate() {
+            assert_eq!(got[3 * j].as_deref(), Some(format!("answer {i}").as_str()));
+            assert_eq!(
+                got[3 * j + 1].as_deref(),
+                Some(format!("answer {}", (i * 7) % N).as_str())
+            );
+            assert_eq!(got[3 * j + 2], None);
+        }
+    }
+    // A deleted entry is a miss even while its key name is held.
+    cmd(&mut con, &["QA.DEL", "faq", "question 3"]).unwrap();
+    assert_eq!(
+        cmd(&mut con, &["QA.PEEK", "faq", "question 3"]).unwrap(),
+        Value::Nil
+    );
+}
