@@ -134,26 +134,36 @@ impl HitMeta {
         let mut n = [0u64; 5];
         let mut i = 0;
         let mut digits = 0;
+        // The number being read stays in a register, stored when it ends.
+        let mut cur = 0u64;
         for &c in rest {
             if c == b' ' {
                 // A separator ends a non-empty number, and the last number has none after it.
                 if digits == 0 || i == n.len() - 1 {
                     return None;
                 }
+                n[i] = cur;
                 i += 1;
+                cur = 0;
                 digits = 0;
             } else {
                 let d = c.wrapping_sub(b'0');
                 if d > 9 {
                     return None;
                 }
-                n[i] = n[i].checked_mul(10)?.checked_add(u64::from(d))?;
+                // Up to 19 digits cannot overflow: no checked (slower, serial) arithmetic.
+                cur = if digits < 19 {
+                    cur * 10 + u64::from(d)
+                } else {
+                    cur.checked_mul(10)?.checked_add(u64::from(d))?
+                };
                 digits += 1;
             }
         }
         if digits == 0 || i != n.len() - 1 {
             return None;
         }
+        n[i] = cur;
         let [created_ms, fresh_until, tokens_in, tokens_out, latency_ms] = n;
         Some(HitMeta {
             created_ms,
