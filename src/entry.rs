@@ -56,12 +56,14 @@ fn fields() -> &'static [*mut raw::RedisModuleString; 7] {
         .0
 }
 
-/// Key-name strings of recently read entries, so that a hit on a hot question does not
+/// Key-name strings of recently hit entries, so that a hit on a hot question does not
 /// create and free a string object for its key name (two allocations: the names are longer
 /// than Redis's embedded strings) every time. Direct-mapped by the digest that ends every
 /// entry key. A slot's string is owned by the module and never modified once made (Redis
 /// may keep a reference to a key name, e.g. to propagate the deletion of an expired key); a
-/// key that maps to a taken slot replaces its string. Main thread only, like every lookup.
+/// hit on a key that maps to a taken slot replaces its string. Only hits are kept: a miss
+/// checks for OOM after the lookup, and a name kept then could tip a server that has just
+/// evicted down to its limit over it. Main thread only, like every lookup.
 const KEY_NAME_SLOT_BITS: u32 = 8;
 
 thread_local! {
@@ -78,26 +80,28 @@ fn key_name_slot(key: &[u8]) -> usize {
         as usize
 }
 
-/// A string holding `key`, owned by the key-name table: valid until a later call with a key
-/// of the same slot, never to be freed by the caller.
-unsafe fn key_name(key: &[u8]) -> *mut raw::RedisModuleString {
+/// The kept string holding `key`, if there is one: valid until a later [`keep_key_name`] of
+/// the same slot, never to be freed by the caller.
+unsafe fn kept_key_name(key: &[u8]) -> Option<*mut raw::RedisModuleString> {
     KEY_NAMES.with(|slots| {
-        let slot = &slots[key_name_slot(key)];
-        let held = slot.get();
-        if !held.is_null() {
-            let mut len = 0usize;
-            let p = raw::RedisModule_StringPtrLen.unwrap()(held, &mut len);
-            if !p.is_null() && std::slice::from_raw_parts(p.cast::<u8>(), len) == key {
-                return held;
-            }
-            // SAFETY: made below with a NULL context; anyone else holding it holds a reference.
-            raw::RedisModule_FreeString.unwrap()(ptr::null_mut(), held);
+        let held = slots[key_name_slot(key)].get();
+        if held.is_null() {
+            return None;
         }
-        // A NULL context: owned by the module, not freed when the command ends.
-        let made =
-            raw::RedisModule_CreateString.unwrap()(ptr::null_mut(), key.as_ptr().cast(), key.len());
-        slot.set(made);
-        made
+        let mut len = 0usize;
+        let p = raw::RedisModule_StringPtrLen.unwrap()(held, &mut len);
+        (!p.is_null() && std::slice::from_raw_parts(p.cast::<u8>(), len) == key).then_some(held)
+    })
+}
+
+/// Keeps `name` (made with a NULL context, holding `key`) in its slot, releasing the string
+/// it replaces (anyone else holding that one holds a reference of their own).
+unsafe fn keep_key_name(key: &[u8], name: *mut raw::RedisModuleString) {
+    KEY_NAMES.with(|slots| {
+        let old = slots[key_name_slot(key)].replace(name);
+        if !old.is_null() {
+            raw::RedisModule_FreeString.unwrap()(ptr::null_mut(), old);
+        }
     })
 }
 
@@ -280,7 +284,11 @@ unsafe fn read_readable_fields(
 /// # Safety
 /// `ctx` must be the context of the command being executed, on the main thread.
 pub unsafe fn lookup(ctx: *mut raw::RedisModuleCtx, key: &[u8], meta: bool) -> Lookup {
-    let name = key_name(key);
+    let kept = kept_key_name(key);
+    // A NULL context: a string the module owns, so that a hit can keep it.
+    let name = kept.unwrap_or_else(|| {
+        raw::RedisModule_CreateString.unwrap()(ptr::null_mut(), key.as_ptr().cast(), key.len())
+    });
     let k = raw::RedisModule_OpenKey.unwrap()(ctx, name, raw::REDISMODULE_READ as c_int);
     let result = if k.is_null() {
         Lookup::Miss
@@ -336,6 +344,13 @@ pub unsafe fn lookup(ctx: *mut raw::RedisModuleCtx, key: &[u8], meta: bool) -> L
     };
     if !k.is_null() {
         raw::RedisModule_CloseKey.unwrap()(k);
+    }
+    if kept.is_none() {
+        if matches!(result, Lookup::Hit(_)) {
+            keep_key_name(key, name);
+        } else {
+            raw::RedisModule_FreeString.unwrap()(ptr::null_mut(), name);
+        }
     }
     result
 }
