@@ -76,14 +76,25 @@ pub fn entry_key_into(
     out.extend_from_slice(b"qa:{");
     out.extend_from_slice(cache);
     out.extend_from_slice(b"}:");
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut hex = [0u8; 64];
     for (pair, b) in hex.chunks_exact_mut(2).zip(digest) {
-        pair[0] = HEX[(b >> 4) as usize];
-        pair[1] = HEX[(b & 15) as usize];
+        pair.copy_from_slice(&HEX_PAIRS[b as usize]);
     }
     out.extend_from_slice(&hex);
 }
+
+/// Lowercase hex of every byte value: one table load per digest byte instead of two
+/// nibble lookups (this runs on every request).
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 15]];
+        i += 1;
+    }
+    t
+};
 
 /// Convenience wrapper for generation "" (cache names may be binary, so bytes).
 #[cfg(test)]

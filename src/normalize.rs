@@ -41,10 +41,7 @@ fn fold_quote(c: char) -> char {
 /// survives inside a word (`c++`, `3.14`, `e.g`), and goes at the end of the text and
 /// before whitespace.
 pub fn normalize_into(question: &str, out: &mut String) {
-    out.clear();
-    if question.is_ascii() {
-        normalize_ascii(question.as_bytes(), out);
-    } else {
+    if !normalize_ascii(question.as_bytes(), out) {
         normalize_unicode(question, out);
     }
 }
@@ -59,34 +56,83 @@ fn normalize_unicode(question: &str, out: &mut String) {
 }
 
 /// The same rules for ASCII text, on bytes: NFKC is the identity on ASCII, and this runs on
-/// every hit. Must agree with [`normalize_unicode`] (tested on generated inputs).
-fn normalize_ascii(q: &[u8], out: &mut String) {
-    // The whitespace of `char::is_whitespace` within ASCII: TAB..CR and space.
-    let is_ws = |b: u8| b == b' ' || (b'\t'..=b'\r').contains(&b);
-    let is_punct = |b: u8| matches!(b, b'?' | b'!' | b'.' | b',' | b';' | b':');
-    let mut i = 0;
-    while i < q.len() {
-        while i < q.len() && is_ws(q[i]) {
-            i += 1;
+/// every hit. Must agree with [`normalize_unicode`] (tested on generated inputs). Returns
+/// false, with `out` empty, at the first non-ASCII byte: the caller takes the general path.
+fn normalize_ascii(q: &[u8], out: &mut String) -> bool {
+    // One pass, writing into a buffer as long as the question (the output is never longer:
+    // each separator space stands for at least one whitespace byte of the input).
+    // `kept`: the output so far, complete words only; a word is written after a separator
+    // at `kept` and counts once the word ends, up to its last non-punctuation byte.
+    // SAFETY: only ASCII bytes are written (`q` is ASCII; the zero fill is cut off by the
+    // truncate), so `out` is UTF-8 when this returns.
+    let v = unsafe { out.as_mut_vec() };
+    v.clear();
+    v.resize(q.len(), 0);
+    let (mut kept, mut pos, mut word_end, mut in_word) = (0, 0, 0, false);
+    for &b in q {
+        let class = ASCII_CLASS[b as usize];
+        if class == NON_ASCII {
+            v.clear();
+            return false;
         }
-        let start = i;
-        while i < q.len() && !is_ws(q[i]) {
-            i += 1;
-        }
-        let mut end = i;
-        while end > start && is_punct(q[end - 1]) {
-            end -= 1;
-        }
-        if end > start {
-            if !out.is_empty() {
-                out.push(' ');
+        if class == WHITESPACE {
+            if in_word {
+                kept = word_end;
+                in_word = false;
             }
-            // SAFETY: only ASCII bytes are appended (`q` is ASCII), so `out` stays UTF-8.
-            let v = unsafe { out.as_mut_vec() };
-            v.extend(q[start..end].iter().map(u8::to_ascii_lowercase));
+            continue;
+        }
+        if !in_word {
+            in_word = true;
+            pos = if kept > 0 {
+                v[kept] = b' ';
+                kept + 1
+            } else {
+                0
+            };
+            word_end = kept;
+        }
+        v[pos] = b.to_ascii_lowercase();
+        pos += 1;
+        if class != PUNCT {
+            word_end = pos;
         }
     }
+    if in_word {
+        kept = word_end;
+    }
+    v.truncate(kept);
+    true
 }
+
+const WHITESPACE: u8 = 1;
+const PUNCT: u8 = 2;
+const NON_ASCII: u8 = 3;
+
+/// Per ASCII byte: the whitespace of `char::is_whitespace` (TAB..CR and space), sentence
+/// punctuation (the ASCII part of [`is_sentence_punct`]), a byte of a non-ASCII character,
+/// or 0 for any other byte.
+const ASCII_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut hi = 0x80;
+    while hi < 256 {
+        t[hi] = NON_ASCII;
+        hi += 1;
+    }
+    t[b' ' as usize] = WHITESPACE;
+    let mut b = b'\t';
+    while b <= b'\r' {
+        t[b as usize] = WHITESPACE;
+        b += 1;
+    }
+    let punct = b"?!.,;:";
+    let mut i = 0;
+    while i < punct.len() {
+        t[punct[i] as usize] = PUNCT;
+        i += 1;
+    }
+    t
+};
 
 /// Convenience wrapper around [`normalize_into`].
 pub fn normalize(question: &str) -> String {
@@ -226,9 +272,34 @@ mod tests {
                 q.push(alphabet[(seed % alphabet.len() as u64) as usize] as char);
             }
             let (mut fast, mut general) = (String::new(), String::new());
-            normalize_ascii(q.as_bytes(), &mut fast);
+            assert!(normalize_ascii(q.as_bytes(), &mut fast));
             normalize_unicode(&q, &mut general);
             assert_eq!(fast, general, "input {q:?}");
+        }
+    }
+
+    /// A non-ASCII character anywhere (first, last, after words already written) sends the
+    /// whole question down the general path, with nothing of the ASCII attempt left behind.
+    #[test]
+    fn non_ascii_anywhere_takes_the_general_path() {
+        let alphabet = [
+            'a', 'Z', ' ', '?', '.', '\t', '\u{3000}', '\u{FF1F}', 'é', '\u{200B}',
+        ];
+        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut out = String::from("leftover");
+        for _ in 0..20_000 {
+            let len = (seed % 12) as usize;
+            let mut q = String::new();
+            for _ in 0..len {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                q.push(alphabet[(seed % alphabet.len() as u64) as usize]);
+            }
+            let mut general = String::new();
+            normalize_unicode(&q, &mut general);
+            normalize_into(&q, &mut out);
+            assert_eq!(out, general, "input {q:?}");
         }
     }
 

@@ -608,3 +608,174 @@ fn every_command_has_docs_and_key_metadata() {
         }
     }
 }
+
+/// A hit reads `answer` and the packed `hit` field; an entry without a usable `hit` (written
+/// by an older build, or edited by hand) is served from its readable fields instead, with
+/// the same stats, age and staleness.
+#[test]
+fn hits_read_the_packed_field_or_fall_back_to_the_readable_ones() {
+    let b = Backend::start(Duration::from_millis(20));
+    let s = server_for(&b, &["--qa.stale-ttl", "30"]);
+    let mut con = s.conn();
+    let q = "What is our refund policy?";
+    let answer = qa_get(&mut con, &["faq", q, "TTL", "600"]).unwrap();
+    let key = text(&map(cmd(&mut con, &["QA.KEY", "faq", q]).unwrap())["key"]);
+    let entry: HashMap<String, String> = redis::cmd("HGETALL").arg(&key).query(&mut con).unwrap();
+    let num = |f: &str| -> u64 { entry[f].parse().unwrap() };
+    let (created, fresh_until) = (num("created"), num("fresh_until"));
+    let (tin, tout, lat) = (num("tokens_in"), num("tokens_out"), num("latency_ms"));
+    assert_eq!(fresh_until, created + 600_000);
+    assert_eq!(
+        entry["hit"],
+        format!("1 {created} {fresh_until} {tin} {tout} {lat}"),
+        "{entry:?}"
+    );
+
+    // (what is done to the entry's `hit` field before a hit, why)
+    let rows: &[(Option<&str>, &str)] = &[
+        (None, "as written"),
+        (Some(""), "deleted: an entry of an older build"),
+        (Some("garbage"), "unreadable"),
+        (Some("2 1 2 3 4 5"), "a format this build does not know"),
+        (Some("1 1 2 3 4"), "one number short"),
+    ];
+    for (i, (edit, why)) in rows.iter().enumerate() {
+        match edit {
+            None => {}
+            Some("") => {
+                let _: i64 = redis::cmd("HDEL")
+                    .arg(&key)
+                    .arg("hit")
+                    .query(&mut con)
+                    .unwrap();
+            }
+            Some(v) => {
+                let _: i64 = redis::cmd("HSET")
+                    .arg(&key)
+                    .arg("hit")
+                    .arg(*v)
+                    .query(&mut con)
+                    .unwrap();
+            }
+        }
+        let m = map(cmd(&mut con, &["QA.GET", "faq", q, "WITHMETA"]).unwrap());
+        assert_eq!(text(&m["answer"]), answer, "{why}");
+        assert_eq!(text(&m["served"]), "hit", "{why}");
+        let age = match m["age_ms"] {
+            Value::Int(n) => n as u64,
+            ref other => panic!("{why}: age_ms {other:?}"),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(
+            age <= now - created,
+            "{why}: age {age} from created {created}"
+        );
+        assert!(age + 60_000 > now - created, "{why}: age {age}");
+        assert_eq!(qa_get(&mut con, &["faq", q]).unwrap(), answer, "{why}");
+        let n = 2 * (i as u64 + 1);
+        assert_eq!(info_field(&mut con, "hits"), n, "{why}");
+        assert_eq!(info_field(&mut con, "tokens_in_saved"), n * tin, "{why}");
+        assert_eq!(info_field(&mut con, "tokens_out_saved"), n * tout, "{why}");
+        assert_eq!(info_field(&mut con, "backend_ms_saved"), n * lat, "{why}");
+    }
+    assert_eq!(b.calls(), 1);
+
+    // Past `fresh_until`, without `hit`: served stale from the readable field (and refreshed,
+    // which writes a new `hit`).
+    let _: i64 = redis::cmd("HDEL")
+        .arg(&key)
+        .arg("hit")
+        .query(&mut con)
+        .unwrap();
+    let _: i64 = redis::cmd("HSET")
+        .arg(&key)
+        .arg("fresh_until")
+        .arg(1)
+        .query(&mut con)
+        .unwrap();
+    let m = map(cmd(&mut con, &["QA.GET", "faq", q, "WITHMETA"]).unwrap());
+    assert_eq!(text(&m["served"]), "stale");
+    assert!(wait_until(Duration::from_secs(5), || {
+        let hit: Option<String> = redis::cmd("HGET")
+            .arg(&key)
+            .arg("hit")
+            .query(&mut con)
+            .unwrap();
+        hit.is_some()
+    }));
+    assert_eq!(b.calls(), 2);
+    assert_eq!(
+        text(&map(cmd(&mut con, &["QA.GET", "faq", q, "WITHMETA"]).unwrap())["served"]),
+        "hit"
+    );
+
+    // The same with a `hit` field whose grace has begun.
+    let hit: String = redis::cmd("HGET")
+        .arg(&key)
+        .arg("hit")
+        .query(&mut con)
+        .unwrap();
+    let mut parts: Vec<&str> = hit.split(' ').collect();
+    parts[2] = "1";
+    let _: i64 = redis::cmd("HSET")
+        .arg(&key)
+        .arg("hit")
+        .arg(parts.join(" "))
+        .query(&mut con)
+        .unwrap();
+    let m = map(cmd(&mut con, &["QA.GET", "faq", q, "WITHMETA"]).unwrap());
+    assert_eq!(text(&m["served"]), "stale");
+
+    // QA.SET writes `hit` too, without a grace and with nothing saved.
+    cmd(&mut con, &["QA.SET", "faq", "set q", "set a"]).unwrap();
+    let key2 = text(&map(cmd(&mut con, &["QA.KEY", "faq", "set q"]).unwrap())["key"]);
+    let e2: HashMap<String, String> = redis::cmd("HGETALL").arg(&key2).query(&mut con).unwrap();
+    assert_eq!(e2["hit"], format!("1 {} 0 0 0 0", e2["created"]));
+    assert!(!e2.contains_key("fresh_until"));
+}
+
+/// The key names of looked-up entries are kept in a small table of slots; many questions
+/// sharing slots (more questions than slots, read in turns) still get their own answers.
+#[test]
+fn many_questions_sharing_key_name_slots_get_their_own_answers() {
+    let s = Server::start(&[]);
+    let mut con = s.conn();
+    const N: usize = 700;
+    let mut p = redis::pipe();
+    for i in 0..N {
+        p.cmd("QA.SET")
+            .arg("faq")
+            .arg(format!("question {i}"))
+            .arg(format!("answer {i}"))
+            .ignore();
+    }
+    p.query::<()>(&mut con).unwrap();
+    for round in 0..3 {
+        let mut p = redis::pipe();
+        for i in (0..N).rev().step_by(round + 1) {
+            p.cmd("QA.PEEK").arg("faq").arg(format!("question {i}"));
+            p.cmd("QA.PEEK")
+                .arg("faq")
+                .arg(format!("question {}", (i * 7) % N));
+            p.cmd("QA.PEEK").arg("faq").arg(format!("unknown {i}"));
+        }
+        let got: Vec<Option<String>> = p.query(&mut con).unwrap();
+        for (j, i) in (0..N).rev().step_by(round + 1).enumerate() {
+            assert_eq!(got[3 * j].as_deref(), Some(format!("answer {i}").as_str()));
+            assert_eq!(
+                got[3 * j + 1].as_deref(),
+                Some(format!("answer {}", (i * 7) % N).as_str())
+            );
+            assert_eq!(got[3 * j + 2], None);
+        }
+    }
+    // A deleted entry is a miss even while its key name is held.
+    cmd(&mut con, &["QA.DEL", "faq", "question 3"]).unwrap();
+    assert_eq!(
+        cmd(&mut con, &["QA.PEEK", "faq", "question 3"]).unwrap(),
+        Value::Nil
+    );
+}
