@@ -163,7 +163,14 @@ extern "C" fn reply_cb(
                 Outcome::Error(e) => {
                     raw::RedisModule_ReplyWithError.unwrap()(ctx, e.as_ptr());
                 }
-                Outcome::Semantic(hit) if *withmeta => reply_semantic_meta(ctx, hit),
+                Outcome::Semantic(hit) if *withmeta => reply_meta_with(
+                    ctx,
+                    hit.answer.as_bytes(),
+                    "semantic",
+                    hit.age_ms,
+                    hit.ttl_ms,
+                    Some((hit.similarity, &hit.matched)),
+                ),
                 Outcome::Semantic(hit) => {
                     let a = &hit.answer;
                     raw::RedisModule_ReplyWithStringBuffer.unwrap()(
@@ -197,40 +204,37 @@ pub unsafe fn reply_meta(
     age_ms: i64,
     ttl_ms: i64,
 ) {
-    let text =
-        |s: &str| raw::RedisModule_ReplyWithStringBuffer.unwrap()(ctx, s.as_ptr().cast(), s.len());
-    raw::reply_with_map(ctx, 4);
+    reply_meta_with(ctx, answer, served, age_ms, ttl_ms, None);
+}
+
+/// [`reply_meta`], plus for a semantic hit (`matched`: similarity and stored question)
+/// `similarity` (a decimal string: RESP2 has no double) and `matched`.
+unsafe fn reply_meta_with(
+    ctx: *mut raw::RedisModuleCtx,
+    answer: &[u8],
+    served: &str,
+    age_ms: i64,
+    ttl_ms: i64,
+    matched: Option<(f32, &str)>,
+) {
+    let bytes =
+        |b: &[u8]| raw::RedisModule_ReplyWithStringBuffer.unwrap()(ctx, b.as_ptr().cast(), b.len());
+    let text = |s: &str| bytes(s.as_bytes());
+    raw::reply_with_map(ctx, if matched.is_some() { 6 } else { 4 });
     text("answer");
-    raw::RedisModule_ReplyWithStringBuffer.unwrap()(ctx, answer.as_ptr().cast(), answer.len());
+    bytes(answer);
     text("served");
     text(served);
     text("age_ms");
     raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, age_ms);
     text("ttl_ms");
     raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, ttl_ms);
-}
-
-/// The `WITHMETA` reply of a semantic hit: as [`reply_meta`] with `served` = `semantic`, plus
-/// `similarity` (a decimal string: RESP2 has no double) and `matched` (the stored question).
-///
-/// # Safety
-/// `ctx` must be a context that may reply.
-unsafe fn reply_semantic_meta(ctx: *mut raw::RedisModuleCtx, hit: &SemanticHit) {
-    let text =
-        |s: &str| raw::RedisModule_ReplyWithStringBuffer.unwrap()(ctx, s.as_ptr().cast(), s.len());
-    raw::reply_with_map(ctx, 6);
-    text("answer");
-    text(&hit.answer);
-    text("served");
-    text("semantic");
-    text("age_ms");
-    raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, hit.age_ms);
-    text("ttl_ms");
-    raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, hit.ttl_ms);
-    text("similarity");
-    text(&format!("{:.4}", hit.similarity));
-    text("matched");
-    text(&hit.matched);
+    if let Some((similarity, question)) = matched {
+        text("similarity");
+        text(&format!("{similarity:.4}"));
+        text("matched");
+        text(question);
+    }
 }
 
 extern "C" fn free_cb(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {

@@ -80,17 +80,75 @@ fn key_name_slot(key: &[u8]) -> usize {
         as usize
 }
 
+/// The bytes of a module string (valid while the string lives); `None` for NULL.
+///
+/// # Safety
+/// `s` must be NULL or a live module string.
+#[inline]
+pub unsafe fn bytes_of<'a>(s: *mut raw::RedisModuleString) -> Option<&'a [u8]> {
+    if s.is_null() {
+        return None;
+    }
+    let mut len = 0usize;
+    let p = raw::RedisModule_StringPtrLen.unwrap()(s, &mut len);
+    (!p.is_null()).then(|| std::slice::from_raw_parts(p.cast::<u8>(), len))
+}
+
+/// Copies of the fields `names` of the hash open at `k`; `None` if `k` is not a hash.
+///
+/// # Safety
+/// Main thread (or the module lock held), `k` NULL or open in `ctx`.
+pub unsafe fn read_open_fields<const N: usize>(
+    ctx: *mut raw::RedisModuleCtx,
+    k: *mut raw::RedisModuleKey,
+    names: [&std::ffi::CStr; N],
+) -> Option<[Option<Vec<u8>>; N]> {
+    if k.is_null() || raw::RedisModule_KeyType.unwrap()(k) != raw::REDISMODULE_KEYTYPE_HASH as c_int
+    {
+        return None;
+    }
+    Some(names.map(|name| {
+        let mut v: *mut raw::RedisModuleString = ptr::null_mut();
+        raw::RedisModule_HashGet.unwrap()(
+            k,
+            raw::REDISMODULE_HASH_CFIELDS as c_int,
+            name.as_ptr(),
+            &mut v as *mut *mut raw::RedisModuleString,
+            ptr::null_mut::<std::os::raw::c_void>(),
+        );
+        let copy = bytes_of(v).map(<[u8]>::to_vec);
+        if !v.is_null() {
+            raw::RedisModule_FreeString.unwrap()(ctx, v);
+        }
+        copy
+    }))
+}
+
+/// As [`read_open_fields`], opening the key `key` of the selected database for reading.
+///
+/// # Safety
+/// Main thread (or the module lock held).
+pub unsafe fn read_fields<const N: usize>(
+    ctx: *mut raw::RedisModuleCtx,
+    key: &[u8],
+    names: [&std::ffi::CStr; N],
+) -> Option<[Option<Vec<u8>>; N]> {
+    let name = raw::RedisModule_CreateString.unwrap()(ctx, key.as_ptr().cast(), key.len());
+    let k = raw::RedisModule_OpenKey.unwrap()(ctx, name, raw::REDISMODULE_READ as c_int);
+    let out = read_open_fields(ctx, k, names);
+    if !k.is_null() {
+        raw::RedisModule_CloseKey.unwrap()(k);
+    }
+    raw::RedisModule_FreeString.unwrap()(ctx, name);
+    out
+}
+
 /// The kept string holding `key`, if there is one: valid until a later [`keep_key_name`] of
 /// the same slot, never to be freed by the caller.
 unsafe fn kept_key_name(key: &[u8]) -> Option<*mut raw::RedisModuleString> {
     KEY_NAMES.with(|slots| {
         let held = slots[key_name_slot(key)].get();
-        if held.is_null() {
-            return None;
-        }
-        let mut len = 0usize;
-        let p = raw::RedisModule_StringPtrLen.unwrap()(held, &mut len);
-        (!p.is_null() && std::slice::from_raw_parts(p.cast::<u8>(), len) == key).then_some(held)
+        (bytes_of(held) == Some(key)).then_some(held)
     })
 }
 
@@ -231,13 +289,7 @@ unsafe fn take_hit_meta(
     if s.is_null() {
         return None;
     }
-    let mut len = 0usize;
-    let p = raw::RedisModule_StringPtrLen.unwrap()(s, &mut len);
-    let meta = if p.is_null() {
-        None
-    } else {
-        HitMeta::parse(std::slice::from_raw_parts(p.cast::<u8>(), len))
-    };
+    let meta = bytes_of(s).and_then(HitMeta::parse);
     raw::RedisModule_FreeString.unwrap()(ctx, s);
     meta
 }

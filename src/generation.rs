@@ -116,8 +116,11 @@ pub fn forget_all<G: RedisLockIndicator>(ctx: &G) {
     MIRROR.lock(ctx).clear();
 }
 
-/// Keyspace events: any change to a generation key drops its mirror entry.
-pub fn on_key_event(ctx: &Context, _kind: NotifyEvent, _event: &str, key: &[u8]) {
+/// Keyspace events: any change to a generation key drops its mirror entry. The module's
+/// only keyspace subscription (Redis makes a context per subscription per event, on every
+/// write of every key): entry keys are passed on to the semantic index.
+pub fn on_key_event(ctx: &Context, kind: NotifyEvent, event: &str, key: &[u8]) {
+    crate::semantic::upkeep::on_key_event(ctx, kind, event, key);
     if let Some(cache) = cache_of_gen_key(key) {
         let db = unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) }.max(0) as usize;
         forget(ctx, db, cache);

@@ -54,7 +54,6 @@ mod module {
         commands: [],
         event_handlers: [
             [@STRING @GENERIC @EXPIRED @EVICTED @LIST @SET @HASH @ZSET @STREAM @MODULE: crate::generation::on_key_event],
-            [@STRING @GENERIC @EXPIRED @EVICTED @LIST @SET @HASH @ZSET @STREAM @MODULE: crate::semantic::upkeep::on_key_event],
         ],
         configurations: [
             i64: [

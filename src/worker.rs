@@ -202,18 +202,29 @@ pub fn start(mut job: Job, max_inflight: usize, max_queue: usize) -> Result<(), 
         }
     }
     let (probe, url) = (job.probe, job.settings.url.clone());
-    let run = Box::new(move || run(job));
+    let submitted = submit_or_refuse(&key, Box::new(move || run(job)), max_inflight, max_queue);
+    if submitted.is_err() && probe {
+        drop(Ticket {
+            url: &url,
+            probe,
+            done: false,
+        });
+    }
+    submitted
+}
+
+/// Submits the call of flight `key` to the pool; if the queue is full, its waiters get the
+/// busy error at once.
+fn submit_or_refuse(
+    key: &FlightKey,
+    run: crate::pool::Job,
+    max_inflight: usize,
+    max_queue: usize,
+) -> Result<(), QueueFull> {
     let submitted = pool().submit(run, max_inflight, max_queue);
     if submitted.is_err() {
-        if probe {
-            drop(Ticket {
-                url: &url,
-                probe,
-                done: false,
-            });
-        }
         stats::REFUSED_BUSY.bump();
-        finish(&key, Outcome::err(BackendError::Busy));
+        finish(key, Outcome::err(BackendError::Busy));
     }
     submitted
 }
@@ -648,27 +659,20 @@ impl Check {
         }
         // Every match was gone or changed: back to a worker for the backend call.
         stats::SEMANTIC_NO_MATCH.bump();
-        let key = self.flight.0.take();
+        let Some(key) = self.flight.0.take() else {
+            return;
+        };
         let (job, blob) = (self.job, self.blob);
         let max_inflight = config::MAX_INFLIGHT.get().max(1) as usize;
         let max_queue = config::MAX_QUEUE.get().max(0) as usize;
-        let submitted = pool().submit(
-            Box::new(move || run_backend(job, Some(blob))),
-            max_inflight,
-            max_queue,
-        );
-        if submitted.is_err() {
-            if let Some(key) = key {
-                stats::REFUSED_BUSY.bump();
-                finish(&key, Outcome::err(BackendError::Busy));
-            }
-        }
+        let run = Box::new(move || run_backend(job, Some(blob)));
+        let _ = submit_or_refuse(&key, run, max_inflight, max_queue);
     }
 }
 
-/// Reads a semantic match back from its entry: served only if the entry is still there, of
-/// the same scope, for the same question, and fresh. Also returns what it saves (tokens in,
-/// tokens out, backend ms).
+/// Reads a semantic match back from its entry: served only if the entry is still there,
+/// fresh (the same lookup as a hit), of the same scope and for the same question. Also
+/// returns what it saves (tokens in, tokens out, backend ms).
 ///
 /// # Safety
 /// Main thread, `ctx` on the entry's database.
@@ -677,78 +681,31 @@ unsafe fn read_match(
     c: &Found,
     scope: &[u8; 16],
 ) -> Option<(SemanticHit, (u64, u64, u64))> {
-    use redis_module::raw;
-    use std::os::raw::{c_int, c_void};
-    let name = raw::RedisModule_CreateString.unwrap()(ctx, c.key.as_ptr().cast(), c.key.len());
-    let k = raw::RedisModule_OpenKey.unwrap()(ctx, name, raw::REDISMODULE_READ as c_int);
-    raw::RedisModule_FreeString.unwrap()(ctx, name);
-    if k.is_null() {
+    let entry::Lookup::Hit(hit) = entry::lookup(ctx, &c.key, true) else {
+        return None;
+    };
+    if hit.stale {
         return None;
     }
-    let mut out = None;
-    if raw::RedisModule_KeyType.unwrap()(k) == raw::REDISMODULE_KEYTYPE_HASH as c_int {
-        let mut f: [*mut raw::RedisModuleString; 8] = [std::ptr::null_mut(); 8];
-        let p = f.as_mut_ptr();
-        raw::RedisModule_HashGet.unwrap()(
-            k,
-            raw::REDISMODULE_HASH_CFIELDS as c_int,
-            c"answer".as_ptr(),
-            p.add(0),
-            c"sem".as_ptr(),
-            p.add(1),
-            c"question".as_ptr(),
-            p.add(2),
-            c"created".as_ptr(),
-            p.add(3),
-            c"fresh_until".as_ptr(),
-            p.add(4),
-            c"tokens_in".as_ptr(),
-            p.add(5),
-            c"tokens_out".as_ptr(),
-            p.add(6),
-            c"latency_ms".as_ptr(),
-            p.add(7),
-            std::ptr::null_mut::<c_void>(),
-        );
-        let text = |i: usize| -> Option<&[u8]> {
-            let s = f[i];
-            if s.is_null() {
-                return None;
-            }
-            let mut len = 0usize;
-            let p = raw::RedisModule_StringPtrLen.unwrap()(s, &mut len);
-            (!p.is_null()).then(|| std::slice::from_raw_parts(p.cast::<u8>(), len))
-        };
-        let num = |i: usize| -> Option<i64> { std::str::from_utf8(text(i)?).ok()?.parse().ok() };
-        let now = entry::now_ms();
-        let same_scope = text(1).and_then(semantic::scope_of) == Some(*scope);
-        let same_question = text(2)
-            .and_then(|q| std::str::from_utf8(q).ok())
-            .is_some_and(|q| normalize::normalize(q) == *c.question);
-        let fresh = num(4).is_none_or(|until| until > now);
-        if let (Some(answer), true, true, true) = (text(0), same_scope, same_question, fresh) {
-            let ttl = raw::RedisModule_GetExpire.unwrap()(k);
-            let ttl_ms = if ttl < 0 { -1 } else { ttl };
-            let saved = |i| num(i).map_or(0, |n| n.max(0) as u64);
-            out = Some((
-                SemanticHit {
-                    answer: String::from_utf8_lossy(answer).into_owned(),
-                    age_ms: num(3).map_or(0, |c| (now - c).max(0)),
-                    ttl_ms,
-                    similarity: c.similarity,
-                    matched: String::from_utf8_lossy(text(2).unwrap_or_default()).into_owned(),
-                },
-                (saved(5), saved(6), saved(7)),
-            ));
-        }
-        for s in f {
-            if !s.is_null() {
-                raw::RedisModule_FreeString.unwrap()(ctx, s);
-            }
-        }
+    let [sem, question] = entry::read_fields(ctx, &c.key, [c"sem", c"question"])?;
+    let question = String::from_utf8(question?).ok()?;
+    if sem.as_deref().and_then(semantic::scope_of) != Some(*scope)
+        || normalize::normalize(&question) != *c.question
+    {
+        return None;
     }
-    raw::RedisModule_CloseKey.unwrap()(k);
-    out
+    let answer = String::from_utf8_lossy(entry::bytes_of(hit.answer)?).into_owned();
+    let age_ms = hit.created_ms.map_or(0, |at| (entry::now_ms() - at).max(0));
+    Some((
+        SemanticHit {
+            answer,
+            age_ms,
+            ttl_ms: hit.ttl_ms.unwrap_or(-1),
+            similarity: c.similarity,
+            matched: question,
+        },
+        (hit.tokens_in, hit.tokens_out, hit.latency_ms),
+    ))
 }
 
 /// `QA.SET ... SEMANTIC`: embeds the question off the main thread, then stores the given

@@ -68,13 +68,7 @@ unsafe fn reply_hit(ctx: *mut raw::RedisModuleCtx, hit: &Hit, withmeta: bool) {
         raw::RedisModule_ReplyWithString.unwrap()(ctx, hit.answer);
         return;
     }
-    let mut len = 0usize;
-    let p = raw::RedisModule_StringPtrLen.unwrap()(hit.answer, &mut len);
-    let answer = if p.is_null() {
-        &[][..]
-    } else {
-        std::slice::from_raw_parts(p.cast::<u8>(), len)
-    };
+    let answer = entry::bytes_of(hit.answer).unwrap_or_default();
     let now = raw::RedisModule_Milliseconds.unwrap()();
     let age = hit.created_ms.map_or(0, |c| (now - c).max(0));
     let served = if hit.stale { "stale" } else { "hit" };

@@ -126,17 +126,8 @@ impl Args {
         if i >= self.argc {
             return &[];
         }
-        let mut len = 0usize;
         // SAFETY: i < argc, and Redis keeps argv alive for the whole command.
-        unsafe {
-            let s = *self.argv.add(i);
-            let p = raw::RedisModule_StringPtrLen.unwrap()(s, &mut len);
-            if p.is_null() {
-                &[]
-            } else {
-                std::slice::from_raw_parts(p.cast::<u8>(), len)
-            }
-        }
+        unsafe { crate::entry::bytes_of(*self.argv.add(i)).unwrap_or_default() }
     }
 
     /// Calls `f` with the arguments after the command name, without allocating for the usual

@@ -20,7 +20,7 @@ use redis_module::{raw, Context, NotifyEvent};
 
 use super::cache_of_entry;
 use super::index::{Found, Index, ScopeKey};
-use crate::{mainthread, normalize};
+use crate::{entry, mainthread, normalize};
 
 enum Op {
     Insert(ScopeKey, Vec<u8>, String, Vec<f32>),
@@ -103,72 +103,22 @@ pub fn size() -> (usize, usize, usize) {
     }
 }
 
-/// Reads entry `key` of the selected database and indexes its `sem` field, or forgets it if
-/// it has none (or is no longer a hash).
-///
-/// # Safety
-/// Main thread, with `ctx` on the key's database.
-unsafe fn reread(ctx: *mut raw::RedisModuleCtx, db: i32, cache: &[u8], key: &[u8]) {
-    let name = raw::RedisModule_CreateString.unwrap()(ctx, key.as_ptr().cast(), key.len());
-    let k = raw::RedisModule_OpenKey.unwrap()(ctx, name, raw::REDISMODULE_READ as c_int);
-    reread_open(ctx, k, db, cache, key);
-    if !k.is_null() {
-        raw::RedisModule_CloseKey.unwrap()(k);
-    }
-    raw::RedisModule_FreeString.unwrap()(ctx, name);
-}
+/// The fields of an entry the index needs.
+const FIELDS: [&std::ffi::CStr; 2] = [c"sem", c"question"];
 
-/// As [`reread`], from a key already open (or null: gone).
-unsafe fn reread_open(
-    ctx: *mut raw::RedisModuleCtx,
-    k: *mut raw::RedisModuleKey,
-    db: i32,
-    cache: &[u8],
-    key: &[u8],
-) {
-    let mut indexed = None;
-    if !k.is_null()
-        && raw::RedisModule_KeyType.unwrap()(k) == raw::REDISMODULE_KEYTYPE_HASH as c_int
-    {
-        let mut sem: *mut raw::RedisModuleString = std::ptr::null_mut();
-        let mut question: *mut raw::RedisModuleString = std::ptr::null_mut();
-        raw::RedisModule_HashGet.unwrap()(
-            k,
-            raw::REDISMODULE_HASH_CFIELDS as c_int,
-            c"sem".as_ptr(),
-            &mut sem,
-            c"question".as_ptr(),
-            &mut question,
-            std::ptr::null_mut::<c_void>(),
-        );
-        if let (Some(sem_b), Some(q)) = (bytes(sem), bytes(question)) {
-            if let (Some((scope, v)), Ok(q)) = (super::decode(sem_b), std::str::from_utf8(q)) {
-                let normalized = normalize::normalize(q);
-                if !normalized.is_empty() {
-                    indexed = Some(((db, cache.into(), scope), normalized, v));
-                }
-            }
-        }
-        for s in [sem, question] {
-            if !s.is_null() {
-                raw::RedisModule_FreeString.unwrap()(ctx, s);
-            }
-        }
-    }
+/// Indexes entry `key` from its fields as read (`None`: not a hash), or forgets it if it has
+/// no usable `sem` field.
+fn index_entry(db: i32, cache: &[u8], key: &[u8], fields: Option<[Option<Vec<u8>>; 2]>) {
+    let indexed = fields.and_then(|f| {
+        let [Some(sem), Some(q)] = f else { return None };
+        let (scope, v) = super::decode(&sem)?;
+        let normalized = normalize::normalize(std::str::from_utf8(&q).ok()?);
+        (!normalized.is_empty()).then(|| ((db, cache.into(), scope), normalized, v))
+    });
     match indexed {
         Some((scope, q, v)) => apply(Op::Insert(scope, key.to_vec(), q, v)),
         None => apply(Op::Remove(db, key.to_vec())),
     }
-}
-
-/// The bytes of a module string (valid while it lives), `None` for a null one.
-unsafe fn bytes<'a>(s: *mut raw::RedisModuleString) -> Option<&'a [u8]> {
-    if s.is_null() {
-        return None;
-    }
-    let mut len = 0usize;
-    let p = raw::RedisModule_StringPtrLen.unwrap()(s, &mut len);
-    (!p.is_null()).then(|| std::slice::from_raw_parts(p.cast::<u8>(), len))
 }
 
 /// Keyspace events on entry keys keep the index in step.
@@ -184,7 +134,9 @@ pub fn on_key_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u8]) 
             apply(Op::Remove(db, key.to_vec()));
         }
         // hset, hdel, restore, rename_to, move_to, copy_to, or a write of another type.
-        _ => unsafe { reread(ctx.ctx, db, cache, key) },
+        _ => index_entry(db, cache, key, unsafe {
+            entry::read_fields(ctx.ctx, key, FIELDS)
+        }),
     }
 }
 
@@ -300,13 +252,19 @@ extern "C" fn on_scanned(
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
         let seen = &mut *(privdata as *mut Seen);
         seen.keys += 1;
-        let Some(name) = bytes(keyname) else { return };
+        let Some(name) = entry::bytes_of(keyname) else {
+            return;
+        };
         if let Some(cache) = cache_of_entry(name) {
             // The key comes opened for reading, without an expiry check (which could delete
             // it in the middle of the scan).
             if !key.is_null() {
-                let (cache, name) = (cache.to_vec(), name.to_vec());
-                reread_open(ctx, key, seen.db, &cache, &name);
+                index_entry(
+                    seen.db,
+                    cache,
+                    name,
+                    entry::read_open_fields(ctx, key, FIELDS),
+                );
             }
         }
     }));
