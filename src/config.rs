@@ -465,6 +465,9 @@ pub fn breaker_settings() -> breaker::Settings {
     breaker::Settings {
         failures: BREAKER_FAILURES.get().clamp(0, u32::MAX as i64) as u32,
         cooldown: Duration::from_millis(BREAKER_COOLDOWN_MS.get().max(1) as u64),
+        // A probe's job cannot outlive its askers' deadline (qa.timeout-ms) by more than the
+        // write back on the main thread: past this it was lost.
+        probe_timeout: Duration::from_millis(TIMEOUT_MS.get().max(0) as u64 + 1000),
     }
 }
 

@@ -104,8 +104,10 @@ pub struct CacheStats {
 }
 
 /// Caches tracked one by one; beyond, only the global figures grow (bounded memory whatever
-/// cache names clients send).
-const MAX_CACHES: usize = 10_000;
+/// cache names clients send). A cache is tracked from when it gets its generation (its first
+/// stored entry, see `generation::ensure`), in that order: names that only ever miss or are
+/// peeked at take no slot. `QA.STATS <cache>` says `tracked 0` for a cache beyond the limit.
+pub const MAX_CACHES: usize = 10_000;
 
 /// Per-cache figures in slots: the hit path reaches its cache's slot by index (kept in the
 /// generation mirror), without hashing the name again.
@@ -118,8 +120,13 @@ struct Slots {
 static SLOTS: LazyLock<RedisGILGuard<Slots>> =
     LazyLock::new(|| RedisGILGuard::new(Slots::default()));
 
-/// The slot of `cache`, made if there is room (the caller holds the Redis lock).
+/// The slot of `cache`, if it is tracked (the caller holds the Redis lock).
 pub fn slot<G: RedisLockIndicator>(ctx: &G, cache: &[u8]) -> Option<usize> {
+    SLOTS.lock(ctx).index.get(cache).copied()
+}
+
+/// The slot of `cache`, made if there is room: for a cache that is getting entries.
+pub fn track<G: RedisLockIndicator>(ctx: &G, cache: &[u8]) -> Option<usize> {
     let mut slots = SLOTS.lock(ctx);
     if let Some(i) = slots.index.get(cache) {
         return Some(*i);
@@ -248,6 +255,8 @@ pub static BREAKER_OPENED: Counter = Counter::new();
 pub static BREAKER_REJECTED: Counter = Counter::new();
 pub static TRUNCATED: Counter = Counter::new();
 pub static NOT_STORED: Counter = Counter::new();
+/// Keyspace events that reached the module (generic, expired, evicted: see `lib.rs`).
+pub static KEYSPACE_EVENTS: Counter = Counter::new();
 
 /// Failed misses by kind, indexed by [`kind_index`].
 pub static ERRORS_BY_KIND: [Counter; 9] = [const { Counter::new() }; 9];
@@ -325,7 +334,12 @@ pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .field("breaker_opened", BREAKER_OPENED.get())?
         .field("breaker_rejected", BREAKER_REJECTED.get())?
         .field("truncated", TRUNCATED.get())?
-        .field("not_stored", NOT_STORED.get())?;
+        .field("not_stored", NOT_STORED.get())?
+        .field("keyspace_events", KEYSPACE_EVENTS.get())?
+        .field(
+            "mirrored_caches",
+            crate::generation::MIRRORED.load(std::sync::atomic::Ordering::Relaxed) as u64,
+        )?;
     for (name, counter) in KIND_FIELDS.iter().zip(&ERRORS_BY_KIND) {
         b = b.field(name, counter.get())?;
     }

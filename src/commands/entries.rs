@@ -6,7 +6,7 @@ use std::os::raw::c_int;
 use redis_module::{raw, CallOptionsBuilder, CallResult, Context, RedisValue};
 
 use super::args::{self, Allowed, LOOKUP_ONLY};
-use super::{guarded, reply_error, resolve, with_entry_args, Args};
+use super::{guarded, reply_error, resolve, resolve_for_write, with_entry_args, Args};
 use crate::blocked::Waiter;
 use crate::entry::{self, Lookup};
 use crate::stats::{self, CacheStats};
@@ -27,6 +27,10 @@ pub(crate) extern "C" fn qa_peek(
     with_entry_args(ctx, argv, argc, 2, LOOKUP_ONLY, |a, s| unsafe {
         if let Err(e) = resolve(ctx, a, s) {
             return reply_error(ctx, e);
+        }
+        if s.no_generation {
+            raw::RedisModule_ReplyWithNull.unwrap()(ctx);
+            return OK;
         }
         match entry::lookup(ctx, &s.key, false) {
             Lookup::Hit(hit) => {
@@ -85,7 +89,7 @@ pub(crate) extern "C" fn qa_set(
         if answer.len() as i64 > config::MAX_ANSWER_BYTES.get() {
             return reply_error(ctx, error::ANSWER_TOO_LONG);
         }
-        let question = match resolve(ctx, a, s) {
+        let question = match resolve_for_write(ctx, a, s) {
             Ok(q) => q,
             Err(e) => return reply_error(ctx, e),
         };
@@ -111,6 +115,9 @@ pub(crate) extern "C" fn qa_set(
         );
         match written {
             Ok(()) => {
+                // Stored without a vector: an older one of this entry must not stay indexed.
+                let db = raw::RedisModule_GetSelectedDb.unwrap()(ctx);
+                crate::semantic::upkeep::forget_if_indexed(db, &s.key);
                 raw::RedisModule_ReplyWithSimpleString.unwrap()(ctx, c"OK".as_ptr());
                 OK
             }
@@ -178,9 +185,11 @@ pub(crate) extern "C" fn qa_del(
     })
 }
 
-/// `QA.INVALIDATE <cache>`: bumps the cache's generation (`INCR qa:{<cache>}:gen`, a
-/// replicated plain write), so no existing entry of it is served again; replies the new
-/// generation. O(1) whatever the cache's size: old entries expire with their TTL.
+/// `QA.INVALIDATE <cache> [TOKEN <token>]`: gives the cache a new random generation token
+/// (the value of `qa:{<cache>}:gen`), so no existing entry of it is served again; replies the
+/// new token. O(1) whatever the cache's size: old entries expire with their TTL, and their
+/// vectors are freed off the main thread. `TOKEN` is how the command reaches replicas and the
+/// AOF (with the token the primary chose); a client should never need it.
 pub(crate) extern "C" fn qa_invalidate(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut *mut raw::RedisModuleString,
@@ -192,21 +201,23 @@ pub(crate) extern "C" fn qa_invalidate(
         if let Err(e) = args::cache_name(cache) {
             return reply_error(ctx, e);
         }
-        let key = generation::gen_key(cache);
-        let opts = CallOptionsBuilder::new()
-            .replicate()
-            .errors_as_replies()
-            .build();
-        let context = Context::new(ctx);
-        let bumped: CallResult = context.call_ext("INCR", &opts, &[&key[..]][..]);
-        let db = raw::RedisModule_GetSelectedDb.unwrap()(ctx).max(0) as usize;
-        generation::forget(&context, db, cache);
-        match bumped.map(|r| RedisValue::from(&r)) {
-            Ok(RedisValue::Integer(n)) => {
-                raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, n);
+        let token = match argc {
+            2 => generation::new_token(),
+            4 if args.get(2).eq_ignore_ascii_case(b"TOKEN") => {
+                let t = args.get(3);
+                if !generation::valid_token(t) {
+                    return reply_error(ctx, error::TOKEN_INVALID);
+                }
+                t.to_vec()
+            }
+            _ => return reply_error(ctx, error::SYNTAX),
+        };
+        match generation::set(ctx, cache, &token) {
+            Ok(()) => {
+                reply_str(ctx, &token);
                 OK
             }
-            _ => reply_error(ctx, error::GENERATION_TYPE),
+            Err(e) => reply_error(ctx, e),
         }
     })
 }
@@ -229,9 +240,13 @@ pub(crate) extern "C" fn qa_stats(
             if let Err(e) = args::cache_name(cache) {
                 return reply_error(ctx, e);
             }
-            (stats::cache(&context, cache).unwrap_or_default(), false)
+            let tracked = stats::slot(&context, cache).is_some();
+            (
+                stats::cache(&context, cache).unwrap_or_default(),
+                Some(tracked),
+            )
         } else {
-            (stats::global(), true)
+            (stats::global(), None)
         };
         let (price_in, price_out) = config::with_strings(&context, |c| c.prices());
         reply_stats(ctx, &figures, global, price_in, price_out);
@@ -239,13 +254,16 @@ pub(crate) extern "C" fn qa_stats(
     })
 }
 
+/// `tracked`: for one cache, whether it has figures of its own (see `stats::MAX_CACHES`);
+/// `None` for the global figures.
 unsafe fn reply_stats(
     ctx: *mut raw::RedisModuleCtx,
     f: &CacheStats,
-    global: bool,
+    tracked: Option<bool>,
     price_in: f64,
     price_out: f64,
 ) {
+    let global = tracked.is_none();
     let ints: [(&str, u64); 12] = [
         ("hits", f.hits),
         ("misses", f.misses),
@@ -276,7 +294,11 @@ unsafe fn reply_stats(
         ("embed_tokens", stats::EMBED_TOKENS.get()),
     ];
     let extra = if global { globals.len() } else { 0 };
-    raw::reply_with_map(ctx, (ints.len() + 1 + extra) as _);
+    raw::reply_with_map(ctx, (ints.len() + 1 + extra + usize::from(!global)) as _);
+    if let Some(tracked) = tracked {
+        reply_str(ctx, b"tracked");
+        raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, i64::from(tracked));
+    }
     for (name, v) in ints.iter().chain(globals.iter().take(extra)) {
         reply_str(ctx, name.as_bytes());
         raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, *v as i64);

@@ -23,11 +23,19 @@ pub struct Scratch {
     pub key: Vec<u8>,
     /// The cache's stats slot, set by `resolve`.
     pub slot: Option<usize>,
+    /// Set by `resolve`: the cache has no generation yet, so no entry of it is reachable
+    /// (nothing to look up; a write must first make one, see `generation::ensure`).
+    pub no_generation: bool,
 }
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = const {
-        std::cell::RefCell::new(Scratch { normalized: String::new(), key: Vec::new(), slot: None })
+        std::cell::RefCell::new(Scratch {
+            normalized: String::new(),
+            key: Vec::new(),
+            slot: None,
+            no_generation: false,
+        })
     };
 }
 
@@ -75,9 +83,11 @@ pub unsafe fn resolve<'a>(
         normalized,
         key,
         slot,
+        no_generation,
     } = s;
     generation::with_generation(ctx, a.cache, |generation, stats_slot| {
         *slot = stats_slot;
+        *no_generation = generation.is_empty();
         config::with_strings(&Context::new(ctx), |cfg| match (a.model, a.system) {
             (None, None) => {
                 keys::entry_key_into(&cfg.default_prefix, a.cache, generation, normalized, key)
@@ -89,6 +99,23 @@ pub unsafe fn resolve<'a>(
             }
         })
     })?;
+    Ok(question)
+}
+
+/// [`resolve`] for a command about to write an entry: gives the cache its first generation
+/// if it has none (and derives the key again under it).
+///
+/// # Safety
+/// `ctx` must be the running command's context, on the main thread, allowed to write.
+pub unsafe fn resolve_for_write<'a>(
+    ctx: *mut raw::RedisModuleCtx,
+    a: &EntryArgs<'a>,
+    s: &mut Scratch,
+) -> Result<&'a str, &'static str> {
+    let question = resolve(ctx, a, s)?;
+    if s.no_generation && generation::ensure(ctx, a.cache)? {
+        resolve(ctx, a, s)?;
+    }
     Ok(question)
 }
 
@@ -251,13 +278,13 @@ const COMMANDS: &[CommandDef] = &[
         name: "qa.invalidate",
         handler: entries::qa_invalidate,
         flags: "write fast",
-        arity: 2,
+        arity: -2,
         write: true,
         summary:
-            "Stops every entry of a cache from being served, at once; replies the new generation",
+            "Stops every entry of a cache from being served, at once; replies the new generation token",
         complexity: "O(1)",
         acl: "write fast",
-        args: "cache:key",
+        args: "cache:key ?TOKEN:string",
     },
     CommandDef {
         name: "qa.stats",
