@@ -15,6 +15,7 @@ use crate::{config, error, generation, worker};
 const OK: c_int = raw::REDISMODULE_OK as c_int;
 
 unsafe fn reply_str(ctx: *mut raw::RedisModuleCtx, s: &[u8]) {
+    super::replied();
     raw::RedisModule_ReplyWithStringBuffer.unwrap()(ctx, s.as_ptr().cast(), s.len());
 }
 
@@ -29,14 +30,17 @@ pub(crate) extern "C" fn qa_peek(
             return reply_error(ctx, e);
         }
         if s.no_generation {
+            super::replied();
             raw::RedisModule_ReplyWithNull.unwrap()(ctx);
             return OK;
         }
         match entry::lookup(ctx, &s.key, false) {
             Lookup::Hit(hit) => {
+                super::replied();
                 raw::RedisModule_ReplyWithString.unwrap()(ctx, hit.answer);
             }
             Lookup::Miss => {
+                super::replied();
                 raw::RedisModule_ReplyWithNull.unwrap()(ctx);
             }
             Lookup::WrongType => return reply_error(ctx, error::WRONG_ENTRY_TYPE),
@@ -56,6 +60,7 @@ pub(crate) extern "C" fn qa_key(
         if let Err(e) = resolve(ctx, a, s) {
             return reply_error(ctx, e);
         }
+        super::replied();
         raw::reply_with_map(ctx, 2);
         reply_str(ctx, b"normalized");
         reply_str(ctx, s.normalized.as_bytes());
@@ -118,6 +123,7 @@ pub(crate) extern "C" fn qa_set(
                 // Stored without a vector: an older one of this entry must not stay indexed.
                 let db = raw::RedisModule_GetSelectedDb.unwrap()(ctx);
                 crate::semantic::upkeep::forget_if_indexed(db, &s.key);
+                super::replied();
                 raw::RedisModule_ReplyWithSimpleString.unwrap()(ctx, c"OK".as_ptr());
                 OK
             }
@@ -180,6 +186,7 @@ pub(crate) extern "C" fn qa_del(
             Ok(RedisValue::Integer(n)) => n,
             _ => 0,
         };
+        super::replied();
         raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, n);
         OK
     })
@@ -294,13 +301,16 @@ unsafe fn reply_stats(
         ("embed_tokens", stats::EMBED_TOKENS.get()),
     ];
     let extra = if global { globals.len() } else { 0 };
+    super::replied();
     raw::reply_with_map(ctx, (ints.len() + 1 + extra + usize::from(!global)) as _);
     if let Some(tracked) = tracked {
         reply_str(ctx, b"tracked");
+        super::replied();
         raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, i64::from(tracked));
     }
     for (name, v) in ints.iter().chain(globals.iter().take(extra)) {
         reply_str(ctx, name.as_bytes());
+        super::replied();
         raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, *v as i64);
     }
     // Money as a decimal string (RESP2 has no double), in the currency of the prices.

@@ -96,6 +96,7 @@ unsafe fn miss_refused(ctx: *mut raw::RedisModuleCtx) -> Option<&'static str> {
 /// Replies a hit: the answer, or with `WITHMETA` the answer and how it was served.
 unsafe fn reply_hit(ctx: *mut raw::RedisModuleCtx, hit: &Hit, withmeta: bool) {
     if !withmeta {
+        super::replied();
         raw::RedisModule_ReplyWithString.unwrap()(ctx, hit.answer);
         return;
     }
@@ -103,6 +104,7 @@ unsafe fn reply_hit(ctx: *mut raw::RedisModuleCtx, hit: &Hit, withmeta: bool) {
     let now = raw::RedisModule_Milliseconds.unwrap()();
     let age = hit.created_ms.map_or(0, |c| (now - c).max(0));
     let served = if hit.stale { "stale" } else { "hit" };
+    super::replied();
     blocked::reply_meta(ctx, answer, served, age, hit.ttl_ms.unwrap_or(-1));
 }
 

@@ -174,20 +174,39 @@ impl Args {
     }
 }
 
+thread_local! {
+    /// Whether the running handler has started its reply (see [`guarded`]).
+    static REPLIED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Called before a handler's reply is written: a panic after it must not add a second one.
+pub fn replied() {
+    REPLIED.with(|r| r.set(true));
+}
+
 /// Replies with an error (`text` starts with its code).
 ///
 /// # Safety
 /// `ctx` must be a live command context.
 pub unsafe fn reply_error(ctx: *mut raw::RedisModuleCtx, text: &str) -> c_int {
+    replied();
     let msg = crate::blocked::error_reply(text);
     raw::RedisModule_ReplyWithError.unwrap()(ctx, msg.as_ptr());
     raw::REDISMODULE_OK as c_int
 }
 
-/// Runs a handler; a panic becomes an error reply instead of a crashed server.
+/// Runs a handler; a panic becomes an error reply instead of a crashed server, unless the
+/// handler had already replied (a second reply would desynchronise the client's connection:
+/// the panic is then only logged).
 pub(crate) fn guarded(ctx: *mut raw::RedisModuleCtx, f: impl FnOnce() -> c_int) -> c_int {
+    REPLIED.with(|r| r.set(false));
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(status) => status,
+        Err(_) if REPLIED.with(|r| r.get()) => {
+            Context::new(ctx)
+                .log_warning("redis-qa: a command handler panicked after replying; nothing added");
+            raw::REDISMODULE_OK as c_int
+        }
         Err(_) => {
             Context::new(ctx).log_warning("redis-qa: a command handler panicked; replied an error");
             unsafe { reply_error(ctx, &format!("ERR {}", error::INTERNAL)) }
