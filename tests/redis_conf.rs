@@ -21,8 +21,8 @@ fn repository_redis_conf_loads_and_sets_every_setting() {
     // Run it with this build of the module, everything else as written but `dir` (the
     // harness gives every server a directory of its own).
     assert!(conf.contains("\ndir ./data\n"));
-    let rewritten = conf.replace("\ndir ./data\n", "\n")
-        + &format!("loadmodule {}\n", module_path().display());
+    let rewritten =
+        conf.replace("\ndir ./data\n", "\n") + &format!("loadmodule {}\n", module_path().display());
     let dir = root.join("target").join("test-servers");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("redis-{}.conf", std::process::id()));
@@ -162,7 +162,11 @@ impl Shipped {
             let _ = child.kill();
             let _ = child.wait();
         }
-        assert!(exited, "redis-server did not stop on SIGINT:\n{}", self.log());
+        assert!(
+            exited,
+            "redis-server did not stop on SIGINT:\n{}",
+            self.log()
+        );
         assert!(status.unwrap().success(), "{status:?}\n{}", self.log());
     }
 }
@@ -199,9 +203,16 @@ fn the_shipped_redis_conf_keeps_the_cache_across_a_restart() {
     std::fs::create_dir_all(cwd.join("data")).unwrap();
     let mut s = Shipped::start(&cwd, free_port(), &b.url());
     let mut con = s.conn();
-    let persistence: String = redis::cmd("INFO").arg("persistence").query(&mut con).unwrap();
+    let persistence: String = redis::cmd("INFO")
+        .arg("persistence")
+        .query(&mut con)
+        .unwrap();
     assert!(persistence.contains("aof_enabled:1"), "{persistence}");
-    let dir: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("dir").query(&mut con).unwrap();
+    let dir: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("dir")
+        .query(&mut con)
+        .unwrap();
     assert_eq!(
         std::fs::canonicalize(&dir[1]).unwrap(),
         std::fs::canonicalize(cwd.join("data")).unwrap()
