@@ -59,8 +59,7 @@ impl ConfigurationValue<i64> for IntSetting {
     }
 }
 
-/// Ten years: long enough for any cache, short enough that `now + ttl` never overflows.
-pub const MAX_TTL_SECS: i64 = 315_360_000;
+pub use crate::backend::MAX_TTL_SECS;
 
 pub static TTL: IntSetting = IntSetting::new("ttl", 3600, 1, MAX_TTL_SECS);
 pub static STALE_TTL: IntSetting = IntSetting::new("stale-ttl", 0, 0, MAX_TTL_SECS);

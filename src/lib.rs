@@ -40,7 +40,7 @@ mod module {
     }
 
     fn info(ctx: &InfoContext, for_crash_report: bool) {
-        let _ = crate::stats::info(ctx, for_crash_report);
+        let _ = crate::commands::info::info(ctx, for_crash_report);
     }
 
     redis_module! {

@@ -1,5 +1,5 @@
-//! The companion commands: `QA.PEEK`, `QA.KEY`, `QA.SET`, `QA.DEL`, `QA.INVALIDATE`,
-//! `QA.STATS`. None of them ever calls the backend.
+//! The companion commands: `QA.PEEK`, `QA.KEY`, `QA.SET`, `QA.DEL`, `QA.INVALIDATE`. None of
+//! them ever calls the backend. (`QA.STATS` is in `info.rs`.)
 
 use std::os::raw::c_int;
 
@@ -9,7 +9,6 @@ use super::args::{self, Allowed, LOOKUP_ONLY};
 use super::{guarded, reply_error, resolve, resolve_for_write, with_entry_args, Args};
 use crate::blocked::Waiter;
 use crate::entry::{self, Lookup};
-use crate::stats::{self, CacheStats};
 use crate::{config, error, generation, worker};
 
 const OK: c_int = raw::REDISMODULE_OK as c_int;
@@ -227,96 +226,4 @@ pub(crate) extern "C" fn qa_invalidate(
             Err(e) => reply_error(ctx, e),
         }
     })
-}
-
-/// `QA.STATS [<cache>]`: a map of figures, global or for one cache (zeros for a cache not
-/// seen since the module loaded).
-pub(crate) extern "C" fn qa_stats(
-    ctx: *mut raw::RedisModuleCtx,
-    argv: *mut *mut raw::RedisModuleString,
-    argc: c_int,
-) -> c_int {
-    guarded(ctx, || unsafe {
-        let args = Args::new(argv, argc);
-        if argc > 2 {
-            return reply_error(ctx, error::STATS_ARITY);
-        }
-        let context = Context::new(ctx);
-        let (figures, global) = if argc == 2 {
-            let cache = args.get(1);
-            if let Err(e) = args::cache_name(cache) {
-                return reply_error(ctx, e);
-            }
-            let tracked = stats::slot(&context, cache).is_some();
-            (
-                stats::cache(&context, cache).unwrap_or_default(),
-                Some(tracked),
-            )
-        } else {
-            (stats::global(), None)
-        };
-        let (price_in, price_out) = config::with_strings(&context, |c| c.prices());
-        reply_stats(ctx, &figures, global, price_in, price_out);
-        OK
-    })
-}
-
-/// `tracked`: for one cache, whether it has figures of its own (see `stats::MAX_CACHES`);
-/// `None` for the global figures.
-unsafe fn reply_stats(
-    ctx: *mut raw::RedisModuleCtx,
-    f: &CacheStats,
-    tracked: Option<bool>,
-    price_in: f64,
-    price_out: f64,
-) {
-    let global = tracked.is_none();
-    let ints: [(&str, u64); 12] = [
-        ("hits", f.hits),
-        ("misses", f.misses),
-        ("coalesced", f.coalesced),
-        ("stale", f.stale),
-        ("backend_calls", f.backend_calls),
-        ("backend_errors", f.backend_errors),
-        ("tokens_in_spent", f.tokens_in_spent),
-        ("tokens_out_spent", f.tokens_out_spent),
-        ("tokens_in_saved", f.tokens_in_saved),
-        ("tokens_out_saved", f.tokens_out_saved),
-        ("backend_ms_saved", f.backend_ms_saved),
-        ("semantic_hits", f.semantic_hits),
-    ];
-    let (p50, p99) = stats::latency_percentiles();
-    let (running, queued) = crate::worker::load();
-    let globals: [(&str, u64); 11] = [
-        ("client_timeouts", stats::CLIENT_TIMEOUTS.get()),
-        ("refused_busy", stats::REFUSED_BUSY.get()),
-        ("inflight", running as u64),
-        ("queued", queued as u64),
-        ("backend_latency_p50_ms", p50),
-        ("backend_latency_p99_ms", p99),
-        ("semantic_no_match", stats::SEMANTIC_NO_MATCH.get()),
-        ("guard_refusals", stats::guard_refusals()),
-        ("embed_calls", stats::EMBED_CALLS.get()),
-        ("embed_errors", stats::EMBED_ERRORS.get()),
-        ("embed_tokens", stats::EMBED_TOKENS.get()),
-    ];
-    let extra = if global { globals.len() } else { 0 };
-    super::replied();
-    raw::reply_with_map(ctx, (ints.len() + 1 + extra + usize::from(!global)) as _);
-    if let Some(tracked) = tracked {
-        reply_str(ctx, b"tracked");
-        super::replied();
-        raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, i64::from(tracked));
-    }
-    for (name, v) in ints.iter().chain(globals.iter().take(extra)) {
-        reply_str(ctx, name.as_bytes());
-        super::replied();
-        raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, *v as i64);
-    }
-    // Money as a decimal string (RESP2 has no double), in the currency of the prices.
-    reply_str(ctx, b"money_saved");
-    reply_str(
-        ctx,
-        format!("{:.6}", stats::money_saved(f, price_in, price_out)).as_bytes(),
-    );
 }

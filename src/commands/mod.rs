@@ -5,6 +5,7 @@
 pub mod args;
 pub mod entries;
 pub mod get;
+pub mod info;
 
 use std::ffi::CString;
 use std::os::raw::c_int;
@@ -307,13 +308,26 @@ const COMMANDS: &[CommandDef] = &[
     },
     CommandDef {
         name: "qa.stats",
-        handler: entries::qa_stats,
+        handler: info::qa_stats,
         flags: "readonly",
         arity: -1,
         write: false,
         summary: "Returns hit, miss, cost and latency figures, global or for one cache",
         complexity: "O(1), O(W log W) for the latency window",
         acl: "read",
+        args: "?cache:string",
+    },
+    CommandDef {
+        name: "qa.resetstats",
+        handler: info::qa_resetstats,
+        // admin: like CONFIG RESETSTAT, for operators, not for the users who ask or store;
+        // not write: the counters are this server's memory, not data (replicas reset theirs).
+        flags: "admin",
+        arity: -1,
+        write: false,
+        summary: "Zeroes the counters of QA.STATS and INFO qa, global or for one cache",
+        complexity: "O(1) for a cache, O(N) in the caches counted without one",
+        acl: "admin dangerous",
         args: "?cache:string",
     },
 ];
@@ -334,8 +348,9 @@ pub fn register(ctx: &Context) -> Status {
 fn register_one(ctx: &Context, def: &CommandDef) -> Result<(), ()> {
     let name = CString::new(def.name).map_err(|_| ())?;
     let flags = CString::new(def.flags).map_err(|_| ())?;
-    // QA.STATS names no key (its cache argument is optional and reads no key).
-    let (first, last, step) = if def.name == "qa.stats" {
+    // QA.STATS and QA.RESETSTATS name no key (their cache argument is optional and reads no
+    // key): a command whose arguments declare no key gets no key positions.
+    let (first, last, step) = if !def.args.contains(":key") {
         (0, 0, 0)
     } else {
         (1, 1, 1)
@@ -485,7 +500,7 @@ fn set_info(ctx: &Context, name: &CString, def: &CommandDef) {
     info.arity = def.arity;
     let args = CommandArgs::new(def.args);
     info.args = args.ptr();
-    if def.name != "qa.stats" {
+    if def.args.contains(":key") {
         info.key_specs = specs.as_mut_ptr();
     }
     if unsafe { set_command_info(cmd, &info) } != raw::REDISMODULE_OK as c_int {
