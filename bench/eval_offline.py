@@ -38,7 +38,7 @@ THRESHOLDS = [round(0.50 + 0.01 * i, 2) for i in range(49)]
 DEFAULT_PAIRS = [os.path.join(ROOT, "tests", "data", "semantic_pairs.csv"),
                  os.path.join(ROOT, "tests", "data", "semantic_tune_extra.csv"),
                  os.path.join(ROOT, "tests", "data", "semantic_heldout.csv")]
-RULES = ["length", "language", "number", "negation", "modal", "antonym", "role", "person",
+RULES = ["length", "language", "number", "negation", "modal", "antonym", "role", "person", "scope",
          "entity", "swap"]
 
 

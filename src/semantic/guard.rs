@@ -12,9 +12,9 @@
 //! Which rules run depends on the language of the two questions (detected from the script and
 //! from function words, [`language`]):
 //! - every language: `length`, `language` (the two questions are in different languages or
-//!   scripts), `number` (numbers and their order);
-//! - English, German, Spanish, French, Chinese: `negation` and `modal` with that language's
-//!   list (`lang/<code>.tsv`);
+//!   scripts), `number` (numbers and their order), `role` (the same words in another order);
+//! - English, German, Spanish, French, Chinese: `negation`, `modal` and `scope` with that
+//!   language's lists (`lang/<code>.tsv`);
 //! - English, German, Spanish, French: `swap` (one content word swapped; the function words
 //!   come from the table);
 //! - English only: `antonym`, `role`, `person`, `entity` (and the nouns numbers count).
@@ -51,6 +51,9 @@ pub enum Refusal {
     Person,
     /// The named things differ: countries, currencies, months, days, platforms.
     Entity,
+    /// One question offers alternatives ("before or after", "me or the supplier") and the
+    /// other does not: its answer covers more, or another, case.
+    Scope,
     /// The questions are the same but for one content word each ("track my parcel" / "track
     /// my return"): a swapped object or action.
     Swap,
@@ -68,6 +71,7 @@ impl Refusal {
         Refusal::Role,
         Refusal::Person,
         Refusal::Entity,
+        Refusal::Scope,
         Refusal::Swap,
     ];
 
@@ -83,6 +87,7 @@ impl Refusal {
             Refusal::Role => "role",
             Refusal::Person => "person",
             Refusal::Entity => "entity",
+            Refusal::Scope => "scope",
             Refusal::Swap => "swap",
         }
     }
@@ -136,6 +141,9 @@ pub fn check_skipping(query: &str, stored: &str, skip: &[Refusal]) -> Result<(),
     if on(Refusal::Number) && !same_numbers(&q, &s, english) {
         return Err(Refusal::Number);
     }
+    if on(Refusal::Role) && reordered(&q.words, &s.words) {
+        return Err(Refusal::Role);
+    }
     let table = tables.get(lang);
     if let Some(t) = table {
         if on(Refusal::Negation) && negations(&q, t) != negations(&s, t) {
@@ -143,6 +151,9 @@ pub fn check_skipping(query: &str, stored: &str, skip: &[Refusal]) -> Result<(),
         }
         if on(Refusal::Modal) && obliges(&q, t) != obliges(&s, t) {
             return Err(Refusal::Modal);
+        }
+        if on(Refusal::Scope) && alternatives(&q, t) != alternatives(&s, t) {
+            return Err(Refusal::Scope);
         }
         // German, Spanish, French: the one-word swap, with the language's function words.
         if !english && !t.by_char && on(Refusal::Swap) && one_word_swapped(&q, &s, t) {
@@ -272,6 +283,8 @@ struct Table {
     negation: HashSet<&'static str>,
     /// Single words, and two-word phrases joined by `_`.
     must: HashSet<&'static str>,
+    /// Words that join alternatives (`or`).
+    alternative: HashSet<&'static str>,
     /// Whether `negation`/`must` entries are single characters matched anywhere (Chinese).
     by_char: bool,
     number: HashMap<&'static str, &'static str>,
@@ -329,6 +342,7 @@ const LIST_NAMES: &[&str] = &[
     "marker",
     "negation",
     "must",
+    "alternative",
     "number",
     "determiner",
     "same",
@@ -366,6 +380,7 @@ fn parse(text: &'static str) -> Table {
             "marker" => t.marker.extend(items),
             "negation" => t.negation.extend(items),
             "must" => t.must.extend(items),
+            "alternative" => t.alternative.extend(items),
             "number" => t.number.extend(items.map(pair)),
             "determiner" => t.determiner.extend(items),
             "same" => t.same.extend(items.map(pair)),
@@ -670,7 +685,12 @@ fn numbers<'a>(q: &Question<'a>, english: bool, en: &Table) -> Vec<Num<'a>> {
                     Some(h) => format!("{value}{h}"),
                     None => value,
                 },
-                noun: noun(letters),
+                // `6 pm class`: the noun comes after the half of the day.
+                noun: if half.is_some() && letters.is_empty() && english {
+                    q.object(i + 1, en)
+                } else {
+                    noun(letters)
+                },
             });
             rest = after;
         }
@@ -692,7 +712,12 @@ fn same_numbers(q: &Question, s: &Question, english: bool) -> bool {
         return false;
     }
     if va != vb {
-        if !english || a.iter().chain(&b).any(|n| n.noun.is_none()) {
+        // Another order is the same question only when each number counts its own noun
+        // ("2 adults and 3 children" / "3 children and 2 adults").
+        let mut nouns: Vec<_> = a.iter().map(|n| n.noun).collect();
+        nouns.sort();
+        nouns.dedup();
+        if !english || nouns.len() != a.len() || nouns.contains(&None) {
             return false;
         }
         let (mut ka, mut kb) = (a.clone(), b.clone());
@@ -719,6 +744,22 @@ fn negations(q: &Question, t: &Table) -> usize {
     q.words
         .iter()
         .filter(|w| t.negation.contains(*w) || w.ends_with("n't"))
+        .count()
+}
+
+/// How many alternatives a question joins (`or`, `oder`, `o`, `ou`; Chinese `或`, `还是`).
+fn alternatives(q: &Question, t: &Table) -> usize {
+    if t.by_char {
+        let mut buf = [0u8; 4];
+        return q
+            .text
+            .chars()
+            .filter(|c| t.alternative.contains(&*c.encode_utf8(&mut buf)))
+            .count();
+    }
+    q.words
+        .iter()
+        .filter(|w| t.alternative.contains(*w))
         .count()
 }
 
@@ -794,10 +835,30 @@ fn relations<'a>(q: &Question<'a>, en: &Table) -> Vec<(u8, &'a str)> {
         .collect()
 }
 
-/// Roles differ: around one relation class, each question's object is a word of the other
-/// question (swapped: "from A to B" / "from B to A", "A than B" / "B than A"); or one object
-/// moved to another class ("on the replica" / "for the replica").
+/// A possessor in one question is a plain word of the other ("can my daughter use my data" /
+/// "can I use my daughter's data"), unless that one says "of the X" ("the app's language" /
+/// "the language of the app").
+fn possessor_moved(q: &Question, s: &Question) -> bool {
+    q.words.iter().any(|w| {
+        let Some(root) = w.strip_suffix("'s") else {
+            return false;
+        };
+        s.words
+            .iter()
+            .enumerate()
+            .any(|(i, x)| *x == root && !s.words[i.saturating_sub(2)..i].contains(&"of"))
+            && !s.words.contains(w)
+    })
+}
+
+/// Roles differ: a possessor moved ([`possessor_moved`]); or around one relation class, each
+/// question's object is a word of the other question (swapped: "from A to B" / "from B to
+/// A", "A than B" / "B than A"); or one object moved to another class ("on the replica" /
+/// "for the replica").
 fn roles_differ(q: &Question, s: &Question, en: &Table) -> bool {
+    if possessor_moved(q, s) || possessor_moved(s, q) {
+        return true;
+    }
     let (rq, rs) = (relations(q, en), relations(s, en));
     let (stems_q, stems_s) = (q.stems(en), s.stems(en));
     for &(k, x) in &rq {
@@ -825,6 +886,29 @@ fn to_for(en: &Table, class: u8) -> bool {
     ["to", "for"]
         .iter()
         .any(|w| en.relation.get(w) == Some(&class))
+}
+
+/// The same words in another order: "Is A cheaper than B?" / "Is B cheaper than A?", "de
+/// tarifa fija a variable" / "de tarifa variable a fija". Any language (Chinese: by
+/// character).
+fn reordered(a: &[&str], b: &[&str]) -> bool {
+    if a == b || a.len() != b.len() {
+        return false;
+    }
+    if let ([x], [y]) = (a, b) {
+        // One unsplit run (Chinese): compare its characters.
+        if !x.chars().any(is_han) {
+            return false;
+        }
+        let (mut x, mut y): (Vec<char>, Vec<char>) = (x.chars().collect(), y.chars().collect());
+        x.sort_unstable();
+        y.sort_unstable();
+        return x == y;
+    }
+    let (mut x, mut y) = (a.to_vec(), b.to_vec());
+    x.sort_unstable();
+    y.sort_unstable();
+    x == y
 }
 
 /// The third parties a question is about (`his` is `he`), sorted, without repeats.
@@ -935,7 +1019,9 @@ mod tests {
         ("My appointment is on 03/04", "My appointment is on 04/03", Err(Refusal::Number)),
         ("Scale from 2 to 5 replicas", "Scale from 5 to 2 replicas", Err(Refusal::Number)),
         ("Room for 2 adults and 3 children?", "Room for 3 adults and 2 children?", Err(Refusal::Number)),
-        ("Room for 2 adults and 3 children?", "Room for 3 children and 2 adults?", Ok(())),
+        ("Room for 2 adults and 3 children?", "Is there a room for 3 children and 2 adults?", Ok(())),
+        // The very same words in another order are refused even so (see `role`).
+        ("Room for 2 adults and 3 children?", "Room for 3 children and 2 adults?", Err(Refusal::Role)),
         ("Discount on 3 shirts and 2 hats?", "Discount on 3 hats and 2 shirts?", Err(Refusal::Number)),
         ("Meeting at 5pm?", "Meeting at 5am?", Err(Refusal::Number)),
         ("Bestellung vom 03.04.", "Bestellung vom 04.03.", Err(Refusal::Number)),
@@ -959,12 +1045,19 @@ mod tests {
         ("How do I lock my card?", "How do I unlock my card?", Err(Refusal::Antonym)),
         ("Is this code valid?", "Is this code invalid?", Err(Refusal::Antonym)),
         ("Turn on notifications", "Turn off notifications", Err(Refusal::Antonym)),
-        ("Can I add and remove users?", "Can I remove and add users?", Ok(())),
+        ("Can I add and remove users?", "Is it possible to remove and add users?", Ok(())),
         // Roles around a relation word.
         ("How do I copy files from the server to my laptop?", "How do I copy files from my laptop to the server?", Err(Refusal::Role)),
         ("Is the blue jacket cheaper than the black one?", "Is the black jacket cheaper than the blue one?", Err(Refusal::Role)),
         ("Can I run the migration on the replica?", "Can I run the migration for the replica?", Err(Refusal::Role)),
+        ("¿Puedo cambiar de tarifa fija a variable?", "¿Puedo cambiar de tarifa variable a fija?", Err(Refusal::Role)),
+        ("Ist der Nachttarif günstiger als der Tagtarif?", "Ist der Tagtarif günstiger als der Nachttarif?", Err(Refusal::Role)),
+        // Alternatives.
+        ("Is the invoice sent before or after the payment?", "Is the invoice sent before the payment?", Err(Refusal::Scope)),
+        ("Can I repay my loan or pause it?", "Is it possible to repay my loan or to pause it?", Ok(())),
         ("How do I move money from savings into checking?", "How do I move money from my savings to my checking?", Ok(())),
+        ("Can my daughter use my data allowance?", "Can I use my daughter's data allowance?", Err(Refusal::Role)),
+        ("How do I change the language of the app?", "How can I change the app's language?", Ok(())),
         // Another person.
         ("How do I reset my password?", "How do I reset their password?", Err(Refusal::Person)),
         ("Can my son's records go to his school?", "Can my daughter's records go to her school?", Err(Refusal::Person)),
