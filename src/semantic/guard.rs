@@ -507,10 +507,12 @@ fn stem_once(w: &str) -> &str {
         if rest.chars().count() >= 3 {
             let b = rest.as_bytes();
             let n = b.len();
-            if n >= 4 && b[n - 1] == b[n - 2] && b[n - 1].is_ascii_lowercase() {
-                if !b"aeiouls".contains(&b[n - 1]) {
-                    return &rest[..n - 1];
-                }
+            if n >= 4
+                && b[n - 1] == b[n - 2]
+                && b[n - 1].is_ascii_lowercase()
+                && !b"aeiouls".contains(&b[n - 1])
+            {
+                return &rest[..n - 1];
             }
             return rest;
         }
