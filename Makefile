@@ -47,7 +47,7 @@ fuzz: deps
 	@scripts/fuzz.sh
 
 # The semantic tier through a live server: MiniLM embeddings (bench/setup_embeddings.sh
-# installs them into bench/.venv, once), the labelled pairs in tests/data/, precision and
+# installs them into bench/.venv, once), the test side of the labelled pairs in tests/data/, precision and
 # recall per threshold with and without the guards; writes docs/semantic.md. See there.
 eval-semantic: deps
 	$(CARGO) build --release --lib
