@@ -14,12 +14,14 @@ RUN cargo build --release --lib
 FROM redis:7-bookworm
 COPY --from=build /src/target/release/libredis_qa.so /usr/local/lib/redis/libredis_qa.so
 COPY redis.conf /usr/local/etc/redis/redis.conf
-# The image's config differs from make run's in three lines: the module path, listen on all
-# interfaces inside the container, and keep data in the image's /data volume.
+# The image's config differs from make run's in three lines: the module path (make run
+# passes it on the command line), listen on all interfaces inside the container, and keep
+# data (the AOF) in the image's /data volume.
 RUN sed -i \
-      -e 's#^loadmodule .*#loadmodule /usr/local/lib/redis/libredis_qa.so#' \
+      -e 's#^\# loadmodule .*#loadmodule /usr/local/lib/redis/libredis_qa.so#' \
       -e 's#^bind 127.0.0.1#bind 0.0.0.0#' \
+      -e 's#^dir .*#dir /data#' \
       /usr/local/etc/redis/redis.conf
 # Set the backend at run time: docker run -e QA_API_KEY=... redis-qa \
-#   redis-server /usr/local/etc/redis/redis.conf --dir /data --qa.backend-url https://api.openai.com/v1
-CMD ["redis-server", "/usr/local/etc/redis/redis.conf", "--dir", "/data"]
+#   redis-server /usr/local/etc/redis/redis.conf --qa.backend-url https://api.openai.com/v1
+CMD ["redis-server", "/usr/local/etc/redis/redis.conf"]

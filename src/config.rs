@@ -59,8 +59,7 @@ impl ConfigurationValue<i64> for IntSetting {
     }
 }
 
-/// Ten years: long enough for any cache, short enough that `now + ttl` never overflows.
-pub const MAX_TTL_SECS: i64 = 315_360_000;
+pub use crate::backend::MAX_TTL_SECS;
 
 pub static TTL: IntSetting = IntSetting::new("ttl", 3600, 1, MAX_TTL_SECS);
 pub static STALE_TTL: IntSetting = IntSetting::new("stale-ttl", 0, 0, MAX_TTL_SECS);
@@ -465,6 +464,9 @@ pub fn breaker_settings() -> breaker::Settings {
     breaker::Settings {
         failures: BREAKER_FAILURES.get().clamp(0, u32::MAX as i64) as u32,
         cooldown: Duration::from_millis(BREAKER_COOLDOWN_MS.get().max(1) as u64),
+        // A probe's job cannot outlive its askers' deadline (qa.timeout-ms) by more than the
+        // write back on the main thread: past this it was lost.
+        probe_timeout: Duration::from_millis(TIMEOUT_MS.get().max(0) as u64 + 1000),
     }
 }
 

@@ -14,6 +14,7 @@ pub const GENERATION_TYPE: &str =
 pub const ANSWER_EMPTY: &str = "ERR answer is empty";
 pub const ANSWER_TOO_LONG: &str = "ERR answer is longer than qa.max-answer-bytes";
 pub const STATS_ARITY: &str = "ERR QA.STATS takes at most one cache name";
+pub const RESETSTATS_ARITY: &str = "ERR QA.RESETSTATS takes at most one cache name";
 pub const CFG_PRICE: &str = "must be a non-negative decimal number, e.g. 0.15";
 pub const OPTION_TWICE: &str = "ERR option given twice";
 pub const CACHE_EMPTY: &str = "ERR cache name is empty";
@@ -33,6 +34,11 @@ pub const WRONG_ENTRY_TYPE: &str =
     "WRONGTYPE the entry key holds a value that is not a redis-qa hash";
 pub const SET_SEMANTIC_IN_MULTI: &str =
     "ERR QA.SET with the semantic tier cannot wait for the embedding inside MULTI or a script (add EXACT)";
+pub const SET_PAUSED: &str =
+    "ERR writes are paused (CLIENT PAUSE or a failover): the answer was not stored";
+pub const SET_NOT_PRIMARY: &str =
+    "ERR this server became a replica before the answer was stored: send QA.SET to the primary";
+pub const TOKEN_INVALID: &str = "ERR TOKEN must be 1 to 64 printable ASCII characters";
 pub const ANSWER_UTF8: &str = "ERR answer is not valid UTF-8";
 pub const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'";
 

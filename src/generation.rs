@@ -1,31 +1,118 @@
 //! Cache generations: `QA.INVALIDATE <cache>` is O(1) because the value of the key
-//! `qa:{<cache>}:gen` is part of every entry key's digest. Bumping it makes every existing
-//! entry unreachable at once; the old entries are never served again and expire with their
-//! TTL (or are evicted first, as the least used keys).
+//! `qa:{<cache>}:gen`, a random 128-bit token, is part of every entry key's digest. A new
+//! token makes every existing entry unreachable at once; old entries are never served again
+//! and expire with their TTL.
 //!
-//! The hit path must not pay a second key lookup for this, so the value is mirrored in
-//! memory, per database and cache name, and the mirror is only a cache of the key: it is
-//! dropped for a cache whenever its generation key changes in any way (keyspace events:
-//! writes, deletes, expiry, eviction, renames, restores; replicated writes included), and
-//! entirely on `FLUSHALL`/`FLUSHDB`, on loading (restart, full sync from a primary) and on
-//! `SWAPDB`. A dropped entry is read again from the key on the next request.
+//! A cache without a generation key has no reachable entries: entries are only ever written
+//! under a token (the first miss or `QA.SET` of a cache makes one), never under an empty or
+//! shared one. So a lost generation key (evicted, deleted, flushed, lost in a failover) can
+//! only make entries unreachable, never bring invalidated ones back, and tokens are never
+//! reused (a counter would restart at 1 and revive the entries written under 1 before).
+//!
+//! Every change of a token goes through `QA.INVALIDATE` (primaries replicate even the first
+//! token as `QA.INVALIDATE <cache> TOKEN <t>`), so replicas and the AOF run the same handler.
+//! The hit path must not pay a second key lookup, so tokens are mirrored in memory, per
+//! database and cache name, and the mirror is only a cache of the key: dropped for a cache by
+//! `QA.INVALIDATE`, by keyspace events on the key (deletes, expiry, eviction, renames,
+//! restores) and entirely on `FLUSHALL`/`FLUSHDB`, loading, `SWAPDB` and role changes. The
+//! mirror is bounded (two generations of at most [`MIRROR_HALF`] names: recently used names
+//! stay), so names nobody stores anything under cost nothing for long. Writing a generation
+//! key by hand (`SET qa:{faq}:gen ...`) is not supported: the mirror may not see it.
+//!
+//! Hits do not touch the generation key, so under `allkeys-lru`/`allkeys-lfu` it could look
+//! like the coldest key. Every [`TOUCH_EVERY`]th use of a mirrored token reads the key, which
+//! keeps it about as warm as the cache's traffic. If it is evicted all the same, the cache
+//! starts empty (a miss per question), it never serves old answers.
 
 use std::collections::HashMap;
 use std::os::raw::c_int;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::LazyLock;
 
-use redis_module::{raw, Context, NotifyEvent, RedisGILGuard, RedisLockIndicator};
+use redis_module::{
+    raw, CallOptionsBuilder, CallReply, CallResult, Context, NotifyEvent, RedisGILGuard,
+    RedisLockIndicator,
+};
 
 use crate::error;
 
-/// Beyond this many mirrored caches in one database, further caches are not mirrored (their
-/// key is read on every request), so hostile cache names cannot grow memory without bound.
-const MAX_MIRRORED: usize = 100_000;
+/// The generation of a cache that has none: no entry is reachable under it.
+pub const NONE: &[u8] = b"";
 
-/// Per database: cache name -> (generation, the cache's stats slot).
-type Mirror = Vec<HashMap<Box<[u8]>, (Box<[u8]>, Option<usize>)>>;
+/// A new token: 128 random bits as 32 hex characters.
+pub const TOKEN_LEN: usize = 32;
 
-static MIRROR: LazyLock<RedisGILGuard<Mirror>> = LazyLock::new(|| RedisGILGuard::new(Vec::new()));
+/// Names mirrored per generation of the mirror (all databases together).
+pub const MIRROR_HALF: usize = 8_192;
+
+/// One use in this many of a mirrored token reads the generation key (see the module doc).
+const TOUCH_EVERY: u32 = 32;
+
+struct Mirrored {
+    token: Box<[u8]>,
+    slot: Option<usize>,
+    uses: u32,
+}
+
+type Names = Vec<HashMap<Box<[u8]>, Mirrored>>;
+
+/// Two generations of names: lookups look in `young`, then `old` (moving a name found there
+/// to `young`); when `young` is full it becomes `old` and the old `old` is dropped.
+#[derive(Default)]
+struct Mirror {
+    young: Names,
+    old: Names,
+    young_len: usize,
+}
+
+impl Mirror {
+    fn get(&mut self, db: usize, cache: &[u8]) -> Option<&mut Mirrored> {
+        let in_young = self.young.get(db).is_some_and(|m| m.contains_key(cache));
+        if !in_young {
+            let moved = self.old.get_mut(db).and_then(|m| m.remove_entry(cache))?;
+            self.put(db, moved.0, moved.1);
+        }
+        self.young.get_mut(db)?.get_mut(cache)
+    }
+
+    fn put(&mut self, db: usize, cache: Box<[u8]>, m: Mirrored) {
+        if self.young_len >= MIRROR_HALF {
+            self.old = std::mem::take(&mut self.young);
+            self.young_len = 0;
+        }
+        if self.young.len() <= db {
+            self.young.resize_with(db + 1, HashMap::new);
+        }
+        if self.young[db].insert(cache, m).is_none() {
+            self.young_len += 1;
+        }
+    }
+
+    fn remove(&mut self, db: usize, cache: &[u8]) {
+        if let Some(m) = self.young.get_mut(db) {
+            if m.remove(cache).is_some() {
+                self.young_len -= 1;
+            }
+        }
+        if let Some(m) = self.old.get_mut(db) {
+            m.remove(cache);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.young_len + self.old.iter().map(HashMap::len).sum::<usize>()
+    }
+}
+
+static MIRROR: LazyLock<RedisGILGuard<Mirror>> =
+    LazyLock::new(|| RedisGILGuard::new(Mirror::default()));
+
+/// Cache names mirrored now (INFO `mirrored_caches`; kept without the lock for INFO).
+pub static MIRRORED: AtomicUsize = AtomicUsize::new(0);
+
+fn count(m: &Mirror) {
+    MIRRORED.store(m.len(), Ordering::Relaxed);
+}
 
 /// The generation key of a cache.
 pub fn gen_key(cache: &[u8]) -> Vec<u8> {
@@ -41,8 +128,12 @@ fn cache_of_gen_key(key: &[u8]) -> Option<&[u8]> {
     key.strip_prefix(b"qa:{")?.strip_suffix(b"}:gen")
 }
 
-/// Calls `f` with the current generation of `cache` (empty if it was never invalidated) and
-/// the cache's stats slot (see `stats::slot`).
+fn selected_db(ctx: *mut raw::RedisModuleCtx) -> usize {
+    unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx) }.max(0) as usize
+}
+
+/// Calls `f` with the current generation of `cache` ([`NONE`] if it has none) and the
+/// cache's stats slot (see `stats::slot`; none for a cache without a generation).
 ///
 /// # Safety
 /// `ctx` must be a command context on the main thread.
@@ -52,84 +143,185 @@ pub unsafe fn with_generation<R>(
     f: impl FnOnce(&[u8], Option<usize>) -> R,
 ) -> Result<R, &'static str> {
     let context = Context::new(ctx);
-    let db = raw::RedisModule_GetSelectedDb.unwrap()(ctx).max(0) as usize;
+    let db = selected_db(ctx);
     let mut mirror = MIRROR.lock(&context);
-    if let Some((token, slot)) = mirror.get(db).and_then(|m| m.get(cache)) {
-        return Ok(f(token, *slot));
+    if let Some(m) = mirror.get(db, cache) {
+        m.uses = m.uses.wrapping_add(1);
+        let touch = m.uses % TOUCH_EVERY == 0;
+        let result = f(&m.token, m.slot);
+        drop(mirror);
+        if touch {
+            touch_key(ctx, cache);
+        }
+        return Ok(result);
     }
-    let token = read_generation(ctx, cache)?;
-    let slot = crate::stats::slot(&context, cache);
+    // Not held while the key is read: reading can run keyspace handlers that use the mirror.
+    drop(mirror);
+    let token = read_generation(&context, cache)?;
+    let slot = if token.is_empty() {
+        None
+    } else {
+        // A cache with a generation has (or had) entries: it gets its figures.
+        crate::stats::track(&context, cache)
+    };
     let result = f(&token, slot);
-    if mirror.len() <= db {
-        mirror.resize_with(db + 1, HashMap::new);
-    }
-    // Full: new caches are read from their key each time instead (still correct).
-    if mirror[db].len() < MAX_MIRRORED {
-        mirror[db].insert(cache.into(), (token.into_boxed_slice(), slot));
-    }
+    let m = Mirrored {
+        token: token.into_boxed_slice(),
+        slot,
+        uses: 0,
+    };
+    let mut mirror = MIRROR.lock(&context);
+    mirror.put(db, cache.into(), m);
+    count(&mirror);
     Ok(result)
 }
 
-/// Reads `qa:{<cache>}:gen` with the low-level key API.
-unsafe fn read_generation(
-    ctx: *mut raw::RedisModuleCtx,
-    cache: &[u8],
-) -> Result<Vec<u8>, &'static str> {
+/// Reads `qa:{<cache>}:gen` (with `GET`: direct access would rewrite an integer-encoded
+/// value in place, on replicas too). Only on a mirror miss.
+fn read_generation(ctx: &Context, cache: &[u8]) -> Result<Vec<u8>, &'static str> {
+    let name = gen_key(cache);
+    let opts = CallOptionsBuilder::new().errors_as_replies().build();
+    let got: CallResult = ctx.call_ext("GET", &opts, &[&name[..]][..]);
+    match got {
+        Ok(CallReply::String(s)) => Ok(s.as_bytes().to_vec()),
+        Ok(CallReply::Null(_)) => Ok(Vec::new()),
+        _ => Err(error::GENERATION_TYPE),
+    }
+}
+
+/// Opens the generation key for reading, which counts as a use for LRU/LFU eviction.
+unsafe fn touch_key(ctx: *mut raw::RedisModuleCtx, cache: &[u8]) {
     let name = gen_key(cache);
     let s = raw::RedisModule_CreateString.unwrap()(ctx, name.as_ptr().cast(), name.len());
     let k = raw::RedisModule_OpenKey.unwrap()(ctx, s, raw::REDISMODULE_READ as c_int);
-    let result = if k.is_null() {
-        Ok(Vec::new())
-    } else {
-        let kind = raw::RedisModule_KeyType.unwrap()(k);
-        if kind == raw::REDISMODULE_KEYTYPE_EMPTY as c_int {
-            Ok(Vec::new())
-        } else if kind == raw::REDISMODULE_KEYTYPE_STRING as c_int {
-            let mut len = 0usize;
-            let p =
-                raw::RedisModule_StringDMA.unwrap()(k, &mut len, raw::REDISMODULE_READ as c_int);
-            if p.is_null() {
-                Ok(Vec::new())
-            } else {
-                Ok(std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec())
-            }
-        } else {
-            Err(error::GENERATION_TYPE)
-        }
-    };
     if !k.is_null() {
         raw::RedisModule_CloseKey.unwrap()(k);
     }
     raw::RedisModule_FreeString.unwrap()(ctx, s);
-    result
 }
 
-/// Forgets the mirrored generation of one cache in the selected database of `ctx`.
-pub fn forget<G: RedisLockIndicator>(ctx: &G, db: usize, cache: &[u8]) {
-    if let Some(m) = MIRROR.lock(ctx).get_mut(db) {
-        m.remove(cache);
+/// A new random token.
+pub fn new_token() -> Vec<u8> {
+    let mut t = vec![0u8; TOKEN_LEN];
+    // SAFETY: writes exactly `TOKEN_LEN` bytes into `t`; thread-safe in Redis.
+    unsafe {
+        if let Some(hex) = raw::RedisModule_GetRandomHexChars {
+            hex(t.as_mut_ptr().cast(), TOKEN_LEN);
+            return t;
+        }
     }
+    // Not reached on Redis 7+ (the API exists since 5.0): std's random hasher keys.
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = Vec::with_capacity(TOKEN_LEN);
+    for i in 0..2u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(i);
+        out.extend_from_slice(format!("{:016x}", h.finish()).as_bytes());
+    }
+    out
+}
+
+/// Whether `t` can be a generation token: 1 to 64 bytes of printable ASCII.
+pub fn valid_token(t: &[u8]) -> bool {
+    !t.is_empty() && t.len() <= 64 && t.iter().all(|b| b.is_ascii_graphic())
+}
+
+/// Sets the generation of `cache` in the selected database to `token` and replicates it as
+/// `QA.INVALIDATE <cache> TOKEN <token>`, so replicas and the AOF run the same handler (and
+/// drop their mirror of it). Not checked for OOM: an invalidation must always work.
+///
+/// # Safety
+/// `ctx` must be a command context on the main thread that may write.
+pub unsafe fn set(
+    ctx: *mut raw::RedisModuleCtx,
+    cache: &[u8],
+    token: &[u8],
+) -> Result<(), &'static str> {
+    let context = Context::new(ctx);
+    // SET overwrites any type: only a string (or nothing) may be replaced.
+    read_generation(&context, cache)?;
+    let name = gen_key(cache);
+    let opts = CallOptionsBuilder::new().errors_as_replies().build();
+    let set: CallResult = context.call_ext("SET", &opts, &[&name[..], token][..]);
+    if set.is_err() {
+        return Err(error::GENERATION_TYPE);
+    }
+    // Replicas run the same handler: unconditional, with the token decided here.
+    if let Some(replicate) = raw::RedisModule_Replicate {
+        replicate(
+            ctx,
+            c"qa.invalidate".as_ptr(),
+            c"bcb".as_ptr(),
+            cache.as_ptr(),
+            cache.len(),
+            c"TOKEN".as_ptr(),
+            token.as_ptr(),
+            token.len(),
+        );
+    }
+    let db = selected_db(ctx);
+    forget(&context, db, cache);
+    // The old generation's vectors can never match again: free them (off the main thread).
+    crate::semantic::upkeep::drop_cache(db as i32, cache);
+    Ok(())
+}
+
+/// Makes sure `cache` has a generation before an entry is written under it (a miss about to
+/// call the backend, `QA.SET`): the first one is a new random token. Returns whether one was
+/// made (the caller derives the entry key again).
+///
+/// # Safety
+/// `ctx` must be a command context on the main thread that may write.
+pub unsafe fn ensure(ctx: *mut raw::RedisModuleCtx, cache: &[u8]) -> Result<bool, &'static str> {
+    let has = with_generation(ctx, cache, |t, _| !t.is_empty())?;
+    if has {
+        return Ok(false);
+    }
+    set(ctx, cache, &new_token())?;
+    crate::stats::track(&Context::new(ctx), cache);
+    Ok(true)
+}
+
+/// The current generation of `cache` for a write on the main thread (a worker's answer):
+/// `None` if it cannot be read.
+///
+/// # Safety
+/// `ctx` must be a context on the main thread, on the entry's database.
+pub unsafe fn current(ctx: *mut raw::RedisModuleCtx, cache: &[u8]) -> Option<Vec<u8>> {
+    with_generation(ctx, cache, |t, _| t.to_vec()).ok()
+}
+
+/// Forgets the mirrored generation of one cache.
+pub fn forget<G: RedisLockIndicator>(ctx: &G, db: usize, cache: &[u8]) {
+    let mut mirror = MIRROR.lock(ctx);
+    mirror.remove(db, cache);
+    count(&mirror);
 }
 
 /// Forgets every mirrored generation.
 pub fn forget_all<G: RedisLockIndicator>(ctx: &G) {
-    MIRROR.lock(ctx).clear();
+    let mut mirror = MIRROR.lock(ctx);
+    *mirror = Mirror::default();
+    count(&mirror);
 }
 
 /// Keyspace events: any change to a generation key drops its mirror entry. The module's
-/// only keyspace subscription (Redis makes a context per subscription per event, on every
-/// write of every key): entry keys are passed on to the semantic index.
+/// only keyspace subscription (generic, expired and evicted events: see `lib.rs`); entry keys
+/// are passed on to the semantic index.
 pub fn on_key_event(ctx: &Context, kind: NotifyEvent, event: &str, key: &[u8]) {
+    crate::stats::KEYSPACE_EVENTS.bump_main();
     crate::semantic::upkeep::on_key_event(ctx, kind, event, key);
     if let Some(cache) = cache_of_gen_key(key) {
-        let db = unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) }.max(0) as usize;
+        let db = selected_db(ctx.ctx);
         forget(ctx, db, cache);
         // The old generation's vectors can never match again: free them.
         crate::semantic::upkeep::drop_cache(db as i32, cache);
     }
 }
 
-/// Server events that change keys without keyspace events: flush, load, swapdb.
+/// Server events that change keys without keyspace events (flush, load, swapdb) or change
+/// what this server may do (a role change: writes from a primary reached a replica's keys
+/// without passing through the mirror or the index).
 /// The semantic index follows the same events (one subscription per event and module).
 extern "C" fn on_server_event(
     ctx: *mut raw::RedisModuleCtx,
@@ -161,6 +353,10 @@ pub fn subscribe(ctx: &Context) {
         },
         raw::RedisModuleEvent {
             id: raw::REDISMODULE_EVENT_REPL_ASYNC_LOAD,
+            dataver: 1,
+        },
+        raw::RedisModuleEvent {
+            id: raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
             dataver: 1,
         },
     ];

@@ -40,7 +40,7 @@ mod module {
     }
 
     fn info(ctx: &InfoContext, for_crash_report: bool) {
-        let _ = crate::stats::info(ctx, for_crash_report);
+        let _ = crate::commands::info::info(ctx, for_crash_report);
     }
 
     redis_module! {
@@ -53,7 +53,11 @@ mod module {
         info: info,
         commands: [],
         event_handlers: [
-            [@STRING @GENERIC @EXPIRED @EVICTED @LIST @SET @HASH @ZSET @STREAM @MODULE: crate::generation::on_key_event],
+            // Only generic (del, rename, move, restore...), expired and evicted events: Redis
+            // makes a module context per subscribed event, so a write class here would tax every
+            // write of every key. The module's own writes and generation changes reach the mirror
+            // and the index directly (see generation.rs and semantic/upkeep.rs).
+            [@GENERIC @EXPIRED @EVICTED: crate::generation::on_key_event],
         ],
         configurations: [
             i64: [

@@ -1,14 +1,16 @@
 //! Counters for `INFO qa` and `QA.STATS`. In memory only: the hit path never writes a key.
 //! Global counters are atomics (workers count too); per-cache counters live under the Redis
 //! lock, for caches seen since the module loaded.
+//!
+//! A leaf: every layer writes here, and this module reads nothing of the crate. The figures
+//! are rendered (with what the worker pool, the backend and the semantic index report) by
+//! `commands::info`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 
-use redis_module::{InfoContext, RedisGILGuard, RedisLockIndicator, RedisResult};
-
-use crate::backend::Kind;
+use redis_module::{RedisGILGuard, RedisLockIndicator};
 
 pub struct Counter(AtomicU64);
 
@@ -40,6 +42,18 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// Back to zero (`QA.RESETSTATS`).
+    pub fn reset(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Something counted in one slot of a fixed array of counters: a backend failure kind
+/// ([`ERRORS_BY_KIND`]) or a semantic guard ([`GUARD_REFUSED`]). The layer that defines the
+/// kinds says which slot each takes, so the counters need not know them.
+pub trait CounterIndex {
+    fn counter_index(&self) -> usize;
 }
 
 pub static HITS: Counter = Counter::new();
@@ -71,11 +85,9 @@ pub static EMBED_TOKENS: Counter = Counter::new();
 pub static GUARD_REFUSED: [Counter; 16] = [const { Counter::new() }; 16];
 
 /// Counts a refusal by guard `r`.
-pub fn count_refusal(r: crate::semantic::guard::Refusal) {
-    if let Some(i) = crate::semantic::guard::ALL.iter().position(|x| *x == r) {
-        if let Some(c) = GUARD_REFUSED.get(i) {
-            c.bump();
-        }
+pub fn count_refusal(r: impl CounterIndex) {
+    if let Some(c) = GUARD_REFUSED.get(r.counter_index()) {
+        c.bump();
     }
 }
 
@@ -104,8 +116,10 @@ pub struct CacheStats {
 }
 
 /// Caches tracked one by one; beyond, only the global figures grow (bounded memory whatever
-/// cache names clients send).
-const MAX_CACHES: usize = 10_000;
+/// cache names clients send). A cache is tracked from when it gets its generation (its first
+/// stored entry, see `generation::ensure`), in that order: names that only ever miss or are
+/// peeked at take no slot. `QA.STATS <cache>` says `tracked 0` for a cache beyond the limit.
+pub const MAX_CACHES: usize = 10_000;
 
 /// Per-cache figures in slots: the hit path reaches its cache's slot by index (kept in the
 /// generation mirror), without hashing the name again.
@@ -118,8 +132,13 @@ struct Slots {
 static SLOTS: LazyLock<RedisGILGuard<Slots>> =
     LazyLock::new(|| RedisGILGuard::new(Slots::default()));
 
-/// The slot of `cache`, made if there is room (the caller holds the Redis lock).
+/// The slot of `cache`, if it is tracked (the caller holds the Redis lock).
 pub fn slot<G: RedisLockIndicator>(ctx: &G, cache: &[u8]) -> Option<usize> {
+    SLOTS.lock(ctx).index.get(cache).copied()
+}
+
+/// The slot of `cache`, made if there is room: for a cache that is getting entries.
+pub fn track<G: RedisLockIndicator>(ctx: &G, cache: &[u8]) -> Option<usize> {
     let mut slots = SLOTS.lock(ctx);
     if let Some(i) = slots.index.get(cache) {
         return Some(*i);
@@ -185,6 +204,10 @@ impl Window {
         Window(Mutex::new(VecDeque::new()))
     }
 
+    fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     fn record(&self, v: u64) {
         let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if w.len() == WINDOW {
@@ -248,105 +271,78 @@ pub static BREAKER_OPENED: Counter = Counter::new();
 pub static BREAKER_REJECTED: Counter = Counter::new();
 pub static TRUNCATED: Counter = Counter::new();
 pub static NOT_STORED: Counter = Counter::new();
+/// Keyspace events that reached the module (generic, expired, evicted: see `lib.rs`).
+pub static KEYSPACE_EVENTS: Counter = Counter::new();
 
-/// Failed misses by kind, indexed by [`kind_index`].
+/// Failed misses by kind, indexed by the kind's [`CounterIndex`].
 pub static ERRORS_BY_KIND: [Counter; 9] = [const { Counter::new() }; 9];
 
-/// INFO field names of [`ERRORS_BY_KIND`], in index order.
-const KIND_FIELDS: [&str; 9] = [
-    "errors_local",
-    "errors_unreachable",
-    "errors_timeout",
-    "errors_http_4xx",
-    "errors_http_429",
-    "errors_http_5xx",
-    "errors_malformed",
-    "errors_empty",
-    "errors_too_large",
+/// Every counter of this module, for [`reset_all`]. A new counter goes here too.
+static ALL_COUNTERS: [&Counter; 27] = [
+    &HITS,
+    &MISSES,
+    &COALESCED,
+    &STALE,
+    &BACKEND_CALLS,
+    &BACKEND_ERRORS,
+    &CLIENT_TIMEOUTS,
+    &REFUSED_BUSY,
+    &STORED,
+    &STORE_ERRORS,
+    &TOKENS_IN_SPENT,
+    &TOKENS_OUT_SPENT,
+    &TOKENS_IN_SAVED,
+    &TOKENS_OUT_SAVED,
+    &BACKEND_MS_SAVED,
+    &SEMANTIC_HITS,
+    &SEMANTIC_NO_MATCH,
+    &SEMANTIC_STALE_INDEX,
+    &EMBED_CALLS,
+    &EMBED_ERRORS,
+    &EMBED_TOKENS,
+    &BACKEND_RETRIES,
+    &BREAKER_OPENED,
+    &BREAKER_REJECTED,
+    &TRUNCATED,
+    &NOT_STORED,
+    &KEYSPACE_EVENTS,
 ];
 
-pub fn kind_index(kind: Kind) -> usize {
-    match kind {
-        Kind::Local => 0,
-        Kind::Unreachable => 1,
-        Kind::Timeout => 2,
-        Kind::Http4xx => 3,
-        Kind::Http429 => 4,
-        Kind::Http5xx => 5,
-        Kind::Malformed => 6,
-        Kind::Empty => 7,
-        Kind::TooLarge => 8,
+/// Zeroes every counter: the global ones, every cache's figures (the caches keep their
+/// slots) and the latency windows (the caller holds the Redis lock). Workers counting at the
+/// same moment may have their count land before or after the reset.
+pub fn reset_all<G: RedisLockIndicator>(ctx: &G) {
+    for c in ALL_COUNTERS
+        .iter()
+        .copied()
+        .chain(&GUARD_REFUSED)
+        .chain(&ERRORS_BY_KIND)
+    {
+        c.reset();
+    }
+    LATENCIES.clear();
+    SEARCH_US.clear();
+    for s in SLOTS.lock(ctx).stats.iter_mut() {
+        *s = CacheStats::default();
+    }
+}
+
+/// Zeroes the figures of one cache, if it was seen (the caller holds the Redis lock).
+pub fn reset_cache<G: RedisLockIndicator>(ctx: &G, cache: &[u8]) {
+    let mut slots = SLOTS.lock(ctx);
+    if let Some(i) = slots.index.get(cache).copied() {
+        if let Some(s) = slots.stats.get_mut(i) {
+            *s = CacheStats::default();
+        }
     }
 }
 
 /// Counts one failed miss (a call that ended without an answer).
-pub fn count_error(kind: Kind) {
+pub fn count_error(kind: impl CounterIndex) {
     BACKEND_ERRORS.bump();
-    ERRORS_BY_KIND[kind_index(kind)].bump();
-}
-
-/// (entries, float32 bytes, whole index bytes) of the semantic index.
-fn semantic_index() -> (u64, u64, u64) {
-    let (n, raw, total) = crate::semantic::upkeep::size();
-    (n as u64, raw as u64, total as u64)
-}
-
-/// Writes the `# qa` INFO section.
-pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
-    let (running, queued) = crate::worker::load();
-    let (flights, waiting) = crate::worker::flights();
-    let (p50, p99) = latency_percentiles();
-    let mut b = ctx
-        .builder()
-        .add_section("")
-        .field("hits", HITS.get())?
-        .field("misses", MISSES.get())?
-        .field("coalesced", COALESCED.get())?
-        .field("stale", STALE.get())?
-        .field("backend_calls", BACKEND_CALLS.get())?
-        .field("backend_errors", BACKEND_ERRORS.get())?
-        .field("client_timeouts", CLIENT_TIMEOUTS.get())?
-        .field("refused_busy", REFUSED_BUSY.get())?
-        .field("stored", STORED.get())?
-        .field("store_errors", STORE_ERRORS.get())?
-        .field("tokens_in_spent", TOKENS_IN_SPENT.get())?
-        .field("tokens_out_spent", TOKENS_OUT_SPENT.get())?
-        .field("tokens_in_saved", TOKENS_IN_SAVED.get())?
-        .field("tokens_out_saved", TOKENS_OUT_SAVED.get())?
-        .field("backend_ms_saved", BACKEND_MS_SAVED.get())?
-        .field("backend_latency_p50_ms", p50)?
-        .field("backend_latency_p99_ms", p99)?
-        .field("inflight", running as u64)?
-        .field("queued", queued as u64)?
-        .field("flights", flights as u64)?
-        .field("waiting_clients", waiting as u64)?
-        .field("backend_retries", BACKEND_RETRIES.get())?
-        .field("breaker_open", crate::worker::breaker_open() as u64)?
-        .field("breaker_opened", BREAKER_OPENED.get())?
-        .field("breaker_rejected", BREAKER_REJECTED.get())?
-        .field("truncated", TRUNCATED.get())?
-        .field("not_stored", NOT_STORED.get())?;
-    for (name, counter) in KIND_FIELDS.iter().zip(&ERRORS_BY_KIND) {
-        b = b.field(name, counter.get())?;
+    if let Some(c) = ERRORS_BY_KIND.get(kind.counter_index()) {
+        c.bump();
     }
-    let (entries, raw_bytes, index_bytes) = semantic_index();
-    b = b
-        .field("semantic_hits", SEMANTIC_HITS.get())?
-        .field("semantic_no_match", SEMANTIC_NO_MATCH.get())?
-        .field("semantic_stale_index", SEMANTIC_STALE_INDEX.get())?
-        .field("embed_calls", EMBED_CALLS.get())?
-        .field("embed_errors", EMBED_ERRORS.get())?
-        .field("embed_tokens", EMBED_TOKENS.get())?
-        .field("semantic_index_entries", entries)?
-        .field("semantic_index_vector_bytes", raw_bytes)?
-        .field("semantic_index_bytes", index_bytes)?
-        .field("semantic_search_p50_us", search_percentiles().0)?
-        .field("semantic_search_p99_us", search_percentiles().1)?;
-    for (r, counter) in crate::semantic::guard::ALL.iter().zip(&GUARD_REFUSED) {
-        b = b.field(&format!("guard_refused_{}", r.as_str()), counter.get())?;
-    }
-    b.build_section()?.build_info()?;
-    Ok(())
 }
 
 #[cfg(test)]

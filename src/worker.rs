@@ -18,7 +18,7 @@ use crate::flight::{Joined, SingleFlight};
 use crate::pool::{Pool, QueueFull};
 use crate::semantic::index::{Found, ScopeKey};
 use crate::semantic::{self, guard, upkeep};
-use crate::{config, entry, mainthread, normalize, stats};
+use crate::{config, entry, generation, mainthread, normalize, stats};
 
 /// Everything one backend call needs, copied on the main thread when the miss is seen.
 pub struct Job {
@@ -36,8 +36,12 @@ pub struct Job {
     pub settings: CallSettings,
     /// Store completions cut short by the token limit (`qa.cache-truncated`).
     pub cache_truncated: bool,
-    /// Set by [`start`]: this call is the circuit breaker's probe.
-    pub probe: bool,
+    /// Set by [`start`]: this call is the circuit breaker's probe. Dropped with the job
+    /// unless its outcome was recorded, which lets the next miss probe.
+    pub probe: Option<Probe>,
+    /// The cache's generation when the miss was seen: the answer is stored only if it is
+    /// still the current one (after `QA.INVALIDATE` the entry could never be reached).
+    pub generation: Vec<u8>,
     /// The semantic tier, when on for this call.
     pub semantic: Option<SemanticJob>,
 }
@@ -71,41 +75,44 @@ fn admit(url: &str) -> Admit {
     b.1.admit(Instant::now(), config::breaker_settings())
 }
 
-/// Tells the breaker how an admitted call ended; a probe dropped without an outcome (the
-/// job unwound, or never reached the backend) lets the next miss probe instead.
-struct Ticket<'a> {
-    url: &'a str,
-    probe: bool,
-    done: bool,
-}
-
-impl Ticket<'_> {
-    fn record(mut self, failed: bool) {
-        self.done = true;
-        let mut b = breaker();
-        if b.0 != self.url {
-            return;
-        }
-        let change = b.1.record(
-            Instant::now(),
-            config::breaker_settings(),
-            failed,
-            self.probe,
-        );
-        drop(b);
-        if change == Change::Opened {
-            stats::BREAKER_OPENED.bump();
-        }
+/// Tells the breaker how an admitted call to `url` ended.
+fn record(url: &str, failed: bool, probe: bool) {
+    let mut b = breaker();
+    if b.0 != url {
+        return;
+    }
+    let change =
+        b.1.record(Instant::now(), config::breaker_settings(), failed, probe);
+    drop(b);
+    if change == Change::Opened {
+        stats::BREAKER_OPENED.bump();
     }
 }
 
-impl Drop for Ticket<'_> {
+/// The breaker's probe, owned by the job that makes it. Every way a job can end without
+/// reaching the backend (refused by the queue, served by the semantic tier, unwound, dropped
+/// by a main-thread task that never ran) drops it, which lets the next miss probe.
+pub struct Probe {
+    url: String,
+    recorded: bool,
+}
+
+impl Probe {
+    /// Reports the probe's outcome.
+    fn record(mut self, failed: bool) {
+        self.recorded = true;
+        record(&self.url, failed, true);
+    }
+}
+
+impl Drop for Probe {
     fn drop(&mut self) {
-        if self.probe && !self.done {
-            let mut b = breaker();
-            if b.0 == self.url {
-                b.1.cancel_probe(Instant::now());
-            }
+        if self.recorded {
+            return;
+        }
+        let mut b = breaker();
+        if b.0 == self.url {
+            b.1.cancel_probe(Instant::now());
         }
     }
 }
@@ -193,7 +200,12 @@ pub fn start(mut job: Job, max_inflight: usize, max_queue: usize) -> Result<(), 
     if !job.settings.url.is_empty() {
         match admit(&job.settings.url) {
             Admit::Call => {}
-            Admit::Probe => job.probe = true,
+            Admit::Probe => {
+                job.probe = Some(Probe {
+                    url: job.settings.url.clone(),
+                    recorded: false,
+                })
+            }
             Admit::Reject => {
                 stats::BREAKER_REJECTED.bump();
                 finish(&key, Outcome::err(BackendError::BreakerOpen));
@@ -201,16 +213,8 @@ pub fn start(mut job: Job, max_inflight: usize, max_queue: usize) -> Result<(), 
             }
         }
     }
-    let (probe, url) = (job.probe, job.settings.url.clone());
-    let submitted = submit_or_refuse(&key, Box::new(move || run(job)), max_inflight, max_queue);
-    if submitted.is_err() && probe {
-        drop(Ticket {
-            url: &url,
-            probe,
-            done: false,
-        });
-    }
-    submitted
+    // A refused job is dropped with its probe, which releases it.
+    submit_or_refuse(&key, Box::new(move || run(job)), max_inflight, max_queue)
 }
 
 /// Submits the call of flight `key` to the pool; if the queue is full, its waiters get the
@@ -310,14 +314,10 @@ fn run(mut job: Job) {
 
 /// The backend call of a miss, then the write of its entry (with `sem`, the question's
 /// embedding field, when the semantic tier made one).
-fn run_backend(job: Job, sem: Option<Vec<u8>>) {
+fn run_backend(mut job: Job, sem: Option<Vec<u8>>) {
     let flight: FlightKey = (job.db, job.key.clone());
     let mut guard = FlightGuard(Some(&flight));
-    let ticket = Ticket {
-        url: &job.settings.url,
-        probe: job.probe,
-        done: false,
-    };
+    let probe = job.probe.take();
     stats::BACKEND_CALLS.bump();
     let started = Instant::now();
     let (result, attempts) = http::call(&job.settings, &job.request, job.deadline);
@@ -329,16 +329,21 @@ fn run_backend(job: Job, sem: Option<Vec<u8>>) {
     // Only an exchange with the backend says anything about its health (a job whose time
     // ran out in the queue never reached it).
     if attempts > 0 {
-        ticket.record(result.as_ref().is_err_and(BackendError::is_backend_failure));
+        let failed = result.as_ref().is_err_and(BackendError::is_backend_failure);
+        match probe {
+            Some(p) => p.record(failed),
+            None => record(&job.settings.url, failed, false),
+        }
     } else {
-        drop(ticket);
+        drop(probe);
     }
-    let tsc = ThreadSafeContext::new();
     let answer = match result {
         Ok(answer) => answer,
         Err(e) => {
             stats::count_error(e.kind());
             {
+                // A thread-safe context only where a per-cache figure must change.
+                let tsc = ThreadSafeContext::new();
                 let ctx = tsc.lock();
                 stats::for_cache(&ctx, &job.cache, |s| {
                     s.backend_calls += 1;
@@ -368,6 +373,7 @@ fn run_backend(job: Job, sem: Option<Vec<u8>>) {
         // Replied, never stored: the next ask calls the backend again.
         stats::NOT_STORED.bump();
         {
+            let tsc = ThreadSafeContext::new();
             let ctx = tsc.lock();
             stats::for_cache(&ctx, &job.cache, |s| {
                 s.backend_calls += 1;
@@ -462,6 +468,20 @@ impl Write {
             self.sem.as_deref(),
             self.latency_ms,
         );
+        // A `QA.SET ... SEMANTIC` waits for its write no longer than its own deadline (it is
+        // in no flight, so the reaper does not see it).
+        let setter_late = self
+            .setter
+            .as_ref()
+            .is_some_and(|w| w.deadline <= Instant::now());
+        if stored == Store::Paused && setter_late {
+            stats::STORE_ERRORS.bump();
+            if let Some(w) = self.setter.take() {
+                let e = crate::blocked::error_reply(crate::error::SET_PAUSED);
+                w.finish(&Arc::new(Outcome::Error(e)));
+            }
+            return;
+        }
         if stored == Store::Paused && self.since.elapsed() < MAX_PAUSE_WAIT {
             // Writes are paused (CLIENT PAUSE WRITE, FAILOVER): writing now would abort Redis
             // 7.0. Answer who waits, keep the flight open so new askers wait on it instead of
@@ -481,8 +501,11 @@ impl Write {
         self.flight.finish(&outcome);
         if let Some(w) = self.setter.take() {
             let reply = match stored {
-                Store::Done(true) => Outcome::Ok,
-                _ => Outcome::Error(crate::blocked::error_reply(crate::error::OOM)),
+                Store::Written | Store::Skipped => Outcome::Ok,
+                Store::Refused(e) => Outcome::Error(crate::blocked::error_reply(e)),
+                Store::Paused => {
+                    Outcome::Error(crate::blocked::error_reply(crate::error::SET_PAUSED))
+                }
             };
             w.finish(&Arc::new(reply));
         }
@@ -495,8 +518,12 @@ const PAUSE_RETRY: Duration = Duration::from_millis(20);
 
 #[derive(PartialEq, Eq)]
 enum Store {
-    /// Written (true), or deliberately not (replica, OOM): either way the flight is over.
-    Done(bool),
+    Written,
+    /// Not written because it could never be reached: the cache was invalidated (or lost its
+    /// generation) while the backend was called.
+    Skipped,
+    /// Not written, for this reason (an error reply: the server became a replica, OOM).
+    Refused(&'static str),
     /// Writes are paused; try again later.
     Paused,
 }
@@ -512,12 +539,20 @@ fn store(
     // A primary turned replica while the call was in flight must not write.
     if ctx.get_flags().contains(ContextFlags::SLAVE) {
         stats::STORE_ERRORS.bump();
-        return Store::Done(false);
+        return Store::Refused(crate::error::SET_NOT_PRIMARY);
     }
     // True while clients are paused (CLIENT PAUSE, FAILOVER): Redis 7.0 asserts if a module
     // propagates a write then.
     if unsafe { redis_module::raw::RedisModule_AvoidReplicaTraffic.map_or(0, |f| f()) } != 0 {
         return Store::Paused;
+    }
+    // The generation the key was derived under must still be the cache's: after
+    // `QA.INVALIDATE` (or a lost generation key) an entry written now could never be found,
+    // and its vector would sit in the index until its TTL.
+    let current = unsafe { generation::current(ctx.ctx, &job.cache) };
+    if job.generation.is_empty() || current.as_deref() != Some(&job.generation[..]) {
+        stats::NOT_STORED.bump();
+        return Store::Skipped;
     }
     let written = entry::write(
         ctx,
@@ -537,8 +572,14 @@ fn store(
     if written.is_err() {
         stats::STORE_ERRORS.bump();
         ctx.log_warning("redis-qa: could not store an answer (write refused, e.g. OOM)");
+        return Store::Refused(crate::error::OOM);
     }
-    Store::Done(written.is_ok())
+    // The index learns of the module's own writes here (it subscribes to no write events).
+    match sem {
+        Some(sem) => upkeep::indexed(job.db, &job.cache, &job.key, sem, &job.request.normalized),
+        None => upkeep::forget_if_indexed(job.db, &job.key),
+    }
+    Store::Written
 }
 
 /// The embedding of `question`, within half the time left to the askers (the other half is
@@ -601,17 +642,27 @@ fn run_semantic(job: Job, sem: SemanticJob) {
         guard_flight.0 = None;
         return run_backend(job, Some(blob));
     }
-    // From here the flight is the task's (and ends when it is dropped).
+    // From here the flight is the task's (and ends when it is dropped). This worker waits
+    // for the main thread's verdict and, if no match could be served, makes the backend call
+    // itself: the job keeps its pool slot (a new submission could be refused, and a refused
+    // continuation would leave its waiters and its breaker probe behind).
     guard_flight.0 = None;
+    let (back, verdict) = std::sync::mpsc::sync_channel(1);
     let check = Check {
         flight: OwnedFlight(Some(flight.clone())),
         job,
         scope: sem.scope.2,
         candidates: accepted,
         blob,
+        back,
     };
     if let Err(task) = mainthread::post(Box::new(move |ctx| check.run(ctx))) {
         drop(task);
+    }
+    // Nothing comes back when a match was served, or when the task was dropped without
+    // running (its flight and probe were released with it).
+    if let Ok((job, blob)) = verdict.recv() {
+        run_backend(job, Some(blob));
     }
 }
 
@@ -622,6 +673,8 @@ struct Check {
     scope: [u8; 16],
     candidates: Vec<Found>,
     blob: Vec<u8>,
+    /// Where the job goes back to its worker when no match could be served.
+    back: std::sync::mpsc::SyncSender<(Job, Vec<u8>)>,
 }
 
 impl Check {
@@ -640,14 +693,8 @@ impl Check {
                         s.tokens_out_saved += saved.1;
                         s.backend_ms_saved += saved.2;
                     });
-                    if self.job.probe {
-                        // The breaker's probe never reached the backend: let another miss probe.
-                        drop(Ticket {
-                            url: &self.job.settings.url,
-                            probe: true,
-                            done: false,
-                        });
-                    }
+                    // The breaker's probe never reached the backend: another miss probes.
+                    drop(self.job.probe.take());
                     self.flight.finish(&Arc::new(Outcome::Semantic(hit)));
                     return;
                 }
@@ -657,16 +704,16 @@ impl Check {
                 }
             }
         }
-        // Every match was gone or changed: back to a worker for the backend call.
+        // Every match was gone or changed: back to the waiting worker for the backend call,
+        // which owns the flight from here.
         stats::SEMANTIC_NO_MATCH.bump();
         let Some(key) = self.flight.0.take() else {
             return;
         };
-        let (job, blob) = (self.job, self.blob);
-        let max_inflight = config::MAX_INFLIGHT.get().max(1) as usize;
-        let max_queue = config::MAX_QUEUE.get().max(0) as usize;
-        let run = Box::new(move || run_backend(job, Some(blob)));
-        let _ = submit_or_refuse(&key, run, max_inflight, max_queue);
+        if self.back.send((self.job, self.blob)).is_err() {
+            // The worker is gone (it cannot be while it waits): end the flight.
+            drop(OwnedFlight(Some(key)));
+        }
     }
 }
 
@@ -717,7 +764,14 @@ pub fn start_set(
     max_inflight: usize,
     max_queue: usize,
 ) -> Result<(), QueueFull> {
+    // Shared with the job so that a refused job can still answer its setter (with the busy
+    // error, not the internal one a dropped waiter replies).
+    let setter = Arc::new(Mutex::new(Some(setter)));
+    let in_job = Arc::clone(&setter);
     let run = Box::new(move || {
+        let Some(setter) = in_job.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
         let mut job = job;
         let sem = job
             .semantic
@@ -741,5 +795,12 @@ pub fn start_set(
             drop(task);
         }
     });
-    pool().submit(run, max_inflight, max_queue)
+    let submitted = pool().submit(run, max_inflight, max_queue);
+    if submitted.is_err() {
+        stats::REFUSED_BUSY.bump();
+        if let Some(w) = setter.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            w.finish(&Arc::new(Outcome::err(BackendError::Busy)));
+        }
+    }
+    submitted
 }

@@ -102,3 +102,69 @@ fn acl_categories_where_the_server_supports_them() {
         .unwrap_err();
     assert_eq!(e.code(), Some("NOPERM"), "{e}");
 }
+
+/// QA.RESETSTATS is for operators: in `@admin` (and `@dangerous`) where the server supports
+/// categories, never in `@read` or `@write`; on every server a user needs it by name or by
+/// category, and `+qa.stats` does not grant it.
+#[test]
+fn resetstats_is_an_admin_command() {
+    let s = Server::start(&[]);
+    let mut admin = s.conn();
+    let info: String = redis::cmd("INFO").arg("server").query(&mut admin).unwrap();
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let valkey = info.contains("valkey_version:") || info.contains("server_name:valkey");
+    let supported = valkey || version.as_str() >= "7.2";
+    let in_cat = |con: &mut redis::Connection, cat: &str| -> bool {
+        let v: Vec<String> = redis::cmd("ACL").arg("CAT").arg(cat).query(con).unwrap();
+        v.iter().any(|c| c == "qa.resetstats")
+    };
+    assert!(!in_cat(&mut admin, "read"), "{version}");
+    assert!(!in_cat(&mut admin, "write"), "{version}");
+    assert_eq!(in_cat(&mut admin, "admin"), supported, "{version}");
+    assert_eq!(in_cat(&mut admin, "dangerous"), supported, "{version}");
+
+    let user = |admin: &mut redis::Connection, name: &str, rules: &[&str]| {
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(name)
+            .arg(&["on", ">pw"])
+            .arg(rules)
+            .query(admin)
+            .unwrap();
+        let mut con = s.conn();
+        let _: () = redis::cmd("AUTH")
+            .arg(name)
+            .arg("pw")
+            .query(&mut con)
+            .unwrap();
+        con
+    };
+    let reset = |con: &mut redis::Connection| -> Result<String, String> {
+        redis::cmd("QA.RESETSTATS")
+            .query::<String>(con)
+            .map_err(|e| e.code().unwrap_or("").to_string())
+    };
+    // A user who may read the figures may not reset them.
+    let mut viewer = user(
+        &mut admin,
+        "viewer",
+        &["+qa.stats", "+@read", "+@write", "~*"],
+    );
+    assert_eq!(reset(&mut viewer), Err("NOPERM".to_string()));
+    // By name, on every server.
+    let mut ops = user(&mut admin, "ops", &["+qa.resetstats"]);
+    assert_eq!(reset(&mut ops), Ok("OK".to_string()));
+    // By category where there are categories.
+    let mut admins = user(&mut admin, "admins", &["+@admin"]);
+    let want = if supported {
+        Ok("OK".to_string())
+    } else {
+        Err("NOPERM".to_string())
+    };
+    assert_eq!(reset(&mut admins), want, "{version}");
+}

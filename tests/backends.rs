@@ -19,13 +19,13 @@ fn config_set(con: &mut redis::Connection, name: &str, value: &str) {
 }
 
 fn entry(con: &mut redis::Connection) -> HashMap<String, String> {
-    let keys: Vec<String> = redis::cmd("KEYS").arg("qa:*").query(con).unwrap();
+    let keys: Vec<String> = entry_keys(con);
     assert_eq!(keys.len(), 1, "{keys:?}");
     redis::cmd("HGETALL").arg(&keys[0]).query(con).unwrap()
 }
 
 fn ttl(con: &mut redis::Connection) -> i64 {
-    let keys: Vec<String> = redis::cmd("KEYS").arg("qa:*").query(con).unwrap();
+    let keys: Vec<String> = entry_keys(con);
     redis::cmd("TTL").arg(&keys[0]).query(con).unwrap()
 }
 

@@ -81,8 +81,9 @@ fn peek_set_del_and_key() {
     let k = map(cmd(&mut con, &["QA.KEY", "faq", q]).unwrap());
     assert_eq!(text(&k["normalized"]), "what is our refund policy");
     let key = text(&k["key"]);
-    let keys: Vec<String> = redis::cmd("KEYS").arg("qa:*").query(&mut con).unwrap();
-    assert_eq!(keys, vec![key.clone()]);
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("qa:*").query(&mut con).unwrap();
+    keys.sort();
+    assert_eq!(keys, vec![key.clone(), "qa:{faq}:gen".to_string()]);
     let entry: HashMap<String, String> = redis::cmd("HGETALL").arg(&key).query(&mut con).unwrap();
     assert_eq!(entry["question"], q);
     assert_eq!(entry["model"], MODEL);
@@ -125,9 +126,11 @@ fn companion_errors_are_exact() {
             &["QA.INVALIDATE"],
             "ERR wrong number of arguments for 'qa.invalidate' command",
         ),
+        (&["QA.INVALIDATE", "a", "b"], "ERR syntax error"),
+        (&["QA.INVALIDATE", "a", "TOKEN"], "ERR syntax error"),
         (
-            &["QA.INVALIDATE", "a", "b"],
-            "ERR wrong number of arguments for 'qa.invalidate' command",
+            &["QA.INVALIDATE", "a", "TOKEN", ""],
+            "ERR TOKEN must be 1 to 64 printable ASCII characters",
         ),
         (
             &["QA.PEEK", "faq", "q", "TTL", "5"],
@@ -175,7 +178,11 @@ fn invalidate_is_o1_and_every_old_entry_stops_being_served() {
             .ignore();
     }
     let _: () = pipe.query(&mut con).unwrap();
-    assert_eq!(dbsize(&mut con), ENTRIES as u64);
+    assert_eq!(
+        dbsize(&mut con),
+        ENTRIES as u64 + 1,
+        "entries and the generation"
+    );
     assert_eq!(
         qa_get(&mut con, &["big", "question 7"]).unwrap(),
         "answer 7"
@@ -184,11 +191,10 @@ fn invalidate_is_o1_and_every_old_entry_stops_being_served() {
         .arg("RESETSTAT")
         .query(&mut con)
         .unwrap();
-    assert_eq!(
-        cmd(&mut con, &["QA.INVALIDATE", "big"]).unwrap(),
-        Value::Int(1)
-    );
-    // One INCR, whatever the size: the command's own time is reported, not asserted (timing
+    let first = text(&cmd(&mut con, &["QA.INVALIDATE", "big"]).unwrap());
+    assert_eq!(first.len(), 32, "a random 128-bit token in hex: {first}");
+    assert!(first.bytes().all(|b| b.is_ascii_hexdigit()), "{first}");
+    // One SET, whatever the size: the command's own time is reported, not asserted (timing
     // belongs to the benchmark), but nothing was deleted inline.
     assert_eq!(
         dbsize(&mut con),
@@ -227,10 +233,9 @@ fn invalidate_is_o1_and_every_old_entry_stops_being_served() {
     assert_eq!(b.calls(), 1);
     // Other caches are untouched.
     let _: Value = cmd(&mut con, &["QA.SET", "small", "q", "kept"]).unwrap();
-    assert_eq!(
-        cmd(&mut con, &["QA.INVALIDATE", "big"]).unwrap(),
-        Value::Int(2)
-    );
+    let second = text(&cmd(&mut con, &["QA.INVALIDATE", "big"]).unwrap());
+    assert_eq!(second.len(), 32);
+    assert_ne!(second, first, "tokens are never reused");
     assert_eq!(
         text(&cmd(&mut con, &["QA.PEEK", "small", "q"]).unwrap()),
         "kept"
@@ -245,52 +250,200 @@ fn the_generation_mirror_follows_the_key_however_it_changes() {
         let _: Value = cmd(con, &["QA.SET", "c", "q", a]).unwrap();
     };
     let peek = |con: &mut redis::Connection| cmd(con, &["QA.PEEK", "c", "q"]).unwrap();
+    let gen = |con: &mut redis::Connection| -> Option<String> {
+        redis::cmd("GET").arg("qa:{c}:gen").query(con).unwrap()
+    };
+    // A cache without a generation has no entries: peeking makes nothing.
+    assert_eq!(peek(&mut con), Value::Nil);
+    assert_eq!(dbsize(&mut con), 0);
+    // The first write makes a random token.
     set(&mut con, "gen0");
     assert_eq!(text(&peek(&mut con)), "gen0");
-    // Plain writes to the generation key count as invalidations.
-    let _: () = redis::cmd("SET")
+    let token0 = gen(&mut con).expect("the first write makes the generation");
+    assert_eq!(token0.len(), 32);
+    // A deleted generation key never brings old entries back: the cache is empty, and the
+    // next write gets a new token (the gen0 entry is still stored, unreachable).
+    let _: () = redis::cmd("DEL").arg("qa:{c}:gen").query(&mut con).unwrap();
+    assert_eq!(peek(&mut con), Value::Nil);
+    set(&mut con, "gen1");
+    assert_eq!(text(&peek(&mut con)), "gen1");
+    let token1 = gen(&mut con).unwrap();
+    assert_ne!(token1, token0);
+    assert_eq!(
+        dbsize(&mut con),
+        3,
+        "gen0 entry, gen1 entry, generation key"
+    );
+    // A renamed-away or expired generation key likewise.
+    let _: () = redis::cmd("RENAME")
         .arg("qa:{c}:gen")
-        .arg("x")
+        .arg("elsewhere")
         .query(&mut con)
         .unwrap();
     assert_eq!(peek(&mut con), Value::Nil);
-    set(&mut con, "genx");
-    assert_eq!(text(&peek(&mut con)), "genx");
-    // Deleting it makes the generation "" again: the gen0 entry (still there) is served.
-    let _: () = redis::cmd("DEL").arg("qa:{c}:gen").query(&mut con).unwrap();
-    assert_eq!(text(&peek(&mut con)), "gen0");
+    let _: () = redis::cmd("RENAME")
+        .arg("elsewhere")
+        .arg("qa:{c}:gen")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(text(&peek(&mut con)), "gen1", "the same token, restored");
+    let _: () = redis::cmd("PEXPIRE")
+        .arg("qa:{c}:gen")
+        .arg(1)
+        .query(&mut con)
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || peek(&mut con) == Value::Nil));
     // Another type at the generation key is refused, never guessed.
     let _: () = redis::cmd("LPUSH")
         .arg("qa:{c}:gen")
         .arg("x")
         .query(&mut con)
         .unwrap();
-    let e = cmd(&mut con, &["QA.PEEK", "c", "q"]).unwrap_err();
+    // (A read may still see the mirror's "no generation": nil, never an answer.)
+    assert_eq!(peek(&mut con), Value::Nil);
+    let e = cmd(&mut con, &["QA.SET", "c", "q", "a"]).unwrap_err();
     assert_eq!(
         err_text(&e),
         "WRONGTYPE the cache's generation key (qa:{<cache>}:gen) does not hold a string"
     );
-    // FLUSHALL empties the mirror with the keys.
-    let _: () = redis::cmd("DEL").arg("qa:{c}:gen").query(&mut con).unwrap();
-    let _: Value = cmd(&mut con, &["QA.INVALIDATE", "c"]).unwrap();
-    set(&mut con, "gen1");
-    let _: () = redis::cmd("FLUSHALL").query(&mut con).unwrap();
-    set(&mut con, "after flush");
-    let gen: Option<String> = redis::cmd("GET").arg("qa:{c}:gen").query(&mut con).unwrap();
-    assert_eq!(gen, None);
-    let key = text(&map(cmd(&mut con, &["QA.KEY", "c", "q"]).unwrap())["key"]);
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+    let e = cmd(&mut con, &["QA.INVALIDATE", "c"]).unwrap_err();
     assert_eq!(
-        keys,
-        vec![key],
-        "written under generation \"\" after the flush"
+        err_text(&e),
+        "WRONGTYPE the cache's generation key (qa:{<cache>}:gen) does not hold a string"
     );
+    // FLUSHALL empties the mirror with the keys: the next write makes a new generation.
+    let _: () = redis::cmd("DEL").arg("qa:{c}:gen").query(&mut con).unwrap();
+    set(&mut con, "gen2");
+    let _: () = redis::cmd("FLUSHALL").query(&mut con).unwrap();
+    assert_eq!(peek(&mut con), Value::Nil);
+    set(&mut con, "after flush");
+    let key = text(&map(cmd(&mut con, &["QA.KEY", "c", "q"]).unwrap())["key"]);
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+    keys.sort();
+    assert_eq!(keys, vec![key, "qa:{c}:gen".to_string()]);
     // Each database has its own generations.
-    set(&mut con, "db0");
     let _: Value = cmd(&mut con, &["QA.INVALIDATE", "c"]).unwrap();
     let _: () = redis::cmd("SELECT").arg(1).query(&mut con).unwrap();
+    assert_eq!(peek(&mut con), Value::Nil);
     set(&mut con, "db1");
     assert_eq!(text(&peek(&mut con)), "db1");
+}
+
+/// An integer-encoded generation (written by an older build's INCR) is read without being
+/// rewritten (direct memory access would re-encode it, on replicas too).
+#[test]
+fn reading_a_generation_leaves_its_encoding_alone() {
+    let s = Server::start(&[]);
+    let mut con = s.conn();
+    let _: () = redis::cmd("SET")
+        .arg("qa:{old}:gen")
+        .arg(7)
+        .query(&mut con)
+        .unwrap();
+    let enc = |con: &mut redis::Connection| -> String {
+        redis::cmd("OBJECT")
+            .arg("ENCODING")
+            .arg("qa:{old}:gen")
+            .query(con)
+            .unwrap()
+    };
+    assert_eq!(enc(&mut con), "int");
+    assert_eq!(cmd(&mut con, &["QA.PEEK", "old", "q"]).unwrap(), Value::Nil);
+    let _: Value = cmd(&mut con, &["QA.SET", "old", "q", "a"]).unwrap();
+    assert_eq!(text(&cmd(&mut con, &["QA.PEEK", "old", "q"]).unwrap()), "a");
+    assert_eq!(enc(&mut con), "int");
+}
+
+/// Hits do not read the generation key through the mirror, yet it must not look like the
+/// coldest key to LRU eviction: every 32nd use of the mirror reads it.
+#[test]
+fn hits_keep_the_generation_key_warm() {
+    let s = Server::start(&["--maxmemory-policy", "allkeys-lru"]);
+    let mut con = s.conn();
+    let _: Value = cmd(&mut con, &["QA.SET", "warm", "q", "a"]).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("control")
+        .arg(1)
+        .query(&mut con)
+        .unwrap();
+    let idle = |con: &mut redis::Connection, k: &str| -> u64 {
+        redis::cmd("OBJECT")
+            .arg("IDLETIME")
+            .arg(k)
+            .query(con)
+            .unwrap()
+    };
+    // LRU time has a resolution of a second: wait until both keys look idle.
+    assert!(wait_until(Duration::from_secs(10), || idle(
+        &mut con, "control"
+    ) >= 2
+        && idle(&mut con, "qa:{warm}:gen") >= 2));
+    for _ in 0..64 {
+        assert_eq!(
+            text(&cmd(&mut con, &["QA.PEEK", "warm", "q"]).unwrap()),
+            "a"
+        );
+    }
+    assert_eq!(idle(&mut con, "qa:{warm}:gen"), 0);
+    assert!(idle(&mut con, "control") >= 2);
+}
+
+/// Names nobody stores anything under cost bounded memory (the mirror keeps recently used
+/// names only) and take no per-cache stats slot, so a real cache still gets its figures.
+#[test]
+fn unused_cache_names_are_bounded_and_do_not_blind_the_stats() {
+    let s = Server::start(&[]);
+    let mut con = s.conn();
+    let mut pipe = redis::pipe();
+    for i in 0..20_000 {
+        pipe.cmd("QA.PEEK")
+            .arg(format!("junk{i}"))
+            .arg("q")
+            .ignore();
+    }
+    let _: () = pipe.query(&mut con).unwrap();
+    assert_eq!(dbsize(&mut con), 0);
+    let mirrored = info_num(&mut con, "qa", "qa_mirrored_caches");
+    assert!(mirrored <= 16_384, "mirror bounded: {mirrored}");
+    let _: Value = cmd(&mut con, &["QA.SET", "real", "q", "a"]).unwrap();
+    assert_eq!(text(&cmd(&mut con, &["QA.GET", "real", "q"]).unwrap()), "a");
+    let st = map(cmd(&mut con, &["QA.STATS", "real"]).unwrap());
+    assert_eq!(st["hits"], Value::Int(1));
+    assert_eq!(st["tracked"], Value::Int(1));
+    let junk = map(cmd(&mut con, &["QA.STATS", "junk7"]).unwrap());
+    assert_eq!(junk["tracked"], Value::Int(0));
+}
+
+/// Writes to keys that are not the module's (strings, lists, hashes, sets...) never reach
+/// it: the module subscribes to no write event class.
+#[test]
+fn unrelated_writes_send_the_module_no_events() {
+    let s = Server::start(&[]);
+    let mut con = s.conn();
+    let mut pipe = redis::pipe();
+    for i in 0..500 {
+        pipe.cmd("SET").arg(format!("s{i}")).arg(i).ignore();
+        pipe.cmd("INCR").arg(format!("n{i}")).ignore();
+        pipe.cmd("LPUSH").arg(format!("l{i}")).arg(i).ignore();
+        pipe.cmd("HSET")
+            .arg(format!("h{i}"))
+            .arg("f")
+            .arg(i)
+            .ignore();
+        pipe.cmd("SADD").arg(format!("t{i}")).arg(i).ignore();
+        pipe.cmd("ZADD").arg(format!("z{i}")).arg(1).arg(i).ignore();
+        pipe.cmd("XADD")
+            .arg(format!("x{i}"))
+            .arg("*")
+            .arg("f")
+            .arg(i)
+            .ignore();
+    }
+    let _: () = pipe.query(&mut con).unwrap();
+    assert_eq!(info_num(&mut con, "qa", "qa_keyspace_events"), 0);
+    // A delete is a generic event, which the generation mirror and the index need.
+    let _: () = redis::cmd("DEL").arg("s1").query(&mut con).unwrap();
+    assert_eq!(info_num(&mut con, "qa", "qa_keyspace_events"), 1);
 }
 
 #[test]

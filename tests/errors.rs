@@ -247,7 +247,7 @@ fn an_entry_key_holding_another_type_is_reported_not_overwritten() {
     let s = server_for(&b, &[]);
     let mut con = s.conn();
     qa_get(&mut con, &["faq", "q"]).unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg("qa:*").query(&mut con).unwrap();
+    let keys: Vec<String> = entry_keys(&mut con);
     let _: () = redis::cmd("SET")
         .arg(&keys[0])
         .arg("not a hash")

@@ -24,7 +24,7 @@ fn hgetall(con: &mut redis::Connection, key: &str) -> HashMap<String, String> {
 }
 
 fn only_key(con: &mut redis::Connection) -> String {
-    let keys: Vec<String> = redis::cmd("KEYS").arg("qa:*").query(con).unwrap();
+    let keys: Vec<String> = entry_keys(con);
     assert_eq!(keys.len(), 1, "{keys:?}");
     keys.into_iter().next().unwrap()
 }

@@ -35,6 +35,9 @@ const Q_UTF8: &str = "ERR question is not valid UTF-8";
 const A_EMPTY: &str = "ERR answer is empty";
 const A_LONG: &str = "ERR answer is longer than qa.max-answer-bytes";
 const STATS_ARITY: &str = "ERR QA.STATS takes at most one cache name";
+const SYNTAX: &str = "ERR syntax error";
+const TOKEN: &str = "ERR TOKEN must be 1 to 64 printable ASCII characters";
+const RESETSTATS_ARITY: &str = "ERR QA.RESETSTATS takes at most one cache name";
 
 /// One command as raw arguments (the command name first).
 type Args = Vec<Vec<u8>>;
@@ -216,7 +219,8 @@ fn rows() -> Vec<(Args, String)> {
         (a(&[b"QA.SET", b"faq", &ten_mb, b"a"]), e(Q_LONG)),
         // ---- QA.INVALIDATE
         (a(&[b"QA.INVALIDATE"]), arity("qa.invalidate")),
-        (a(&[b"QA.INVALIDATE", b"a", b"b"]), arity("qa.invalidate")),
+        (a(&[b"QA.INVALIDATE", b"a", b"b"]), e(SYNTAX)),
+        (a(&[b"QA.INVALIDATE", b"a", b"TOKEN", b"\x01"]), e(TOKEN)),
         (a(&[b"QA.INVALIDATE", b""]), e(CACHE_EMPTY)),
         (a(&[b"QA.INVALIDATE", b"x{"]), e(CACHE_BRACE)),
         (a(&[b"QA.INVALIDATE", &long_cache]), e(CACHE_LONG)),
@@ -225,6 +229,11 @@ fn rows() -> Vec<(Args, String)> {
         (a(&[b"QA.STATS", b""]), e(CACHE_EMPTY)),
         (a(&[b"QA.STATS", b"{}"]), e(CACHE_BRACE)),
         (a(&[b"QA.STATS", &long_cache]), e(CACHE_LONG)),
+        // ---- QA.RESETSTATS
+        (a(&[b"QA.RESETSTATS", b"a", b"b"]), e(RESETSTATS_ARITY)),
+        (a(&[b"QA.RESETSTATS", b""]), e(CACHE_EMPTY)),
+        (a(&[b"QA.RESETSTATS", b"{}"]), e(CACHE_BRACE)),
+        (a(&[b"QA.RESETSTATS", &long_cache]), e(CACHE_LONG)),
     ];
     // The same question errors through every entry command.
     for cmd in ["QA.GET", "QA.PEEK", "QA.KEY", "QA.DEL"] {

@@ -42,7 +42,7 @@ fn entries_replicate_and_persist_as_plain_writes() {
     assert_eq!(acked, 1, "WAIT after a miss is acknowledged by the replica");
 
     // The replica holds the same entry, with the same absolute expiry, and serves hits.
-    let keys: Vec<String> = redis::cmd("KEYS").arg("qa:*").query(&mut r).unwrap();
+    let keys: Vec<String> = entry_keys(&mut r);
     assert_eq!(keys.len(), 1);
     let on_primary: Vec<String> = redis::cmd("HGETALL").arg(&keys[0]).query(&mut p).unwrap();
     let on_replica: Vec<String> = redis::cmd("HGETALL").arg(&keys[0]).query(&mut r).unwrap();

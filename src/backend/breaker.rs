@@ -1,6 +1,8 @@
 //! The circuit breaker: after `failures` consecutive backend failures, misses fail fast for
 //! `cooldown`; then exactly one probe call is let through, and its outcome closes the breaker
-//! or opens it for another cooldown. Pure: time is passed in.
+//! or opens it for another cooldown. A probe that reports nothing within `probe_timeout`
+//! (lost, or still running past any asker's deadline) no longer holds the breaker: the next
+//! miss probes. Pure: time is passed in.
 //!
 //! What counts as a failure is the caller's business (see
 //! [`BackendError::is_backend_failure`](super::BackendError::is_backend_failure)).
@@ -12,6 +14,8 @@ pub struct Settings {
     /// Consecutive failures that open the breaker; 0 turns it off.
     pub failures: u32,
     pub cooldown: Duration,
+    /// How long one probe may decide before another is let through.
+    pub probe_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,8 +26,10 @@ enum State {
     Open {
         until: Instant,
     },
-    /// The cooldown is over and one call is deciding.
-    Probing,
+    /// The cooldown is over and one call, let through at `since`, is deciding.
+    Probing {
+        since: Instant,
+    },
 }
 
 /// What a miss may do.
@@ -68,10 +74,15 @@ impl Breaker {
             State::Closed { .. } => Admit::Call,
             State::Open { until } if now < until => Admit::Reject,
             State::Open { .. } => {
-                self.state = State::Probing;
+                self.state = State::Probing { since: now };
                 Admit::Probe
             }
-            State::Probing => Admit::Reject,
+            State::Probing { since } if now < since + s.probe_timeout => Admit::Reject,
+            // The probe never reported (its job was lost or outlived every deadline).
+            State::Probing { .. } => {
+                self.state = State::Probing { since: now };
+                Admit::Probe
+            }
         }
     }
 
@@ -82,11 +93,11 @@ impl Breaker {
             return Change::None;
         }
         match (self.state, probe, failed) {
-            (State::Probing, true, false) => {
+            (State::Probing { .. }, true, false) => {
                 self.state = State::Closed { failures: 0 };
                 Change::Closed
             }
-            (State::Probing, true, true) => {
+            (State::Probing { .. }, true, true) => {
                 self.state = State::Open {
                     until: now + s.cooldown,
                 };
@@ -109,13 +120,13 @@ impl Breaker {
                 }
             }
             // A call admitted before the breaker opened: only the probe decides now.
-            (State::Open { .. } | State::Probing, _, _) => Change::None,
+            (State::Open { .. } | State::Probing { .. }, _, _) => Change::None,
         }
     }
 
     /// An admitted probe that was never made (e.g. the queue was full): the next miss probes.
     pub fn cancel_probe(&mut self, now: Instant) {
-        if self.state == State::Probing {
+        if matches!(self.state, State::Probing { .. }) {
             self.state = State::Open { until: now };
         }
     }
@@ -133,6 +144,7 @@ mod tests {
     const S: Settings = Settings {
         failures: 3,
         cooldown: Duration::from_secs(10),
+        probe_timeout: Duration::from_secs(30),
     };
 
     fn at(t0: Instant, secs: u64) -> Instant {
@@ -206,11 +218,30 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_that_never_reports_stops_holding_the_breaker() {
+        let t0 = Instant::now();
+        let mut b = Breaker::default();
+        for _ in 0..3 {
+            b.record(t0, S, true, false);
+        }
+        // (time in s, expected admission): the probe at 10 is lost; 30 s later another.
+        for (t, want) in [
+            (10, Admit::Probe),
+            (11, Admit::Reject),
+            (39, Admit::Reject),
+            (40, Admit::Probe),
+            (41, Admit::Reject),
+        ] {
+            assert_eq!(b.admit(at(t0, t), S), want, "t={t}");
+        }
+        // The late report of the first probe still decides.
+        assert_eq!(b.record(at(t0, 42), S, false, true), Change::Closed);
+        assert_eq!(b.admit(at(t0, 42), S), Admit::Call);
+    }
+
+    #[test]
     fn zero_failures_turns_it_off() {
-        let off = Settings {
-            failures: 0,
-            cooldown: Duration::from_secs(10),
-        };
+        let off = Settings { failures: 0, ..S };
         let t0 = Instant::now();
         let mut b = Breaker::default();
         for _ in 0..100 {

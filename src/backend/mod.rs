@@ -85,6 +85,12 @@ pub enum BackendError {
     Internal,
 }
 
+/// The longest an entry may live, in seconds: the bound of `qa.ttl`, `TTL`, `STALE` and a
+/// webhook reply's `ttl`. Ten years: long enough for any cache, short enough that
+/// `now + ttl` never overflows. Defined here, below `config`, so the wire formats need not
+/// read upward.
+pub const MAX_TTL_SECS: i64 = 315_360_000;
+
 /// Failure kinds, for the INFO counters and the circuit breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -98,6 +104,43 @@ pub enum Kind {
     Malformed,
     Empty,
     TooLarge,
+}
+
+impl Kind {
+    /// Every kind, in declaration order (which is their counters' order in
+    /// `stats::ERRORS_BY_KIND`).
+    pub const ALL: [Kind; 9] = [
+        Kind::Local,
+        Kind::Unreachable,
+        Kind::Timeout,
+        Kind::Http4xx,
+        Kind::Http429,
+        Kind::Http5xx,
+        Kind::Malformed,
+        Kind::Empty,
+        Kind::TooLarge,
+    ];
+
+    /// The `INFO qa` field counting failures of this kind (Redis adds the `qa_` prefix).
+    pub fn info_field(self) -> &'static str {
+        match self {
+            Kind::Local => "errors_local",
+            Kind::Unreachable => "errors_unreachable",
+            Kind::Timeout => "errors_timeout",
+            Kind::Http4xx => "errors_http_4xx",
+            Kind::Http429 => "errors_http_429",
+            Kind::Http5xx => "errors_http_5xx",
+            Kind::Malformed => "errors_malformed",
+            Kind::Empty => "errors_empty",
+            Kind::TooLarge => "errors_too_large",
+        }
+    }
+}
+
+impl crate::stats::CounterIndex for Kind {
+    fn counter_index(&self) -> usize {
+        *self as usize
+    }
 }
 
 impl BackendError {
@@ -205,6 +248,15 @@ pub fn excerpt(body: &[u8], secret: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_failure_kind_has_its_own_counter() {
+        use crate::stats::{CounterIndex, ERRORS_BY_KIND};
+        assert_eq!(Kind::ALL.len(), ERRORS_BY_KIND.len());
+        for (i, kind) in Kind::ALL.iter().enumerate() {
+            assert_eq!(kind.counter_index(), i, "{kind:?}");
+        }
+    }
 
     #[test]
     fn excerpt_is_one_line_short_and_redacted() {

@@ -8,8 +8,7 @@
 
 use serde_json::{json, Value};
 
-use super::{Answer, BackendError, Request, WireFormat};
-use crate::config::MAX_TTL_SECS;
+use super::{Answer, BackendError, Request, WireFormat, MAX_TTL_SECS};
 
 pub struct Webhook;
 

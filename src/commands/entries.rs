@@ -1,20 +1,20 @@
-//! The companion commands: `QA.PEEK`, `QA.KEY`, `QA.SET`, `QA.DEL`, `QA.INVALIDATE`,
-//! `QA.STATS`. None of them ever calls the backend.
+//! The companion commands: `QA.PEEK`, `QA.KEY`, `QA.SET`, `QA.DEL`, `QA.INVALIDATE`. None of
+//! them ever calls the backend. (`QA.STATS` is in `info.rs`.)
 
 use std::os::raw::c_int;
 
 use redis_module::{raw, CallOptionsBuilder, CallResult, Context, RedisValue};
 
 use super::args::{self, Allowed, LOOKUP_ONLY};
-use super::{guarded, reply_error, resolve, with_entry_args, Args};
+use super::{guarded, reply_error, resolve, resolve_for_write, with_entry_args, Args};
 use crate::blocked::Waiter;
 use crate::entry::{self, Lookup};
-use crate::stats::{self, CacheStats};
 use crate::{config, error, generation, worker};
 
 const OK: c_int = raw::REDISMODULE_OK as c_int;
 
 unsafe fn reply_str(ctx: *mut raw::RedisModuleCtx, s: &[u8]) {
+    super::replied();
     raw::RedisModule_ReplyWithStringBuffer.unwrap()(ctx, s.as_ptr().cast(), s.len());
 }
 
@@ -28,11 +28,18 @@ pub(crate) extern "C" fn qa_peek(
         if let Err(e) = resolve(ctx, a, s) {
             return reply_error(ctx, e);
         }
+        if s.no_generation {
+            super::replied();
+            raw::RedisModule_ReplyWithNull.unwrap()(ctx);
+            return OK;
+        }
         match entry::lookup(ctx, &s.key, false) {
             Lookup::Hit(hit) => {
+                super::replied();
                 raw::RedisModule_ReplyWithString.unwrap()(ctx, hit.answer);
             }
             Lookup::Miss => {
+                super::replied();
                 raw::RedisModule_ReplyWithNull.unwrap()(ctx);
             }
             Lookup::WrongType => return reply_error(ctx, error::WRONG_ENTRY_TYPE),
@@ -52,6 +59,7 @@ pub(crate) extern "C" fn qa_key(
         if let Err(e) = resolve(ctx, a, s) {
             return reply_error(ctx, e);
         }
+        super::replied();
         raw::reply_with_map(ctx, 2);
         reply_str(ctx, b"normalized");
         reply_str(ctx, s.normalized.as_bytes());
@@ -85,7 +93,7 @@ pub(crate) extern "C" fn qa_set(
         if answer.len() as i64 > config::MAX_ANSWER_BYTES.get() {
             return reply_error(ctx, error::ANSWER_TOO_LONG);
         }
-        let question = match resolve(ctx, a, s) {
+        let question = match resolve_for_write(ctx, a, s) {
             Ok(q) => q,
             Err(e) => return reply_error(ctx, e),
         };
@@ -111,6 +119,10 @@ pub(crate) extern "C" fn qa_set(
         );
         match written {
             Ok(()) => {
+                // Stored without a vector: an older one of this entry must not stay indexed.
+                let db = raw::RedisModule_GetSelectedDb.unwrap()(ctx);
+                crate::semantic::upkeep::forget_if_indexed(db, &s.key);
+                super::replied();
                 raw::RedisModule_ReplyWithSimpleString.unwrap()(ctx, c"OK".as_ptr());
                 OK
             }
@@ -173,14 +185,17 @@ pub(crate) extern "C" fn qa_del(
             Ok(RedisValue::Integer(n)) => n,
             _ => 0,
         };
+        super::replied();
         raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, n);
         OK
     })
 }
 
-/// `QA.INVALIDATE <cache>`: bumps the cache's generation (`INCR qa:{<cache>}:gen`, a
-/// replicated plain write), so no existing entry of it is served again; replies the new
-/// generation. O(1) whatever the cache's size: old entries expire with their TTL.
+/// `QA.INVALIDATE <cache> [TOKEN <token>]`: gives the cache a new random generation token
+/// (the value of `qa:{<cache>}:gen`), so no existing entry of it is served again; replies the
+/// new token. O(1) whatever the cache's size: old entries expire with their TTL, and their
+/// vectors are freed off the main thread. `TOKEN` is how the command reaches replicas and the
+/// AOF (with the token the primary chose); a client should never need it.
 pub(crate) extern "C" fn qa_invalidate(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut *mut raw::RedisModuleString,
@@ -192,99 +207,23 @@ pub(crate) extern "C" fn qa_invalidate(
         if let Err(e) = args::cache_name(cache) {
             return reply_error(ctx, e);
         }
-        let key = generation::gen_key(cache);
-        let opts = CallOptionsBuilder::new()
-            .replicate()
-            .errors_as_replies()
-            .build();
-        let context = Context::new(ctx);
-        let bumped: CallResult = context.call_ext("INCR", &opts, &[&key[..]][..]);
-        let db = raw::RedisModule_GetSelectedDb.unwrap()(ctx).max(0) as usize;
-        generation::forget(&context, db, cache);
-        match bumped.map(|r| RedisValue::from(&r)) {
-            Ok(RedisValue::Integer(n)) => {
-                raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, n);
+        let token = match argc {
+            2 => generation::new_token(),
+            4 if args.get(2).eq_ignore_ascii_case(b"TOKEN") => {
+                let t = args.get(3);
+                if !generation::valid_token(t) {
+                    return reply_error(ctx, error::TOKEN_INVALID);
+                }
+                t.to_vec()
+            }
+            _ => return reply_error(ctx, error::SYNTAX),
+        };
+        match generation::set(ctx, cache, &token) {
+            Ok(()) => {
+                reply_str(ctx, &token);
                 OK
             }
-            _ => reply_error(ctx, error::GENERATION_TYPE),
+            Err(e) => reply_error(ctx, e),
         }
     })
-}
-
-/// `QA.STATS [<cache>]`: a map of figures, global or for one cache (zeros for a cache not
-/// seen since the module loaded).
-pub(crate) extern "C" fn qa_stats(
-    ctx: *mut raw::RedisModuleCtx,
-    argv: *mut *mut raw::RedisModuleString,
-    argc: c_int,
-) -> c_int {
-    guarded(ctx, || unsafe {
-        let args = Args::new(argv, argc);
-        if argc > 2 {
-            return reply_error(ctx, error::STATS_ARITY);
-        }
-        let context = Context::new(ctx);
-        let (figures, global) = if argc == 2 {
-            let cache = args.get(1);
-            if let Err(e) = args::cache_name(cache) {
-                return reply_error(ctx, e);
-            }
-            (stats::cache(&context, cache).unwrap_or_default(), false)
-        } else {
-            (stats::global(), true)
-        };
-        let (price_in, price_out) = config::with_strings(&context, |c| c.prices());
-        reply_stats(ctx, &figures, global, price_in, price_out);
-        OK
-    })
-}
-
-unsafe fn reply_stats(
-    ctx: *mut raw::RedisModuleCtx,
-    f: &CacheStats,
-    global: bool,
-    price_in: f64,
-    price_out: f64,
-) {
-    let ints: [(&str, u64); 12] = [
-        ("hits", f.hits),
-        ("misses", f.misses),
-        ("coalesced", f.coalesced),
-        ("stale", f.stale),
-        ("backend_calls", f.backend_calls),
-        ("backend_errors", f.backend_errors),
-        ("tokens_in_spent", f.tokens_in_spent),
-        ("tokens_out_spent", f.tokens_out_spent),
-        ("tokens_in_saved", f.tokens_in_saved),
-        ("tokens_out_saved", f.tokens_out_saved),
-        ("backend_ms_saved", f.backend_ms_saved),
-        ("semantic_hits", f.semantic_hits),
-    ];
-    let (p50, p99) = stats::latency_percentiles();
-    let (running, queued) = crate::worker::load();
-    let globals: [(&str, u64); 11] = [
-        ("client_timeouts", stats::CLIENT_TIMEOUTS.get()),
-        ("refused_busy", stats::REFUSED_BUSY.get()),
-        ("inflight", running as u64),
-        ("queued", queued as u64),
-        ("backend_latency_p50_ms", p50),
-        ("backend_latency_p99_ms", p99),
-        ("semantic_no_match", stats::SEMANTIC_NO_MATCH.get()),
-        ("guard_refusals", stats::guard_refusals()),
-        ("embed_calls", stats::EMBED_CALLS.get()),
-        ("embed_errors", stats::EMBED_ERRORS.get()),
-        ("embed_tokens", stats::EMBED_TOKENS.get()),
-    ];
-    let extra = if global { globals.len() } else { 0 };
-    raw::reply_with_map(ctx, (ints.len() + 1 + extra) as _);
-    for (name, v) in ints.iter().chain(globals.iter().take(extra)) {
-        reply_str(ctx, name.as_bytes());
-        raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, *v as i64);
-    }
-    // Money as a decimal string (RESP2 has no double), in the currency of the prices.
-    reply_str(ctx, b"money_saved");
-    reply_str(
-        ctx,
-        format!("{:.6}", stats::money_saved(f, price_in, price_out)).as_bytes(),
-    );
 }

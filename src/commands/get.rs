@@ -45,7 +45,8 @@ unsafe fn get(ctx: *mut raw::RedisModuleCtx, a: &EntryArgs<'_>, s: &mut Scratch)
         Ok(q) => q,
         Err(e) => return reply_error(ctx, e),
     };
-    if !a.refresh {
+    // A cache without a generation has no reachable entry: nothing to look up.
+    if !a.refresh && !s.no_generation {
         match entry::lookup(ctx, &s.key, a.withmeta) {
             Lookup::Hit(hit) => {
                 reply_hit(ctx, &hit, a.withmeta);
@@ -59,12 +60,43 @@ unsafe fn get(ctx: *mut raw::RedisModuleCtx, a: &EntryArgs<'_>, s: &mut Scratch)
             Lookup::Miss => {}
         }
     }
+    if let Some(e) = miss_refused(ctx) {
+        return reply_error(ctx, e);
+    }
+    // The answer will be stored under the cache's generation: the first miss makes one.
+    if s.no_generation {
+        match generation::ensure(ctx, a.cache).and_then(|_| resolve(ctx, a, s)) {
+            Ok(_) => {}
+            Err(e) => return reply_error(ctx, e),
+        }
+    }
     miss(ctx, a, question, &s.normalized, &s.key)
+}
+
+/// Why a miss cannot wait for the backend here, if it cannot: inside `MULTI` or a script, on
+/// a replica, or out of memory (refused before paying for an answer that could not be
+/// stored).
+///
+/// # Safety
+/// `ctx` must be the running command's context.
+unsafe fn miss_refused(ctx: *mut raw::RedisModuleCtx) -> Option<&'static str> {
+    if super::cannot_block(ctx) {
+        return Some(error::IN_MULTI);
+    }
+    let flags = raw::RedisModule_GetContextFlags.unwrap()(ctx) as u32;
+    if flags & raw::REDISMODULE_CTX_FLAGS_SLAVE != 0 {
+        return Some(error::ON_REPLICA);
+    }
+    if flags & raw::REDISMODULE_CTX_FLAGS_OOM != 0 {
+        return Some(error::OOM);
+    }
+    None
 }
 
 /// Replies a hit: the answer, or with `WITHMETA` the answer and how it was served.
 unsafe fn reply_hit(ctx: *mut raw::RedisModuleCtx, hit: &Hit, withmeta: bool) {
     if !withmeta {
+        super::replied();
         raw::RedisModule_ReplyWithString.unwrap()(ctx, hit.answer);
         return;
     }
@@ -72,6 +104,7 @@ unsafe fn reply_hit(ctx: *mut raw::RedisModuleCtx, hit: &Hit, withmeta: bool) {
     let now = raw::RedisModule_Milliseconds.unwrap()();
     let age = hit.created_ms.map_or(0, |c| (now - c).max(0));
     let served = if hit.stale { "stale" } else { "hit" };
+    super::replied();
     blocked::reply_meta(ctx, answer, served, age, hit.ttl_ms.unwrap_or(-1));
 }
 
@@ -120,15 +153,15 @@ pub(crate) unsafe fn make_job(
     });
     let db = raw::RedisModule_GetSelectedDb.unwrap()(ctx);
     let settings = config::call_settings(&Context::new(ctx));
+    // The generation was just read for the key: this is the mirror's copy.
+    let generation = generation::with_generation(ctx, a.cache, |g, _| g.to_vec()).ok();
     let semantic = if a.semantic.unwrap_or_else(|| config::SEMANTIC.get()) {
-        // The generation was just read for the key: this is the mirror's copy.
-        let generation = generation::with_generation(ctx, a.cache, |g, _| g.to_vec()).ok();
-        generation.map(|g| SemanticJob {
+        generation.as_ref().map(|g| SemanticJob {
             settings: config::semantic_settings(&Context::new(ctx), &settings),
             scope: (
                 db,
                 a.cache.into(),
-                semantic::scope_digest(&model, &system, &g),
+                semantic::scope_digest(&model, &system, g),
             ),
             search: !a.refresh,
         })
@@ -151,7 +184,8 @@ pub(crate) unsafe fn make_job(
         stale_secs: a.stale.unwrap_or_else(|| config::STALE_TTL.get()),
         background: false,
         cache_truncated: config::CACHE_TRUNCATED.get(),
-        probe: false,
+        probe: None,
+        generation: generation.unwrap_or_default(),
         deadline: Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64),
         timeout_ms: timeout_ms.max(0) as u64,
         settings,
@@ -174,7 +208,7 @@ fn count_hit(ctx: *mut raw::RedisModuleCtx, slot: Option<usize>, hit: &Hit) {
     });
 }
 
-/// The miss path: refuse what cannot wait, else block the caller on the key's flight.
+/// The miss path (after [`miss_refused`]): block the caller on the key's flight.
 unsafe fn miss(
     ctx: *mut raw::RedisModuleCtx,
     a: &EntryArgs<'_>,
@@ -182,17 +216,6 @@ unsafe fn miss(
     normalized: &str,
     key: &[u8],
 ) -> c_int {
-    if super::cannot_block(ctx) {
-        return reply_error(ctx, error::IN_MULTI);
-    }
-    let flags = raw::RedisModule_GetContextFlags.unwrap()(ctx) as u32;
-    if flags & raw::REDISMODULE_CTX_FLAGS_SLAVE != 0 {
-        return reply_error(ctx, error::ON_REPLICA);
-    }
-    // Refuse before paying for an answer that could not be stored.
-    if flags & raw::REDISMODULE_CTX_FLAGS_OOM != 0 {
-        return reply_error(ctx, error::OOM);
-    }
     // The job is built before blocking (nothing after the block may fail without a reply),
     // and for every miss: whether this caller leads is known only when it joins the flight,
     // atomically, below.

@@ -5,6 +5,7 @@
 pub mod args;
 pub mod entries;
 pub mod get;
+pub mod info;
 
 use std::ffi::CString;
 use std::os::raw::c_int;
@@ -23,11 +24,19 @@ pub struct Scratch {
     pub key: Vec<u8>,
     /// The cache's stats slot, set by `resolve`.
     pub slot: Option<usize>,
+    /// Set by `resolve`: the cache has no generation yet, so no entry of it is reachable
+    /// (nothing to look up; a write must first make one, see `generation::ensure`).
+    pub no_generation: bool,
 }
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = const {
-        std::cell::RefCell::new(Scratch { normalized: String::new(), key: Vec::new(), slot: None })
+        std::cell::RefCell::new(Scratch {
+            normalized: String::new(),
+            key: Vec::new(),
+            slot: None,
+            no_generation: false,
+        })
     };
 }
 
@@ -75,9 +84,11 @@ pub unsafe fn resolve<'a>(
         normalized,
         key,
         slot,
+        no_generation,
     } = s;
     generation::with_generation(ctx, a.cache, |generation, stats_slot| {
         *slot = stats_slot;
+        *no_generation = generation.is_empty();
         config::with_strings(&Context::new(ctx), |cfg| match (a.model, a.system) {
             (None, None) => {
                 keys::entry_key_into(&cfg.default_prefix, a.cache, generation, normalized, key)
@@ -89,6 +100,23 @@ pub unsafe fn resolve<'a>(
             }
         })
     })?;
+    Ok(question)
+}
+
+/// [`resolve`] for a command about to write an entry: gives the cache its first generation
+/// if it has none (and derives the key again under it).
+///
+/// # Safety
+/// `ctx` must be the running command's context, on the main thread, allowed to write.
+pub unsafe fn resolve_for_write<'a>(
+    ctx: *mut raw::RedisModuleCtx,
+    a: &EntryArgs<'a>,
+    s: &mut Scratch,
+) -> Result<&'a str, &'static str> {
+    let question = resolve(ctx, a, s)?;
+    if s.no_generation && generation::ensure(ctx, a.cache)? {
+        resolve(ctx, a, s)?;
+    }
     Ok(question)
 }
 
@@ -147,20 +175,39 @@ impl Args {
     }
 }
 
+thread_local! {
+    /// Whether the running handler has started its reply (see [`guarded`]).
+    static REPLIED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Called before a handler's reply is written: a panic after it must not add a second one.
+pub fn replied() {
+    REPLIED.with(|r| r.set(true));
+}
+
 /// Replies with an error (`text` starts with its code).
 ///
 /// # Safety
 /// `ctx` must be a live command context.
 pub unsafe fn reply_error(ctx: *mut raw::RedisModuleCtx, text: &str) -> c_int {
+    replied();
     let msg = crate::blocked::error_reply(text);
     raw::RedisModule_ReplyWithError.unwrap()(ctx, msg.as_ptr());
     raw::REDISMODULE_OK as c_int
 }
 
-/// Runs a handler; a panic becomes an error reply instead of a crashed server.
+/// Runs a handler; a panic becomes an error reply instead of a crashed server, unless the
+/// handler had already replied (a second reply would desynchronise the client's connection:
+/// the panic is then only logged).
 pub(crate) fn guarded(ctx: *mut raw::RedisModuleCtx, f: impl FnOnce() -> c_int) -> c_int {
+    REPLIED.with(|r| r.set(false));
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(status) => status,
+        Err(_) if REPLIED.with(|r| r.get()) => {
+            Context::new(ctx)
+                .log_warning("redis-qa: a command handler panicked after replying; nothing added");
+            raw::REDISMODULE_OK as c_int
+        }
         Err(_) => {
             Context::new(ctx).log_warning("redis-qa: a command handler panicked; replied an error");
             unsafe { reply_error(ctx, &format!("ERR {}", error::INTERNAL)) }
@@ -251,23 +298,36 @@ const COMMANDS: &[CommandDef] = &[
         name: "qa.invalidate",
         handler: entries::qa_invalidate,
         flags: "write fast",
-        arity: 2,
+        arity: -2,
         write: true,
         summary:
-            "Stops every entry of a cache from being served, at once; replies the new generation",
+            "Stops every entry of a cache from being served, at once; replies the new generation token",
         complexity: "O(1)",
         acl: "write fast",
-        args: "cache:key",
+        args: "cache:key ?TOKEN:string",
     },
     CommandDef {
         name: "qa.stats",
-        handler: entries::qa_stats,
+        handler: info::qa_stats,
         flags: "readonly",
         arity: -1,
         write: false,
         summary: "Returns hit, miss, cost and latency figures, global or for one cache",
         complexity: "O(1), O(W log W) for the latency window",
         acl: "read",
+        args: "?cache:string",
+    },
+    CommandDef {
+        name: "qa.resetstats",
+        handler: info::qa_resetstats,
+        // admin: like CONFIG RESETSTAT, for operators, not for the users who ask or store;
+        // not write: the counters are this server's memory, not data (replicas reset theirs).
+        flags: "admin",
+        arity: -1,
+        write: false,
+        summary: "Zeroes the counters of QA.STATS and INFO qa, global or for one cache",
+        complexity: "O(1) for a cache, O(N) in the caches counted without one",
+        acl: "admin dangerous",
         args: "?cache:string",
     },
 ];
@@ -288,8 +348,9 @@ pub fn register(ctx: &Context) -> Status {
 fn register_one(ctx: &Context, def: &CommandDef) -> Result<(), ()> {
     let name = CString::new(def.name).map_err(|_| ())?;
     let flags = CString::new(def.flags).map_err(|_| ())?;
-    // QA.STATS names no key (its cache argument is optional and reads no key).
-    let (first, last, step) = if def.name == "qa.stats" {
+    // QA.STATS and QA.RESETSTATS name no key (their cache argument is optional and reads no
+    // key): a command whose arguments declare no key gets no key positions.
+    let (first, last, step) = if !def.args.contains(":key") {
         (0, 0, 0)
     } else {
         (1, 1, 1)
@@ -439,7 +500,7 @@ fn set_info(ctx: &Context, name: &CString, def: &CommandDef) {
     info.arity = def.arity;
     let args = CommandArgs::new(def.args);
     info.args = args.ptr();
-    if def.name != "qa.stats" {
+    if def.args.contains(":key") {
         info.key_specs = specs.as_mut_ptr();
     }
     if unsafe { set_command_info(cmd, &info) } != raw::REDISMODULE_OK as c_int {

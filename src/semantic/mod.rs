@@ -14,6 +14,16 @@ use sha2::{Digest, Sha256};
 
 use crate::normalize::NORMALIZATION_VERSION;
 
+/// A guard's counter (`stats::GUARD_REFUSED`) is its position in [`guard::ALL`].
+impl crate::stats::CounterIndex for guard::Refusal {
+    fn counter_index(&self) -> usize {
+        guard::ALL
+            .iter()
+            .position(|r| r == self)
+            .unwrap_or(usize::MAX)
+    }
+}
+
 /// Builds the guards' word lists at load time, so no request pays for it.
 pub fn init() {
     let _ = guard::check("warm up", "warm up the word lists");
@@ -101,6 +111,15 @@ pub fn parse_threshold(v: &str) -> Option<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_guard_has_its_own_counter() {
+        use crate::stats::{CounterIndex, GUARD_REFUSED};
+        assert!(guard::ALL.len() <= GUARD_REFUSED.len());
+        for (i, r) in guard::ALL.iter().enumerate() {
+            assert_eq!(r.counter_index(), i, "{r:?}");
+        }
+    }
 
     #[test]
     fn fields_round_trip_and_hostile_bytes_are_refused() {

@@ -1,19 +1,24 @@
 //! Keeping the semantic index in step with the keyspace, and searching it.
 //!
-//! The index mirrors the `sem` fields of entries. It is changed from the main thread, by
-//! keyspace events (writes, deletes, expiry, eviction, renames, moves: replicated writes
-//! included) and server events (flush, loading, swapdb), and read by worker threads. The main
-//! thread never waits for a worker: when a search holds the index, its change is queued and
-//! applied by the next one to take the index. After loading (a restart or a full sync from a
-//! primary) and `SWAPDB`, the index is rebuilt by a scan in small steps on the main thread.
+//! The index mirrors the `sem` fields of entries on a primary. The main thread only queues
+//! changes: the module's own writes ([`indexed`]), keyspace events (deletes, expiry,
+//! eviction, renames, moves, restores: generic events only, so writes to other keys pay
+//! nothing for them) and server events (flush, loading, swapdb, role changes). The queue is
+//! applied in order by whoever holds the index for writing: the `qa-index` thread, or a
+//! search that finds changes waiting. So the main thread never waits for the index and never
+//! frees a large part of it (`QA.INVALIDATE` of a cache with 100k vectors, `FLUSHALL`).
+//!
+//! A replica keeps no index (it never searches: misses are refused there, and it would see
+//! the primary's writes only through write events on every key); a replica promoted to
+//! primary, a restart and a full sync rebuild it by a scan in small steps on the main thread.
 //!
 //! The index is only a guide: a match is read back from its entry before it is served (see
 //! `worker`), so a change the index has not seen yet can make a match be skipped, never
 //! served wrongly.
 
 use std::os::raw::{c_int, c_void};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, LazyLock, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 
 use redis_module::{raw, Context, NotifyEvent};
@@ -31,6 +36,9 @@ enum Op {
 
 static INDEX: LazyLock<RwLock<Index>> = LazyLock::new(Default::default);
 static PENDING: Mutex<Vec<Op>> = Mutex::new(Vec::new());
+static WAKE: Condvar = Condvar::new();
+/// Entries indexed, as of the last change applied.
+static LEN: AtomicUsize = AtomicUsize::new(0);
 
 fn pending() -> MutexGuard<'static, Vec<Op>> {
     PENDING.lock().unwrap_or_else(|p| p.into_inner())
@@ -49,17 +57,41 @@ fn apply_to(ix: &mut Index, op: Op) {
     }
 }
 
-/// Applies `op` now if the index is free, else queues it (never blocks).
+/// Queues `op` for the `qa-index` thread (never blocks on the index).
 fn apply(op: Op) {
-    match INDEX.try_write() {
-        Ok(mut ix) => {
-            for queued in std::mem::take(&mut *pending()) {
-                apply_to(&mut ix, queued);
-            }
-            apply_to(&mut ix, op);
-        }
-        Err(_) => pending().push(op),
+    start_thread();
+    pending().push(op);
+    WAKE.notify_one();
+}
+
+/// Applies the queued changes, in order. The queue is only taken while the index is held
+/// for writing, so no change can overtake an older one.
+fn drain(ix: &mut Index) {
+    let queued = std::mem::take(&mut *pending());
+    for op in queued {
+        apply_to(ix, op);
     }
+    LEN.store(ix.len(), Ordering::Relaxed);
+}
+
+fn start_thread() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let _ = std::thread::Builder::new()
+            .name("qa-index".into())
+            .spawn(|| loop {
+                {
+                    let mut q = pending();
+                    while q.is_empty() {
+                        q = WAKE.wait(q).unwrap_or_else(|p| p.into_inner());
+                    }
+                }
+                let _ = std::panic::catch_unwind(|| {
+                    let mut ix = INDEX.write().unwrap_or_else(|p| p.into_inner());
+                    drain(&mut ix);
+                });
+            });
+    });
 }
 
 /// The best matches for `query` (a unit vector) in `scope`, best first. Worker threads.
@@ -71,12 +103,8 @@ pub fn search(scope: &ScopeKey, query: &[f32], threshold: f32, limit: usize) -> 
 }
 
 fn search_now(scope: &ScopeKey, query: &[f32], threshold: f32, limit: usize) -> Vec<Found> {
-    let queued = std::mem::take(&mut *pending());
-    if !queued.is_empty() {
-        let mut ix = INDEX.write().unwrap_or_else(|p| p.into_inner());
-        for op in queued {
-            apply_to(&mut ix, op);
-        }
+    if !pending().is_empty() {
+        drain(&mut INDEX.write().unwrap_or_else(|p| p.into_inner()));
     }
     let ix = INDEX.read().unwrap_or_else(|p| p.into_inner());
     ix.search(scope, query, threshold, limit)
@@ -89,7 +117,30 @@ pub fn forget(db: i32, key: &[u8]) {
 
 /// A cache was invalidated: its old vectors are never searched again.
 pub fn drop_cache(db: i32, cache: &[u8]) {
-    apply(Op::DropCache(db, cache.to_vec()));
+    if LEN.load(Ordering::Relaxed) > 0 || !pending().is_empty() {
+        apply(Op::DropCache(db, cache.to_vec()));
+    }
+}
+
+/// The module stored entry `key` of `cache` with its embedding field `sem` for the question
+/// `normalized`.
+pub fn indexed(db: i32, cache: &[u8], key: &[u8], sem: &[u8], normalized: &str) {
+    match super::decode(sem) {
+        Some((scope, v)) if !normalized.is_empty() => apply(Op::Insert(
+            (db, cache.into(), scope),
+            key.to_vec(),
+            normalized.to_string(),
+            v,
+        )),
+        _ => forget_if_indexed(db, key),
+    }
+}
+
+/// The module stored entry `key` without an embedding: an older vector of it must go.
+pub fn forget_if_indexed(db: i32, key: &[u8]) {
+    if LEN.load(Ordering::Relaxed) > 0 || !pending().is_empty() {
+        apply(Op::Remove(db, key.to_vec()));
+    }
 }
 
 /// (entries, float32 bytes, whole index bytes), for INFO. Never waits.
@@ -121,11 +172,18 @@ fn index_entry(db: i32, cache: &[u8], key: &[u8], fields: Option<[Option<Vec<u8>
     }
 }
 
-/// Keyspace events on entry keys keep the index in step.
+/// Keyspace events on entry keys keep the index in step (generic, expired and evicted
+/// events: an entry overwritten by hand is caught when a match is read back before serving).
 pub fn on_key_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u8]) {
     let Some(cache) = cache_of_entry(key) else {
         return;
     };
+    if LEN.load(Ordering::Relaxed) == 0
+        && pending().is_empty()
+        && !REBUILDING.load(Ordering::Relaxed)
+    {
+        return; // no index here (exact tier only, or a replica)
+    }
     let db = unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) };
     match event {
         // The TTL changed, not the entry.
@@ -133,12 +191,24 @@ pub fn on_key_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u8]) 
         "del" | "expired" | "evicted" | "rename_from" | "move_from" => {
             apply(Op::Remove(db, key.to_vec()));
         }
-        // hset, hdel, restore, rename_to, move_to, copy_to, or a write of another type.
-        _ => index_entry(db, cache, key, unsafe {
-            entry::read_fields(ctx.ctx, key, FIELDS)
-        }),
+        // restore, rename_to, move_to, copy_to.
+        _ => {
+            if is_replica(ctx) {
+                return;
+            }
+            index_entry(db, cache, key, unsafe {
+                entry::read_fields(ctx.ctx, key, FIELDS)
+            })
+        }
     }
 }
+
+fn is_replica(ctx: &Context) -> bool {
+    ctx.get_flags().contains(redis_module::ContextFlags::SLAVE)
+}
+
+/// Whether a rebuild scan is running (events must then reach the index even while empty).
+static REBUILDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Bumped whenever a rebuild starts or the index is cleared: a running scan that sees a
 /// newer value stops.
@@ -156,10 +226,16 @@ pub fn on_server_event(ctx: &Context, eid: u64, subevent: u64, data: *mut c_void
         } else {
             unsafe { (*(data as *const raw::RedisModuleFlushInfo)).dbnum }
         };
-        EPOCH.fetch_add(1, Ordering::Relaxed);
+        if db < 0 {
+            EPOCH.fetch_add(1, Ordering::Relaxed);
+            REBUILDING.store(false, Ordering::Relaxed);
+        }
+        // A flush of one database leaves a running rebuild scan going for the others (in
+        // the flushed one it finds nothing more).
         apply(Op::Clear((db >= 0).then_some(db)));
     } else if eid == raw::REDISMODULE_EVENT_LOADING {
         EPOCH.fetch_add(1, Ordering::Relaxed);
+        REBUILDING.store(false, Ordering::Relaxed);
         apply(Op::Clear(None));
         if subevent == raw::REDISMODULE_SUBEVENT_LOADING_ENDED
             || subevent == raw::REDISMODULE_SUBEVENT_LOADING_FAILED
@@ -169,14 +245,27 @@ pub fn on_server_event(ctx: &Context, eid: u64, subevent: u64, data: *mut c_void
     } else if eid == raw::REDISMODULE_EVENT_SWAPDB || eid == raw::REDISMODULE_EVENT_REPL_ASYNC_LOAD
     {
         rebuild(ctx);
+    } else if eid == raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED {
+        if subevent == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER {
+            rebuild(ctx);
+        } else {
+            EPOCH.fetch_add(1, Ordering::Relaxed);
+            REBUILDING.store(false, Ordering::Relaxed);
+            apply(Op::Clear(None));
+        }
     }
 }
 
 /// Empties the index and scans every database for entries with a `sem` field, a step per
-/// main-thread turn.
+/// main-thread turn. A replica only empties it.
 pub fn rebuild(ctx: &Context) {
     let epoch = EPOCH.fetch_add(1, Ordering::Relaxed) + 1;
     apply(Op::Clear(None));
+    if is_replica(ctx) {
+        REBUILDING.store(false, Ordering::Relaxed);
+        return;
+    }
+    REBUILDING.store(true, Ordering::Relaxed);
     let scan = Scan {
         epoch,
         db: 0,
@@ -215,6 +304,7 @@ impl Scan {
         let c = ctx.ctx;
         unsafe {
             if raw::RedisModule_SelectDb.unwrap()(c, self.db) != raw::REDISMODULE_OK as c_int {
+                REBUILDING.store(false, Ordering::Relaxed);
                 return; // past the last database: done
             }
             if self.cursor.is_null() {

@@ -489,3 +489,9 @@ pub fn primary_and_replica(primary_extra: &[&str], replica_extra: &[&str]) -> (S
     );
     (primary, replica)
 }
+
+/// The entry keys in the selected database (`qa:*` without the caches' generation keys).
+pub fn entry_keys(con: &mut redis::Connection) -> Vec<String> {
+    let keys: Vec<String> = redis::cmd("KEYS").arg("qa:*").query(con).unwrap();
+    keys.into_iter().filter(|k| !k.ends_with(":gen")).collect()
+}
