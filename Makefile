@@ -48,7 +48,7 @@ fuzz: deps
 	@scripts/fuzz.sh
 
 # The semantic tier through a live server: MiniLM embeddings (bench/setup_embeddings.sh
-# installs them into bench/.venv, once), the labelled pairs in tests/data/, precision and
+# installs them into bench/.venv, once), the test side of the labelled pairs in tests/data/, precision and
 # recall per threshold with and without the guards; writes docs/semantic.md. See there.
 eval-semantic: deps
 	$(CARGO) build --release --lib
@@ -59,10 +59,13 @@ eval-semantic: deps
 bench-semantic: build
 	python3 bench/semantic_bench.py
 
-# The same pairs without Redis: cosine from the embedding model, verdicts from the guards.
+# The same pairs without Redis: cosine from the embedding model, verdicts from the guards, on
+# the tune side (where rules and threshold are chosen), for both models. The test side:
+# bench/.venv/bin/python bench/eval_offline.py --split test --at 0.96 (docs/semantic.md).
 eval-semantic-offline:
 	@bench/setup_embeddings.sh >/dev/null
-	bench/.venv/bin/python bench/eval_offline.py --show-fp 0.80
+	bench/.venv/bin/python bench/eval_offline.py --split tune --model minilm --ablate
+	bench/.venv/bin/python bench/eval_offline.py --split tune --model static
 
 clean:
 	$(CARGO) clean

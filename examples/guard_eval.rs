@@ -5,8 +5,10 @@
 //!         cargo run --release --features core-only --example guard_eval
 //!
 //! Reads `question1 TAB question2` lines on stdin, normalizes both as the module does and
-//! writes one line per pair: `ok`, or the refusal's name (`antonym`). With `--time` it also
-//! reports the mean time per `check` call on stderr.
+//! writes one line per pair: `ok`, or the refusal's name (`antonym`). The first question is
+//! the query, the second the stored one. `--skip number,swap` leaves those rules out (to
+//! measure what each is worth). With `--time` it also reports the mean time per `check` call
+//! on stderr.
 
 use std::io::{BufRead, BufWriter, Write};
 use std::time::Instant;
@@ -15,7 +17,19 @@ use redis_qa::normalize::normalize;
 use redis_qa::semantic::guard;
 
 fn main() -> std::io::Result<()> {
-    let time = std::env::args().any(|a| a == "--time");
+    let args: Vec<String> = std::env::args().collect();
+    let time = args.iter().any(|a| a == "--time");
+    let skip: Vec<guard::Refusal> = args
+        .iter()
+        .position(|a| a == "--skip")
+        .and_then(|i| args.get(i + 1))
+        .map(|list| {
+            list.split(',')
+                .filter(|n| !n.is_empty())
+                .map(|n| guard::Refusal::from_name(n).unwrap_or_else(|| panic!("no rule {n}")))
+                .collect()
+        })
+        .unwrap_or_default();
     let stdin = std::io::stdin();
     let mut out = BufWriter::new(std::io::stdout().lock());
     let mut pairs = Vec::new();
@@ -25,7 +39,7 @@ fn main() -> std::io::Result<()> {
         pairs.push((normalize(a), normalize(b)));
     }
     for (a, b) in &pairs {
-        let verdict = match guard::check(a, b) {
+        let verdict = match guard::check_skipping(a, b, &skip) {
             Ok(()) => "ok",
             Err(r) => r.as_str(),
         };

@@ -246,7 +246,7 @@ pub static SEMANTIC_THRESHOLD: StrSetting = StrSetting {
     default: DEFAULT_THRESHOLD,
     id: StrId::Threshold,
 };
-pub const DEFAULT_THRESHOLD: &str = "0.80";
+pub const DEFAULT_THRESHOLD: &str = "0.96";
 
 /// A price per million tokens: a finite, non-negative decimal.
 pub fn parse_price(v: &str) -> Option<f64> {

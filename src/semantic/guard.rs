@@ -1,19 +1,30 @@
 //! Guards: the checks a semantic match must pass, after the similarity threshold, before the
-//! matched entry's answer may be served for another question.
+//! stored question's answer may be served for another question.
 //!
 //! Sentence embeddings gloss over the words that change an answer: "enable 2FA" and "disable
-//! 2FA", "refund within 14 days" and "within 30 days", "shipping to Canada" and "to Mexico"
-//! all score close to the paraphrases we do want to serve. Each guard here looks for one
-//! such difference between the two questions and refuses the match when it finds it. A
-//! refusal only costs a backend call; a wrong answer costs trust, so every guard leans
-//! towards refusing. What each guard costs in recall is measured in `docs/semantic.md`.
+//! 2FA", "from savings to checking" and "from checking to savings", "Can I fast?" and "Do I
+//! have to fast?" all score close to the paraphrases we do want to serve. Each rule here looks
+//! for one such difference and refuses the match when it finds it. The rules are few and
+//! small; the words they need are data, one table file per language in `lang/` (parsed once),
+//! and every rule was kept because it wins on the *tune* half of the labelled pairs; its
+//! effect on the test half is in `docs/semantic.md`.
+//!
+//! Which rules run depends on the language of the two questions (detected from the script and
+//! from function words, [`language`]):
+//! - every language: `length`, `language` (the two questions are in different languages or
+//!   scripts), `number` (numbers and their order), `role` (the same words in another order);
+//! - English, German, Spanish, French, Chinese: `negation`, `modal` and `scope` with that
+//!   language's lists (`lang/<code>.tsv`);
+//! - English, German, Spanish, French: `swap` (one content word swapped; the function words
+//!   come from the table);
+//! - English only: `antonym`, `role`, `person`, `entity` (and the nouns numbers count).
 //!
 //! Inputs are questions already normalized by [`crate::normalize`] (lowercase, one space
-//! between words, sentence punctuation trimmed). Pure and std only: no Redis types, no
-//! allocation per call (the word lists are built once), linear in the input except for
-//! pairwise word comparisons, which are bounded by [`MAX_WORDS`].
+//! between words). Pure and std only: no Redis types; bounded work (at most [`MAX_WORDS`]
+//! words a question, pairwise comparisons over those); small allocations per call (this runs
+//! on a worker after an embedding call, never on the main thread).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 /// Why a semantic match was refused. `as_str` names appear in stats and logs.
@@ -22,49 +33,68 @@ pub enum Refusal {
     /// One question is longer than [`MAX_WORDS`] words: too long to check cheaply, and the
     /// mean-pooled embedding of a long text hides a changed detail best.
     Length,
-    /// The numbers differ (as multisets): amounts, dates, versions, `2fa`, `ipv4`.
+    /// The questions are in different languages or scripts: an answer in the other language
+    /// is not an answer.
+    Language,
+    /// The numbers differ (as multisets), come in another order (`03/04` / `04/03`, `from 2 to
+    /// 5`), or (English) count different nouns (`3 shirts and 2 hats` / `2 shirts and 3 hats`).
     Number,
     /// One question is negated and the other is not (or differently often).
     Negation,
+    /// One question asks about an obligation (must, have to, required) and the other not.
+    Modal,
     /// One question has a word whose opposite is in the other: enable/disable, add/remove.
     Antonym,
-    /// The named things differ: countries, languages, currencies, platforms, plans, months.
+    /// The same nouns in other roles around a relation word (from/to, than, on/for).
+    Role,
+    /// One question is about someone else (their, his, her), or about another person.
+    Person,
+    /// The named things differ: countries, currencies, months, days, platforms.
     Entity,
-    /// One question is about a third party's thing (their, his, her), the other not.
-    Ownership,
-    /// Each question has a content word the other lacks (and no synonym of it): a swapped
-    /// object, action or qualifier ("breakfast" / "dinner", "submit" / "approve").
-    Content,
-    /// One is a yes/no question and the other an open one ("Can I cancel my order?" /
-    /// "How do I cancel my order?"): their answers are of different kinds.
-    Form,
+    /// One question offers alternatives ("before or after", "me or the supplier") and the
+    /// other does not: its answer covers more, or another, case.
+    Scope,
+    /// The questions are the same but for one content word each ("track my parcel" / "track
+    /// my return"): a swapped object or action.
+    Swap,
 }
 
 impl Refusal {
     /// Every refusal, in the order [`check`] tries them.
     pub const ALL: &'static [Refusal] = &[
         Refusal::Length,
+        Refusal::Language,
         Refusal::Number,
         Refusal::Negation,
+        Refusal::Modal,
         Refusal::Antonym,
+        Refusal::Role,
+        Refusal::Person,
         Refusal::Entity,
-        Refusal::Ownership,
-        Refusal::Content,
-        Refusal::Form,
+        Refusal::Scope,
+        Refusal::Swap,
     ];
 
     /// Short snake_case name, for stats and logs.
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::Length => "length",
+            Refusal::Language => "language",
             Refusal::Number => "number",
             Refusal::Negation => "negation",
+            Refusal::Modal => "modal",
             Refusal::Antonym => "antonym",
+            Refusal::Role => "role",
+            Refusal::Person => "person",
             Refusal::Entity => "entity",
-            Refusal::Ownership => "ownership",
-            Refusal::Content => "content",
-            Refusal::Form => "form",
+            Refusal::Scope => "scope",
+            Refusal::Swap => "swap",
         }
+    }
+
+    /// The refusal named `name` (for the evaluation's ablations).
+    pub fn from_name(name: &str) -> Option<Refusal> {
+        Refusal::ALL.iter().copied().find(|r| r.as_str() == name)
     }
 }
 
@@ -74,66 +104,315 @@ pub const ALL: &[Refusal] = Refusal::ALL;
 /// Questions with more words than this are refused (see [`Refusal::Length`]).
 pub const MAX_WORDS: usize = 96;
 
-/// Most numbers (or entities) one question may carry; past it the guard cannot compare
-/// without allocating, so it refuses.
-const MAX_ITEMS: usize = 24;
+/// Whether `stored`'s answer may be served for `query`. Both are normalized questions whose
+/// embeddings already cleared the similarity threshold. The rules run in the order of
+/// [`Refusal::ALL`]; the first that objects names the refusal. Symmetric: the verdict does not
+/// depend on which question is the stored one.
+pub fn check(query: &str, stored: &str) -> Result<(), Refusal> {
+    check_skipping(query, stored, &[])
+}
 
-/// Whether `candidate`'s answer may be served for `query`. Both are normalized questions
-/// whose embeddings already cleared the similarity threshold. The guards run in the order
-/// of [`Refusal::ALL`]; the first that objects names the refusal.
-pub fn check(query: &str, candidate: &str) -> Result<(), Refusal> {
-    if query == candidate {
+/// [`check`] with the rules in `skip` left out: for measuring what each rule is worth
+/// (`examples/guard_eval.rs --skip`), not for serving.
+pub fn check_skipping(query: &str, stored: &str, skip: &[Refusal]) -> Result<(), Refusal> {
+    if query == stored {
         return Ok(());
     }
-    let lex = lexicon();
-    let q = Summary::of(query, lex).ok_or(Refusal::Length)?;
-    let c = Summary::of(candidate, lex).ok_or(Refusal::Length)?;
-    if !same_numbers(query, candidate, lex) {
+    let on = |r: Refusal| !skip.contains(&r);
+    let tables = tables();
+    let (Some(q), Some(s)) = (Question::of(query, tables), Question::of(stored, tables)) else {
+        return if on(Refusal::Length) {
+            Err(Refusal::Length)
+        } else {
+            Ok(())
+        };
+    };
+    if on(Refusal::Language) && !same_language(&q, &s) {
+        return Err(Refusal::Language);
+    }
+    // The language whose lists apply: the one detected (if one side is undetermined, the
+    // other's).
+    let lang = if q.lang == Lang::Unknown {
+        s.lang
+    } else {
+        q.lang
+    };
+    let english = q.lang == Lang::En && s.lang == Lang::En;
+    if on(Refusal::Number) && !same_numbers(&q, &s, english) {
         return Err(Refusal::Number);
     }
-    if q.negations != c.negations {
-        return Err(Refusal::Negation);
+    if on(Refusal::Role) && reordered(&q.words, &s.words) {
+        return Err(Refusal::Role);
     }
-    if antonyms_differ(&q, &c) || prefixed_opposite(query, candidate) {
+    let table = tables.get(lang);
+    if let Some(t) = table {
+        if on(Refusal::Negation) && negations(&q, t) != negations(&s, t) {
+            return Err(Refusal::Negation);
+        }
+        if on(Refusal::Modal) && obliges(&q, t) != obliges(&s, t) {
+            return Err(Refusal::Modal);
+        }
+        if on(Refusal::Scope) && alternatives(&q, t) != alternatives(&s, t) {
+            return Err(Refusal::Scope);
+        }
+        // German, Spanish, French: the one-word swap, with the language's function words.
+        if !english && !t.by_char && on(Refusal::Swap) && one_word_swapped(&q, &s, t) {
+            return Err(Refusal::Swap);
+        }
+    }
+    if !english {
+        return Ok(());
+    }
+    let en = &tables.en;
+    if on(Refusal::Antonym) && opposite(&q, &s, en) {
         return Err(Refusal::Antonym);
     }
-    if !same_entities(query, candidate, lex) {
+    if on(Refusal::Role) && roles_differ(&q, &s, en) {
+        return Err(Refusal::Role);
+    }
+    if on(Refusal::Person) && people(&q, en) != people(&s, en) {
+        return Err(Refusal::Person);
+    }
+    if on(Refusal::Entity) && entities(&q, en) != entities(&s, en) {
         return Err(Refusal::Entity);
     }
-    if q.third_party != c.third_party || !same_possessors(query, candidate, lex) {
-        return Err(Refusal::Ownership);
-    }
-    if content_swapped(query, candidate, lex) {
-        return Err(Refusal::Content);
-    }
-    if form(query) != form(candidate) {
-        return Err(Refusal::Form);
+    if on(Refusal::Swap) && one_word_swapped(&q, &s, en) {
+        return Err(Refusal::Swap);
     }
     Ok(())
 }
 
-/// The kind of answer a question asks for, from its first question word: `Some(true)` for an
-/// open question (how, what, when...), `Some(false)` for a yes/no one (can, is, do...), `None`
-/// when it has neither (a statement: "refund policy").
-fn form(q: &str) -> Option<bool> {
-    const OPEN: &[&str] = &[
-        "how", "what", "what's", "whats", "which", "when", "where", "why", "who", "whom", "whose",
-        "how's", "hows", "where's", "wheres", "when's", "whens", "who's", "whos",
-    ];
-    const CLOSED: &[&str] = &[
-        "can", "could", "is", "are", "am", "was", "were", "do", "does", "did", "will", "would",
-        "should", "shall", "may", "might", "must", "have", "has", "had", "isn't", "aren't",
-        "don't", "doesn't", "can't", "won't", "cannot", "is it", "any",
-    ];
-    for w in words(q).take(MAX_WORDS) {
-        if OPEN.contains(&w) {
-            return Some(true);
-        }
-        if CLOSED.contains(&w) {
-            return Some(false);
+// ---------------------------------------------------------------------------------------
+// Languages
+
+/// A question's language, as far as the guards need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    En,
+    De,
+    Es,
+    Fr,
+    Zh,
+    /// Latin script, but no language's function words (or a tie): only the language-neutral
+    /// rules apply.
+    Unknown,
+    /// Another script (Cyrillic, Arabic, Japanese kana, ...): only the language-neutral rules.
+    Other,
+}
+
+/// The language of a normalized question: Han characters make it Chinese, letters of another
+/// non-Latin script make it `Other`; Latin text is scored by the function words of each
+/// table (`marker` lines) plus letters only one of the languages uses (ä ö ü ß, ñ ¿ ¡, ç è ê
+/// à ù); the best score wins, a tie or nothing is `Unknown`, except that plain ASCII with no
+/// marker at all is taken for English (short support questions: "refund policy").
+pub fn language(q: &str) -> Lang {
+    let t = tables();
+    let (mut han, mut latin, mut other) = (0usize, 0usize, 0usize);
+    let mut hint = [0usize; 4];
+    for c in q.chars() {
+        if is_han(c) {
+            han += 1;
+        } else if c.is_alphabetic() {
+            if c.is_ascii() || ('\u{c0}'..='\u{24f}').contains(&c) {
+                latin += 1;
+            } else {
+                other += 1;
+            }
+            match c {
+                'ä' | 'ö' | 'ü' | 'ß' => hint[1] += 2,
+                'ñ' | '¿' | '¡' => hint[2] += 2,
+                'ç' | 'è' | 'ê' | 'à' | 'ù' | 'œ' | 'â' | 'î' | 'ô' | 'û' => hint[3] += 1,
+                _ => {}
+            }
+        } else if matches!(c, '¿' | '¡') {
+            hint[2] += 2;
         }
     }
-    None
+    if han > 0 && han * 3 >= latin {
+        return Lang::Zh;
+    }
+    if other > latin {
+        return Lang::Other;
+    }
+    let mut score = hint;
+    for w in words(q).take(MAX_WORDS) {
+        for (i, table) in [&t.en, &t.de, &t.es, &t.fr].into_iter().enumerate() {
+            score[i] += usize::from(table.marker.contains(w));
+        }
+    }
+    let best = *score.iter().max().unwrap_or(&0);
+    if best == 0 {
+        return if q.is_ascii() {
+            Lang::En
+        } else {
+            Lang::Unknown
+        };
+    }
+    let mut winners = score.iter().enumerate().filter(|(_, s)| **s == best);
+    match (winners.next(), winners.next()) {
+        (Some((i, _)), None) => [Lang::En, Lang::De, Lang::Es, Lang::Fr][i],
+        _ => Lang::Unknown,
+    }
+}
+
+fn is_han(c: char) -> bool {
+    matches!(c, '\u{4e00}'..='\u{9fff}' | '\u{3400}'..='\u{4dbf}' | '\u{f900}'..='\u{faff}')
+}
+
+/// Different detected languages, or different scripts, are different questions. `Unknown`
+/// Latin text is compared only by script.
+fn same_language(a: &Question, b: &Question) -> bool {
+    let script = |l: Lang| match l {
+        Lang::Zh => 1,
+        Lang::Other => 2,
+        _ => 0,
+    };
+    if script(a.lang) != script(b.lang) {
+        return false;
+    }
+    a.lang == b.lang || a.lang == Lang::Unknown || b.lang == Lang::Unknown
+}
+
+// ---------------------------------------------------------------------------------------
+// Tables (src/semantic/lang/*.tsv)
+
+/// One language's lists. Only English fills them all.
+#[derive(Default)]
+struct Table {
+    marker: HashSet<&'static str>,
+    negation: HashSet<&'static str>,
+    /// Single words, and two-word phrases joined by `_`.
+    must: HashSet<&'static str>,
+    /// Words that join alternatives (`or`).
+    alternative: HashSet<&'static str>,
+    /// Whether `negation`/`must` entries are single characters matched anywhere (Chinese).
+    by_char: bool,
+    number: HashMap<&'static str, &'static str>,
+    determiner: HashSet<&'static str>,
+    same: HashMap<&'static str, &'static str>,
+    /// Relation word to its class (the line it is on).
+    relation: HashMap<&'static str, u8>,
+    /// Third-party word to the person it stands for (`his` is `he`).
+    third_party: HashMap<&'static str, &'static str>,
+    stop: HashSet<&'static str>,
+    /// Stem (or `stem_word` phrase) to the antonym pairs it is on: (side a bits, side b bits).
+    antonym: HashMap<String, (u128, u128)>,
+    antonym_pairs: usize,
+    entity: HashMap<&'static str, u16>,
+}
+
+struct Tables {
+    en: Table,
+    de: Table,
+    es: Table,
+    fr: Table,
+    zh: Table,
+}
+
+impl Tables {
+    fn get(&self, lang: Lang) -> Option<&Table> {
+        match lang {
+            Lang::En => Some(&self.en),
+            Lang::De => Some(&self.de),
+            Lang::Es => Some(&self.es),
+            Lang::Fr => Some(&self.fr),
+            Lang::Zh => Some(&self.zh),
+            Lang::Unknown | Lang::Other => None,
+        }
+    }
+}
+
+fn tables() -> &'static Tables {
+    static TABLES: OnceLock<Tables> = OnceLock::new();
+    TABLES.get_or_init(|| Tables {
+        en: parse(include_str!("lang/en.tsv")),
+        de: parse(include_str!("lang/de.tsv")),
+        es: parse(include_str!("lang/es.tsv")),
+        fr: parse(include_str!("lang/fr.tsv")),
+        zh: Table {
+            by_char: true,
+            ..parse(include_str!("lang/zh.tsv"))
+        },
+    })
+}
+
+/// The list names a table file may use (others are a typo: tested).
+#[cfg(test)]
+const LIST_NAMES: &[&str] = &[
+    "marker",
+    "negation",
+    "must",
+    "alternative",
+    "number",
+    "determiner",
+    "same",
+    "relation",
+    "third_party",
+    "stop",
+    "antonym",
+    "entity",
+];
+
+fn lines(text: &'static str) -> impl Iterator<Item = (&'static str, &'static str)> {
+    text.lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('\t'))
+}
+
+/// `word=value`, or `word` standing for itself.
+fn pair(w: &'static str) -> (&'static str, &'static str) {
+    w.split_once('=').unwrap_or((w, w))
+}
+
+/// A phrase of a table (`turn_on`) stemmed part by part, as questions are read.
+fn stem_phrase(p: &str) -> String {
+    p.split('_').map(stem).collect::<Vec<_>>().join("_")
+}
+
+fn parse(text: &'static str) -> Table {
+    let mut t = Table::default();
+    let mut relation_class = 0u8;
+    let mut entity_id = 0u16;
+    for (name, list) in lines(text) {
+        let items = list.split_whitespace();
+        match name {
+            "marker" => t.marker.extend(items),
+            "negation" => t.negation.extend(items),
+            "must" => t.must.extend(items),
+            "alternative" => t.alternative.extend(items),
+            "number" => t.number.extend(items.map(pair)),
+            "determiner" => t.determiner.extend(items),
+            "same" => t.same.extend(items.map(pair)),
+            "relation" => {
+                for w in items {
+                    t.relation.entry(w).or_insert(relation_class);
+                }
+                relation_class = relation_class.saturating_add(1);
+            }
+            "third_party" => t.third_party.extend(items.map(pair)),
+            "stop" => t.stop.extend(items),
+            "antonym" => {
+                let bit = 1u128.checked_shl(t.antonym_pairs as u32).unwrap_or(0);
+                t.antonym_pairs += 1;
+                let (a, b) = list.split_once('|').unwrap_or((list, ""));
+                for w in a.split_whitespace() {
+                    t.antonym.entry(stem_phrase(w)).or_default().0 |= bit;
+                }
+                for w in b.split_whitespace() {
+                    t.antonym.entry(stem_phrase(w)).or_default().1 |= bit;
+                }
+            }
+            "entity" => {
+                for w in items {
+                    t.entity.insert(w, entity_id);
+                }
+                entity_id = entity_id.saturating_add(1);
+            }
+            _ => {}
+        }
+    }
+    t
 }
 
 // ---------------------------------------------------------------------------------------
@@ -198,936 +477,406 @@ fn base(word: &str) -> &str {
     word.strip_suffix("'s").unwrap_or(word)
 }
 
-// ---------------------------------------------------------------------------------------
-// Word lists
-
-/// What the guards know about one word.
-#[derive(Default, Clone, Copy)]
-struct Entry {
-    negation: bool,
-    third_party: bool,
-    /// A number word's digits (`two` is `2`).
-    number: Option<&'static str>,
-    /// Bit i: the word is on the first side of antonym pair i.
-    side_a: u128,
-    /// Bit i: the word is on the second side of antonym pair i.
-    side_b: u128,
-    /// Entity group (aliases share one), if the word names a thing.
-    entity: Option<u16>,
-    /// A function word: not content.
-    stop: bool,
-    /// The stem standing for this word's synonym group.
-    synonym: Option<&'static str>,
-}
-
-struct Lexicon {
-    map: HashMap<&'static str, Entry>,
-    /// Antonym pairs that qualify rather than act (`new`, `minimum`, `all`): a question may
-    /// add one of their words and still be the same question.
-    qualifiers: u128,
-}
-
-impl Lexicon {
-    fn get(&self, word: &str) -> Option<&Entry> {
-        self.map.get(word)
-    }
-
-    /// `word`, or failing that its form without a possessive `'s` or a plural `s`.
-    fn get_loose(&self, word: &str) -> Option<&Entry> {
-        self.get(word)
-            .or_else(|| self.get(base(word)))
-            .or_else(|| word.strip_suffix('s').and_then(|w| self.get(w)))
-    }
-}
-
-fn lexicon() -> &'static Lexicon {
-    static LEX: OnceLock<Lexicon> = OnceLock::new();
-    LEX.get_or_init(build_lexicon)
-}
-
-fn build_lexicon() -> Lexicon {
-    let mut map: HashMap<&'static str, Entry> = HashMap::new();
-    for w in NEGATIONS {
-        map.entry(w).or_default().negation = true;
-    }
-    for w in THIRD_PARTY {
-        map.entry(w).or_default().third_party = true;
-    }
-    for (w, n) in NUMBER_WORDS {
-        map.entry(w).or_default().number = Some(n);
-    }
-    for (i, (a, b)) in ANTONYMS.iter().enumerate() {
-        for w in *a {
-            map.entry(w).or_default().side_a |= 1 << i;
+/// A light stemmer that only returns a prefix of its input: drops a possessive, then one of
+/// `ies`/`ing`/`ed`/`es`/`s`/`ly`/`y`/`e` (leaving at least 3 letters; not the `s` of `ss`),
+/// and a doubled final consonant, again until nothing changes, so it is idempotent
+/// (`stem(stem(w)) == stem(w)`): `processed`, `processes` and `process` are all `process`;
+/// `shipping`, `shipped` and `ships` are all `ship`.
+fn stem(word: &str) -> &str {
+    let mut s = word;
+    loop {
+        let next = stem_once(s);
+        if next.len() == s.len() {
+            return s;
         }
-        for w in *b {
-            map.entry(w).or_default().side_b |= 1 << i;
-        }
-    }
-    for (i, group) in ENTITIES.iter().enumerate() {
-        for w in *group {
-            map.entry(w).or_default().entity = Some(i as u16);
-        }
-    }
-    for w in STOPWORDS {
-        map.entry(w).or_default().stop = true;
-    }
-    for group in SYNONYMS {
-        let key = stem(group[0]);
-        for w in *group {
-            // Keyed by stem too, so that inflected forms find their group.
-            map.entry(w).or_default().synonym = Some(key);
-            map.entry(stem(w)).or_default().synonym = Some(key);
-        }
-    }
-    let mut qualifiers = 0;
-    for (i, (a, _)) in ANTONYMS.iter().enumerate() {
-        if a.iter().any(|w| QUALIFIER_PAIRS.contains(w)) {
-            qualifiers |= 1 << i;
-        }
-    }
-    Lexicon { map, qualifiers }
-}
-
-/// Words that negate. `n't` contractions are recognized by their ending; the forms without
-/// an apostrophe are typed often enough to be listed.
-const NEGATIONS: &[&str] = &[
-    "not", "no", "never", "none", "nothing", "nobody", "nowhere", "neither", "nor", "without",
-    "cannot", "unable", "non", "dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent",
-    "cant", "wont", "couldnt", "shouldnt", "wouldnt", "havent", "hasnt", "hadnt", "mustnt",
-];
-
-/// Words that put the question on someone else's thing.
-#[rustfmt::skip]
-const THIRD_PARTY: &[&str] = &[
-    "their", "theirs", "his", "her", "hers", "him", "he", "she", "else", "else's",
-    "someone's", "somebody's",
-];
-
-/// Number words, compared as the digits they stand for. `one` is left out: it is far more
-/// often a pronoun ("which one") than a count.
-const NUMBER_WORDS: &[(&str, &str)] = &[
-    ("two", "2"),
-    ("three", "3"),
-    ("four", "4"),
-    ("five", "5"),
-    ("six", "6"),
-    ("seven", "7"),
-    ("eight", "8"),
-    ("nine", "9"),
-    ("ten", "10"),
-    ("eleven", "11"),
-    ("twelve", "12"),
-    ("fifteen", "15"),
-    ("twenty", "20"),
-    ("thirty", "30"),
-    ("fifty", "50"),
-    ("hundred", "100"),
-    ("thousand", "1000"),
-    ("dozen", "12"),
-    ("first", "1st"),
-    ("second", "2nd"),
-    ("third", "3rd"),
-    ("fourth", "4th"),
-    ("fifth", "5th"),
-    ("twice", "2x"),
-    ("double", "2x"),
-];
-
-/// Antonym pairs. A match is refused when one question has a word of one side (and none of
-/// the other) while the other question has a word of the other side (and none of the
-/// first). Listed as word forms, not stems, so that nothing matches by accident; each pair
-/// is narrow so that unrelated words on one side cannot cancel each other out.
-const ANTONYMS: &[(&[&str], &[&str])] = &[
-    (
-        &["enable", "enables", "enabled", "enabling"],
-        &["disable", "disables", "disabled", "disabling"],
-    ),
-    (
-        &[
-            "activate",
-            "activates",
-            "activated",
-            "activating",
-            "activation",
-        ],
-        &[
-            "deactivate",
-            "deactivates",
-            "deactivated",
-            "deactivating",
-            "deactivation",
-        ],
-    ),
-    (&["on"], &["off"]),
-    (
-        &[
-            "start",
-            "starts",
-            "started",
-            "starting",
-            "begin",
-            "begins",
-            "beginning",
-        ],
-        &[
-            "stop",
-            "stops",
-            "stopped",
-            "stopping",
-            "end",
-            "ends",
-            "ended",
-            "ending",
-            "halt",
-            "terminate",
-            "terminated",
-        ],
-    ),
-    (
-        &["resume", "resumes", "resumed", "unpause", "restart"],
-        &["pause", "paused", "pausing", "suspend", "suspended"],
-    ),
-    (
-        &["open", "opens", "opened", "opening"],
-        &["close", "closes", "closed", "closing", "shut"],
-    ),
-    (&["unlock", "unlocked"], &["lock", "locked"]),
-    (
-        &[
-            "add", "adds", "added", "adding", "insert", "create", "creates", "created", "creating",
-        ],
-        &[
-            "remove", "removes", "removed", "removing", "delete", "deletes", "deleted", "deleting",
-            "erase",
-        ],
-    ),
-    (
-        &["include", "includes", "included", "including"],
-        &["exclude", "excludes", "excluded", "excluding"],
-    ),
-    (
-        &["install", "installs", "installed", "installing"],
-        &["uninstall", "uninstalls", "uninstalled", "uninstalling"],
-    ),
-    (
-        &[
-            "increase",
-            "increases",
-            "increased",
-            "increasing",
-            "raise",
-            "raised",
-            "raising",
-            "extend",
-            "extended",
-        ],
-        &[
-            "decrease",
-            "decreases",
-            "decreased",
-            "decreasing",
-            "reduce",
-            "reduced",
-            "reducing",
-            "lower",
-            "shorten",
-        ],
-    ),
-    (&["more"], &["less", "fewer"]),
-    (&["high", "higher", "highest"], &["low", "lower", "lowest"]),
-    (&["max", "maximum"], &["min", "minimum"]),
-    (&["most"], &["least"]),
-    (&["over", "above"], &["under", "below"]),
-    (&["up"], &["down"]),
-    (
-        &["upgrade", "upgrades", "upgraded", "upgrading"],
-        &["downgrade", "downgrades", "downgraded", "downgrading"],
-    ),
-    (
-        &["upload", "uploads", "uploaded", "uploading"],
-        &["download", "downloads", "downloaded", "downloading"],
-    ),
-    (&["plus"], &["minus"]),
-    (&["before", "prior", "within"], &["after", "beyond"]),
-    (
-        &["early", "earlier", "earliest"],
-        &["late", "later", "latest"],
-    ),
-    (
-        &["previous", "past", "last"],
-        &["next", "following", "future", "upcoming"],
-    ),
-    (&["yesterday"], &["tomorrow"]),
-    (&["am", "morning"], &["pm", "evening", "night"]),
-    (&["old", "older", "oldest"], &["new", "newer", "newest"]),
-    (
-        &["buy", "buys", "buying", "bought", "buyer", "buyers"],
-        &["sell", "sells", "selling", "sold", "seller", "sellers"],
-    ),
-    (
-        &["import", "imports", "imported", "importing"],
-        &["export", "exports", "exported", "exporting"],
-    ),
-    (
-        &["in", "into", "inside", "inbound", "incoming"],
-        &["out", "outside", "outbound", "outgoing"],
-    ),
-    (
-        &["login", "signin", "checkin"],
-        &["logout", "signout", "checkout"],
-    ),
-    (
-        &[
-            "encrypt",
-            "encrypts",
-            "encrypted",
-            "encrypting",
-            "encryption",
-        ],
-        &[
-            "decrypt",
-            "decrypts",
-            "decrypted",
-            "decrypting",
-            "decryption",
-        ],
-    ),
-    (
-        &["compress", "compressed", "zip", "zipped"],
-        &["decompress", "decompressed", "unzip", "unzipped", "extract"],
-    ),
-    (
-        &[
-            "allow",
-            "allows",
-            "allowed",
-            "allowing",
-            "permit",
-            "permitted",
-            "whitelist",
-            "allowlist",
-            "unblock",
-            "unblocked",
-        ],
-        &[
-            "block",
-            "blocks",
-            "blocked",
-            "blocking",
-            "forbid",
-            "forbidden",
-            "prohibit",
-            "prohibited",
-            "blacklist",
-            "blocklist",
-            "ban",
-            "banned",
-        ],
-    ),
-    (
-        &[
-            "accept",
-            "accepts",
-            "accepted",
-            "accepting",
-            "approve",
-            "approves",
-            "approved",
-            "approval",
-            "grant",
-            "granted",
-        ],
-        &[
-            "reject",
-            "rejects",
-            "rejected",
-            "rejecting",
-            "rejection",
-            "decline",
-            "declines",
-            "declined",
-            "declining",
-            "deny",
-            "denies",
-            "denied",
-            "revoke",
-            "revoked",
-        ],
-    ),
-    (
-        &["send", "sends", "sending", "sent", "sender"],
-        &[
-            "receive",
-            "receives",
-            "received",
-            "receiving",
-            "recipient",
-            "receiver",
-        ],
-    ),
-    (
-        &["lend", "lending", "lender"],
-        &["borrow", "borrowing", "borrower"],
-    ),
-    (
-        &["deposit", "deposits", "deposited"],
-        &["withdraw", "withdrawal", "withdrawals", "withdrawn"],
-    ),
-    (
-        &["credit", "credited", "credits"],
-        &["debit", "debited", "debits"],
-    ),
-    (&["income"], &["expense", "expenses"]),
-    (&["gain", "gains", "profit"], &["loss", "losses"]),
-    (
-        &["arrive", "arrives", "arrival", "arrivals", "arriving"],
-        &["depart", "departs", "departure", "departures", "departing"],
-    ),
-    (&["pickup"], &["dropoff"]),
-    (
-        &["join", "joins", "joining", "joined"],
-        &["leave", "leaves", "leaving", "quit"],
-    ),
-    (
-        &["hire", "hired", "hiring", "onboarding", "onboard"],
-        &["fire", "fired", "firing", "offboarding", "offboard"],
-    ),
-    (
-        &["subscribe", "subscribes", "subscribed", "subscribing"],
-        &[
-            "unsubscribe",
-            "unsubscribes",
-            "unsubscribed",
-            "unsubscribing",
-        ],
-    ),
-    (
-        &[
-            "renew",
-            "renews",
-            "renewed",
-            "renewal",
-            "renewing",
-            "book",
-            "booked",
-            "reactivate",
-            "confirm",
-            "confirmed",
-            "keep",
-            "place",
-            "placed",
-            "subscribe",
-            "subscribed",
-        ],
-        &[
-            "cancel",
-            "cancels",
-            "canceled",
-            "cancelled",
-            "canceling",
-            "cancelling",
-            "cancellation",
-            "void",
-            "voided",
-        ],
-    ),
-    (&["public"], &["private"]),
-    (
-        &["visible", "show", "shows", "shown", "unhide"],
-        &["invisible", "hidden", "hide", "hides"],
-    ),
-    (&["online"], &["offline"]),
-    (&["external"], &["internal"]),
-    (
-        &["international", "abroad", "overseas", "foreign"],
-        &["domestic", "local", "national"],
-    ),
-    (&["employer", "employers"], &["employee", "employees"]),
-    (&["landlord", "landlords"], &["tenant", "tenants"]),
-    (
-        &["parent", "parents", "adult", "adults"],
-        &["child", "children", "kid", "kids", "minor", "minors"],
-    ),
-    (
-        &["male", "men", "man", "husband"],
-        &["female", "women", "woman", "wife"],
-    ),
-    (
-        &[
-            "admin",
-            "admins",
-            "administrator",
-            "administrators",
-            "owner",
-            "owners",
-            "manager",
-            "managers",
-        ],
-        &["member", "members", "user", "users", "guest", "guests"],
-    ),
-    (&["cheap", "cheaper", "cheapest"], &["expensive"]),
-    (
-        &["fast", "faster", "fastest", "quick", "quicker", "quickest"],
-        &["slow", "slower", "slowest"],
-    ),
-    (
-        &["short", "shorter", "shortest"],
-        &["long", "longer", "longest"],
-    ),
-    (
-        &["small", "smaller", "smallest"],
-        &["large", "larger", "largest", "big", "bigger", "biggest"],
-    ),
-    (&["full"], &["part", "partial"]),
-    (&["valid"], &["invalid"]),
-    (&["correct", "right"], &["incorrect", "wrong"]),
-    (&["true"], &["false"]),
-    (
-        &[
-            "success",
-            "successful",
-            "succeed",
-            "succeeded",
-            "pass",
-            "passed",
-        ],
-        &["failure", "fail", "fails", "failed", "failing"],
-    ),
-    (&["win"], &["lose"]),
-    (&["positive"], &["negative"]),
-    (&["paid"], &["unpaid"]),
-    (&["legal"], &["illegal"]),
-    (
-        &[
-            "refund",
-            "refunds",
-            "refunded",
-            "refunding",
-            "reimburse",
-            "reimbursed",
-            "reimbursement",
-        ],
-        &[
-            "charge",
-            "charges",
-            "charged",
-            "charging",
-            "surcharge",
-            "penalty",
-            "billed",
-        ],
-    ),
-    (
-        &["merge", "merged", "merging", "combine"],
-        &["split", "splitting", "separate"],
-    ),
-    (
-        &[
-            "link",
-            "linked",
-            "linking",
-            "connect",
-            "connected",
-            "connecting",
-            "attach",
-        ],
-        &[
-            "unlink",
-            "unlinked",
-            "unlinking",
-            "disconnect",
-            "disconnected",
-            "disconnecting",
-            "detach",
-        ],
-    ),
-    (
-        &["follow", "follows", "followed"],
-        &["unfollow", "unfollowed"],
-    ),
-    (&["mute", "muted"], &["unmute", "unmuted"]),
-    (&["freeze", "frozen"], &["unfreeze", "unfrozen"]),
-    (&["archive", "archived"], &["unarchive", "unarchived"]),
-    (&["publish", "published"], &["unpublish", "unpublished"]),
-    (&["push"], &["pull"]),
-    (&["to", "towards"], &["from"]),
-    (&["ascending", "asc"], &["descending", "desc"]),
-    (&["all", "every"], &["one", "single", "specific"]),
-];
-
-/// Things that are named: a question about one is not a question about another. Each inner
-/// list is one thing under its aliases.
-#[rustfmt::skip]
-const ENTITIES: &[&[&str]] = &[
-    // Countries and regions.
-    &["us", "usa", "america", "american", "states"],
-    &["canada", "canadian"],
-    &["mexico", "mexican"],
-    &["uk", "britain", "british", "england", "english"],
-    &["ireland", "irish"],
-    &["france", "french"],
-    &["germany", "german"],
-    &["spain", "spanish"],
-    &["italy", "italian"],
-    &["portugal", "portuguese"],
-    &["netherlands", "dutch", "holland"],
-    &["belgium"],
-    &["switzerland", "swiss"],
-    &["austria"],
-    &["sweden", "swedish"],
-    &["norway", "norwegian"],
-    &["denmark", "danish"],
-    &["finland", "finnish"],
-    &["poland", "polish"],
-    &["greece", "greek"],
-    &["turkey", "turkish"],
-    &["russia", "russian"],
-    &["ukraine", "ukrainian"],
-    &["china", "chinese", "mandarin"],
-    &["japan", "japanese"],
-    &["korea", "korean"],
-    &["india", "indian", "hindi"],
-    &["australia", "australian"],
-    &["zealand"],
-    &["brazil", "brazilian"],
-    &["argentina"],
-    &["chile"],
-    &["colombia"],
-    &["peru"],
-    &["egypt"],
-    &["nigeria"],
-    &["kenya"],
-    &["africa", "african"],
-    &["europe", "european", "eu"],
-    &["asia", "asian"],
-    &["singapore"],
-    &["thailand", "thai"],
-    &["vietnam", "vietnamese"],
-    &["indonesia", "indonesian"],
-    &["philippines"],
-    &["israel", "hebrew"],
-    &["uae", "dubai"],
-    &["arabic", "arabia"],
-    &["california"],
-    &["texas"],
-    &["york"],
-    &["london"],
-    &["paris"],
-    &["berlin"],
-    &["tokyo"],
-    &["hawaii"],
-    &["alaska"],
-    &["puerto"],
-    &["quebec"],
-    &["ontario"],
-    // Currencies.
-    &["usd", "dollar", "dollars"],
-    &["eur", "euro", "euros"],
-    &["gbp", "pound", "pounds", "sterling"],
-    &["jpy", "yen"],
-    &["inr", "rupee", "rupees"],
-    &["cad"],
-    &["aud"],
-    &["chf", "franc", "francs"],
-    &["bitcoin", "btc"],
-    &["ethereum", "eth"],
-    &["crypto", "cryptocurrency"],
-    // Months, days, seasons.
-    &["january", "jan"],
-    &["february", "feb"],
-    &["march", "mar"],
-    &["april", "apr"],
-    &["june", "jun"],
-    &["july", "jul"],
-    &["august", "aug"],
-    &["september", "sep", "sept"],
-    &["october", "oct"],
-    &["november", "nov"],
-    &["december", "dec"],
-    &["monday", "mon"],
-    &["tuesday", "tue"],
-    &["wednesday", "wed"],
-    &["thursday", "thu"],
-    &["friday", "fri"],
-    &["saturday", "sat"],
-    &["sunday", "sun"],
-    &["weekend", "weekends"],
-    &["weekday", "weekdays"],
-    &["holiday", "holidays"],
-    &["christmas"],
-    &["summer"],
-    &["winter"],
-    &["spring"],
-    &["autumn"],
-    // Platforms, devices, browsers, software.
-    &["windows"],
-    &["mac", "macos", "macbook", "osx"],
-    &["linux", "ubuntu", "debian"],
-    &["ios", "iphone", "ipad", "apple"],
-    &["android", "samsung", "pixel"],
-    &["chrome", "chromebook"],
-    &["firefox"],
-    &["safari"],
-    &["edge"],
-    &["outlook"],
-    &["gmail", "google"],
-    &["slack"],
-    &["zoom"],
-    &["excel", "xlsx"],
-    &["csv"],
-    &["pdf"],
-    &["json"],
-    &["xml"],
-    &["docx"],
-    &["desktop"],
-    &["mobile", "phone", "smartphone"],
-    &["tablet"],
-    &["web", "browser", "website"],
-    &["tv"],
-    &["aws", "amazon"],
-    &["azure", "microsoft"],
-    &["gcp"],
-    &["github"],
-    &["gitlab"],
-    &["sso", "saml"],
-    &["ldap"],
-    &["api"],
-    &["cli"],
-    &["sms", "text"],
-    &["email", "mail"],
-    &["whatsapp"],
-    &["facebook"],
-    &["instagram"],
-    &["twitter"],
-    &["linkedin"],
-    // Programming languages.
-    &["python"],
-    &["java"],
-    &["javascript", "js", "node", "nodejs"],
-    &["typescript", "ts"],
-    &["rust"],
-    &["golang"],
-    &["ruby"],
-    &["php"],
-    &["c++", "cpp"],
-    &["c#", "csharp", "dotnet"],
-    &["swift"],
-    &["kotlin"],
-    // Plans, tiers, classes, sizes.
-    &["free"],
-    &["basic"],
-    &["standard"],
-    &["premium"],
-    &["pro", "professional"],
-    &["plus"],
-    &["business"],
-    &["enterprise"],
-    &["starter"],
-    &["family"],
-    &["student", "students"],
-    &["individual"],
-    &["trial"],
-    &["economy"],
-    &["gold"],
-    &["silver"],
-    &["platinum"],
-    &["bronze"],
-    &["medium"],
-    // Payment and carriers.
-    &["visa"],
-    &["mastercard"],
-    &["amex"],
-    &["discover"],
-    &["paypal"],
-    &["venmo"],
-    &["stripe"],
-    &["klarna"],
-    &["cash"],
-    &["cheque"],
-    &["wire"],
-    &["ups"],
-    &["fedex"],
-    &["dhl"],
-    &["usps"],
-    // Insurance and health.
-    &["dental", "dentist"],
-    &["vision", "eye", "glasses", "optical"],
-    &["medical"],
-    &["mental", "therapy", "therapist"],
-    &["prescription", "prescriptions", "drug", "drugs", "pharmacy"],
-    &["maternity", "pregnancy"],
-    &["hospital"],
-    &["emergency"],
-    &["ambulance"],
-    &["pet", "pets"],
-    &["dog", "dogs"],
-    &["cat", "cats"],
-    &["breakfast"],
-    &["lunch"],
-    &["dinner"],
-    // Units.
-    &["kb"],
-    &["mb"],
-    &["gb"],
-    &["tb"],
-    &["ml"],
-    &["kg", "kilo", "kilos"],
-    &["lb", "lbs"],
-    &["km"],
-    &["miles"],
-    &["car", "cars", "vehicle", "auto"],
-    &["home", "house"],
-    &["life"],
-    // HR.
-    &["sick"],
-    &["vacation", "pto"],
-    &["parental", "paternity"],
-    &["bereavement"],
-    &["jury"],
-    &["remote"],
-    &["bonus", "bonuses"],
-    &["salary", "salaries", "wage", "wages"],
-    &["401k", "pension", "retirement"],
-    &["overtime"],
-    &["contractor", "contractors", "freelancer"],
-    &["intern", "interns", "internship"],
-    // Travel.
-    &["flight", "flights", "plane", "airline"],
-    &["train", "trains", "rail"],
-    &["bus", "buses"],
-    &["hotel", "hotels"],
-    &["rental"],
-    &["cruise"],
-    &["baggage", "luggage", "bag", "bags", "suitcase"],
-    &["seat", "seats"],
-    &["passport"],
-];
-
-// ---------------------------------------------------------------------------------------
-// The guards
-
-/// Per-question facts gathered in one pass.
-struct Summary {
-    negations: u32,
-    third_party: bool,
-    side_a: u128,
-    side_b: u128,
-}
-
-impl Summary {
-    /// `None` when the question has more than [`MAX_WORDS`] words.
-    fn of(q: &str, lex: &Lexicon) -> Option<Summary> {
-        let mut s = Summary {
-            negations: 0,
-            third_party: false,
-            side_a: 0,
-            side_b: 0,
-        };
-        if words(q).nth(MAX_WORDS).is_some() {
-            return None;
-        }
-        for w in terms(q) {
-            if w.ends_with("n't") {
-                s.negations += 1;
-                continue;
-            }
-            if let Some(e) = lex.get(w).or_else(|| lex.get(base(w))) {
-                s.negations += u32::from(e.negation);
-                s.third_party |= e.third_party;
-                s.side_a |= e.side_a;
-                s.side_b |= e.side_b;
-            }
-        }
-        Some(s)
+        s = next;
     }
 }
 
-/// A word is numeric if it has a digit (`30`, `3.5`, `2fa`, `ipv6`, `5pm`) or is a number
-/// word; its value is the word without thousands separators, or the number word's digits.
-fn numeric(word: &str, lex: &Lexicon) -> Option<&'static str> {
-    lex.get(word).and_then(|e| e.number)
-}
-
-fn num_eq(a: &str, b: &str) -> bool {
-    fn digits(s: &str) -> impl Iterator<Item = u8> + '_ {
-        s.bytes().filter(|b| *b != b',')
+fn stem_once(w: &str) -> &str {
+    if let Some(rest) = w.strip_suffix("'s") {
+        return rest;
     }
-    a == b || digits(a).eq(digits(b))
-}
-
-/// Collects a question's numbers into `out`; `None` if there are more than fit.
-fn collect_numbers<'a>(q: &'a str, lex: &Lexicon, out: &mut [&'a str; MAX_ITEMS]) -> Option<usize> {
-    let mut n = 0;
-    for w in words(q).take(MAX_WORDS) {
-        let value = if w.bytes().any(|b| b.is_ascii_digit()) {
-            w
-        } else if let Some(v) = numeric(w, lex) {
-            v
-        } else {
+    for suffix in ["ies", "ing", "ed", "es", "s", "ly", "y", "e"] {
+        let Some(rest) = w.strip_suffix(suffix) else {
             continue;
         };
-        *out.get_mut(n)? = value;
-        n += 1;
+        if suffix == "s" && rest.ends_with('s') {
+            continue;
+        }
+        if rest.chars().count() >= 3 {
+            let b = rest.as_bytes();
+            let n = b.len();
+            if n >= 4
+                && b[n - 1] == b[n - 2]
+                && b[n - 1].is_ascii_lowercase()
+                && !b"aeiouls".contains(&b[n - 1])
+            {
+                return &rest[..n - 1];
+            }
+            return rest;
+        }
     }
-    Some(n)
+    w
 }
 
-/// The two questions carry the same numbers, counted with multiplicity.
-fn same_numbers(q: &str, c: &str, lex: &Lexicon) -> bool {
-    let (mut a, mut b) = ([""; MAX_ITEMS], [""; MAX_ITEMS]);
-    let (Some(na), Some(nb)) = (
-        collect_numbers(q, lex, &mut a),
-        collect_numbers(c, lex, &mut b),
-    ) else {
-        return false;
+/// Whether two stems are the same word up to a typo or a UK/US spelling (`colour`/`color`,
+/// `memroy`/`memory`: an optimal-string-alignment distance of 1 for words of 4+ letters, 2
+/// for 8+), or one is a shortened form of the other (`app`/`application`).
+fn near(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    // A shortened form: `app`/`application`, `info`/`information`.
+    if a.len().min(b.len()) >= 3 && (a.starts_with(b) || b.starts_with(a)) {
+        return true;
+    }
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let shortest = a.len().min(b.len());
+    let allowed = match shortest {
+        0..=3 => return false,
+        4..=7 => 1,
+        _ => 2,
     };
-    if na != nb {
+    if a.len().abs_diff(b.len()) > allowed {
         return false;
     }
-    let (a, b) = (&a[..na], &b[..nb]);
-    a.iter().all(|x| {
-        let in_a = a.iter().filter(|y| num_eq(x, y)).count();
-        let in_b = b.iter().filter(|y| num_eq(x, y)).count();
-        in_a == in_b
+    // The full table: words are short.
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()] <= allowed
+}
+
+// ---------------------------------------------------------------------------------------
+// The rules
+
+/// One question, split once.
+struct Question<'a> {
+    text: &'a str,
+    lang: Lang,
+    words: Vec<&'a str>,
+}
+
+impl<'a> Question<'a> {
+    /// `None` when the question has more than [`MAX_WORDS`] words.
+    fn of(text: &'a str, _tables: &Tables) -> Option<Question<'a>> {
+        let words: Vec<&str> = words(text).take(MAX_WORDS + 1).collect();
+        if words.len() > MAX_WORDS {
+            return None;
+        }
+        Some(Question {
+            text,
+            lang: language(text),
+            words,
+        })
+    }
+
+    /// The content word a relation word or a number points at: the next word that is not a
+    /// determiner (or `of`), read as its person (`me` is `i`) and stemmed; `None` at the end,
+    /// or when it is a number or a relation word.
+    fn object(&self, after: usize, en: &Table) -> Option<&'a str> {
+        let w = self
+            .words
+            .iter()
+            .skip(after + 1)
+            .find(|w| !en.determiner.contains(*w) && **w != "of")?;
+        if w.bytes().any(|b| b.is_ascii_digit()) || en.relation.contains_key(w) {
+            return None;
+        }
+        Some(stem(en.same.get(w).copied().unwrap_or(w)))
+    }
+
+    fn stems(&self, en: &Table) -> Vec<&'a str> {
+        self.words
+            .iter()
+            .map(|w| stem(en.same.get(w).copied().unwrap_or(w)))
+            .collect()
+    }
+}
+
+/// A number as it is compared: digits (leading zeros and thousands commas dropped), or a
+/// word that mixes letters and digits as a whole (`ipv6`, `v2`); and (English) the noun it
+/// counts.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone)]
+struct Num<'a> {
+    value: String,
+    noun: Option<&'a str>,
+}
+
+fn numbers<'a>(q: &Question<'a>, english: bool, en: &Table) -> Vec<Num<'a>> {
+    let mut out = Vec::new();
+    for (i, w) in q.words.iter().enumerate() {
+        let noun = |tail: &'a str| -> Option<&'a str> {
+            if !english {
+                return None;
+            }
+            match tail {
+                "" | "st" | "nd" | "rd" | "th" => q.object(i, en),
+                t => Some(t),
+            }
+        };
+        if english {
+            if let Some(v) = en.number.get(w) {
+                out.push(Num {
+                    value: (*v).to_string(),
+                    noun: noun(""),
+                });
+                continue;
+            }
+        }
+        if !w.bytes().any(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if w.starts_with(|c: char| c.is_ascii_alphabetic())
+            && w.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            out.push(Num {
+                value: (*w).to_string(),
+                noun: noun(""),
+            });
+            continue;
+        }
+        // Runs of digits (with `.` or `,` between digits) anywhere in the word: `64gb`,
+        // `1,000.50`, `03.04`, `30天后`.
+        let mut rest: &'a str = w;
+        while let Some(start) = rest.find(|c: char| c.is_ascii_digit()) {
+            let run = &rest[start..];
+            let len = run
+                .char_indices()
+                .find(|&(k, c)| {
+                    !(c.is_ascii_digit()
+                        || (matches!(c, '.' | ',')
+                            && run[k + 1..].starts_with(|d: char| d.is_ascii_digit())))
+                })
+                .map_or(run.len(), |(k, _)| k);
+            let digits: String = run[..len].chars().filter(|c| *c != ',').collect();
+            let trimmed = digits.trim_start_matches('0');
+            let value = if trimmed.is_empty() || trimmed.starts_with('.') {
+                digits.clone()
+            } else {
+                trimmed.to_string()
+            };
+            let after = &run[len..];
+            let letters = after
+                .find(|c: char| !c.is_ascii_alphabetic())
+                .map_or(after, |k| &after[..k]);
+            // A time of day keeps its half: `5pm` is not `5am` (nor `5 pm` `5 am`).
+            let next = q.words.get(i + 1).copied().unwrap_or("");
+            let half = [letters, if letters.is_empty() { next } else { "" }]
+                .into_iter()
+                .find(|h| matches!(*h, "am" | "pm"));
+            out.push(Num {
+                value: match half {
+                    Some(h) => format!("{value}{h}"),
+                    None => value,
+                },
+                // `6 pm class`: the noun comes after the half of the day.
+                noun: if half.is_some() && letters.is_empty() && english {
+                    q.object(i + 1, en)
+                } else {
+                    noun(letters)
+                },
+            });
+            rest = after;
+        }
+    }
+    out
+}
+
+/// Same numbers, in the same order (English: or in another order when each counts the same
+/// noun in both), and (English) no two numbers' nouns swapped.
+fn same_numbers(q: &Question, s: &Question, english: bool) -> bool {
+    let en = &tables().en;
+    let (a, b) = (numbers(q, english, en), numbers(s, english, en));
+    let values = |n: &[Num]| n.iter().map(|x| x.value.clone()).collect::<Vec<_>>();
+    let (va, vb) = (values(&a), values(&b));
+    let (mut sa, mut sb) = (va.clone(), vb.clone());
+    sa.sort();
+    sb.sort();
+    if sa != sb {
+        return false;
+    }
+    if va != vb {
+        // Another order is the same question only when each number counts its own noun
+        // ("2 adults and 3 children" / "3 children and 2 adults").
+        let mut nouns: Vec<_> = a.iter().map(|n| n.noun).collect();
+        nouns.sort();
+        nouns.dedup();
+        if !english || nouns.len() != a.len() || nouns.contains(&None) {
+            return false;
+        }
+        let (mut ka, mut kb) = (a.clone(), b.clone());
+        ka.sort();
+        kb.sort();
+        return ka == kb;
+    }
+    // Same order: a noun counted by one number here and by another there is a swap.
+    !a.iter().zip(&b).any(|(x, y)| match (x.noun, y.noun) {
+        (Some(nx), Some(ny)) => nx != ny && b.iter().any(|z| z.noun == Some(nx)),
+        _ => false,
     })
 }
 
+fn negations(q: &Question, t: &Table) -> usize {
+    if t.by_char {
+        let mut buf = [0u8; 4];
+        return q
+            .text
+            .chars()
+            .filter(|c| t.negation.contains(&*c.encode_utf8(&mut buf)))
+            .count();
+    }
+    q.words
+        .iter()
+        .filter(|w| t.negation.contains(*w) || w.ends_with("n't"))
+        .count()
+}
+
+/// How many alternatives a question joins (`or`, `oder`, `o`, `ou`; Chinese `或`, `还是`).
+fn alternatives(q: &Question, t: &Table) -> usize {
+    if t.by_char {
+        let mut buf = [0u8; 4];
+        return q
+            .text
+            .chars()
+            .filter(|c| t.alternative.contains(&*c.encode_utf8(&mut buf)))
+            .count();
+    }
+    q.words
+        .iter()
+        .filter(|w| t.alternative.contains(*w))
+        .count()
+}
+
+/// The question asks about an obligation: a `must` word, or a two-word `must` phrase.
+fn obliges(q: &Question, t: &Table) -> bool {
+    if t.by_char {
+        let mut buf = [0u8; 4];
+        return q
+            .text
+            .chars()
+            .any(|c| t.must.contains(&*c.encode_utf8(&mut buf)));
+    }
+    q.words.iter().any(|w| t.must.contains(*w))
+        || q.words.windows(2).any(|p| {
+            let phrase = format!("{}_{}", p[0], p[1]);
+            t.must.contains(phrase.as_str())
+        })
+}
+
+/// The antonym sides a question touches: (side a bits, side b bits), by stem and by
+/// two-word phrase (`log in`, `turn off`).
+fn sides(q: &Question, en: &Table) -> (u128, u128) {
+    let stems = q.stems(en);
+    let mut bits = (0u128, 0u128);
+    let mut add = |key: &str| {
+        if let Some(&(a, b)) = en.antonym.get(key) {
+            bits.0 |= a;
+            bits.1 |= b;
+        }
+    };
+    for (i, s) in stems.iter().enumerate() {
+        add(s);
+        if let Some(next) = stems.get(i + 1) {
+            add(&format!("{s}_{next}"));
+        }
+    }
+    bits
+}
+
+/// Prefixes that make a word its opposite: `lock`/`unlock`, `connect`/`disconnect`,
+/// `valid`/`invalid`, `refundable`/`nonrefundable`.
+const OPPOSITE_PREFIXES: &[&str] = &["un", "dis", "de", "non", "in", "im", "il", "ir"];
+
 /// Some antonym pair has one side only in one question and the other side only in the
-/// other.
-fn antonyms_differ(q: &Summary, c: &Summary) -> bool {
-    let forward = q.side_a & !c.side_a & c.side_b & !q.side_b;
-    let backward = q.side_b & !c.side_b & c.side_a & !q.side_a;
-    forward | backward != 0
+/// other; or one question has `prefix + w` where the other has `w`.
+fn opposite(q: &Question, s: &Question, en: &Table) -> bool {
+    let ((qa, qb), (sa, sb)) = (sides(q, en), sides(s, en));
+    if (qa & !qb & sb & !sa) | (qb & !qa & sa & !sb) != 0 {
+        return true;
+    }
+    prefixed(q, s) || prefixed(s, q)
 }
 
-/// Prefixes that turn a word into its opposite or into another action: `lock`/`unlock`,
-/// `connect`/`disconnect`, `activate`/`reactivate`, `valid`/`invalid`.
-const OPPOSITE_PREFIXES: &[&str] = &["un", "dis", "non", "de", "re", "in", "im", "il", "ir"];
-
-/// One question has `prefix + w` (and not `w`) where the other has `w` (and not
-/// `prefix + w`).
-fn prefixed_opposite(q: &str, c: &str) -> bool {
-    one_way_prefixed(q, c) || one_way_prefixed(c, q)
+fn prefixed(q: &Question, s: &Question) -> bool {
+    q.words.iter().any(|w| {
+        OPPOSITE_PREFIXES.iter().any(|p| {
+            w.strip_prefix(p).is_some_and(|root| {
+                root.chars().count() >= 4
+                    && s.words.contains(&root)
+                    && !q.words.contains(&root)
+                    && !s.words.contains(w)
+            })
+        })
+    })
 }
 
-fn one_way_prefixed(q: &str, c: &str) -> bool {
-    for w in words(q).take(MAX_WORDS) {
-        for p in OPPOSITE_PREFIXES {
-            let Some(root) = w.strip_prefix(p) else {
-                continue;
-            };
-            // Short roots match by accident (`unit`, `debit`).
-            if root.chars().count() < 4 {
+/// The (relation class, object) pairs of a question: `from savings`, `to checking`.
+fn relations<'a>(q: &Question<'a>, en: &Table) -> Vec<(u8, &'a str)> {
+    q.words
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| Some((*en.relation.get(w)?, q.object(i, en)?)))
+        .collect()
+}
+
+/// A possessor in one question is a plain word of the other ("can my daughter use my data" /
+/// "can I use my daughter's data"), unless that one says "of the X" ("the app's language" /
+/// "the language of the app").
+fn possessor_moved(q: &Question, s: &Question) -> bool {
+    q.words.iter().any(|w| {
+        let Some(root) = w.strip_suffix("'s") else {
+            return false;
+        };
+        s.words
+            .iter()
+            .enumerate()
+            .any(|(i, x)| *x == root && !s.words[i.saturating_sub(2)..i].contains(&"of"))
+            && !s.words.contains(w)
+    })
+}
+
+/// Roles differ: a possessor moved ([`possessor_moved`]); or around one relation class, each
+/// question's object is a word of the other question (swapped: "from A to B" / "from B to
+/// A", "A than B" / "B than A"); or one object moved to another class ("on the replica" /
+/// "for the replica").
+fn roles_differ(q: &Question, s: &Question, en: &Table) -> bool {
+    if possessor_moved(q, s) || possessor_moved(s, q) {
+        return true;
+    }
+    let (rq, rs) = (relations(q, en), relations(s, en));
+    let (stems_q, stems_s) = (q.stems(en), s.stems(en));
+    for &(k, x) in &rq {
+        if rs.contains(&(k, x)) {
+            continue;
+        }
+        for &(k2, y) in &rs {
+            if rq.contains(&(k2, y)) {
                 continue;
             }
-            let c_has_root = words(c).take(MAX_WORDS).any(|x| x == root);
-            if !c_has_root {
-                continue;
+            if k == k2 && x != y && stems_s.contains(&x) && stems_q.contains(&y) {
+                return true;
             }
-            let q_has_root = words(q).take(MAX_WORDS).any(|x| x == root);
-            let c_has_word = words(c).take(MAX_WORDS).any(|x| x == w);
-            if !q_has_root && !c_has_word {
+            // `to` and `for` both introduce a purpose ("a fee to change" / "a fee for
+            // changing"): not a role change between those two.
+            if k != k2 && x == y && !(to_for(en, k) && to_for(en, k2)) {
                 return true;
             }
         }
@@ -1135,328 +884,105 @@ fn one_way_prefixed(q: &str, c: &str) -> bool {
     false
 }
 
-/// Collects a question's entity groups into `out`; `None` if there are more than fit.
-fn collect_entities(q: &str, lex: &Lexicon, out: &mut [u16; MAX_ITEMS]) -> Option<usize> {
-    let mut n = 0;
-    for w in words(q).take(MAX_WORDS) {
-        let Some(id) = lex.get_loose(w).and_then(|e| e.entity) else {
-            continue;
-        };
-        if out[..n].contains(&id) {
-            continue;
-        }
-        *out.get_mut(n)? = id;
-        n += 1;
-    }
-    Some(n)
+fn to_for(en: &Table, class: u8) -> bool {
+    ["to", "for"]
+        .iter()
+        .any(|w| en.relation.get(w) == Some(&class))
 }
 
-/// The two questions name the same set of things.
-fn same_entities(q: &str, c: &str, lex: &Lexicon) -> bool {
-    let (mut a, mut b) = ([0u16; MAX_ITEMS], [0u16; MAX_ITEMS]);
-    let (Some(na), Some(nb)) = (
-        collect_entities(q, lex, &mut a),
-        collect_entities(c, lex, &mut b),
-    ) else {
+/// The same words in another order: "Is A cheaper than B?" / "Is B cheaper than A?", "de
+/// tarifa fija a variable" / "de tarifa variable a fija". Any language (Chinese: by
+/// character).
+fn reordered(a: &[&str], b: &[&str]) -> bool {
+    if a == b || a.len() != b.len() {
         return false;
+    }
+    if let ([x], [y]) = (a, b) {
+        // One unsplit run (Chinese): compare its characters.
+        if !x.chars().any(is_han) {
+            return false;
+        }
+        let (mut x, mut y): (Vec<char>, Vec<char>) = (x.chars().collect(), y.chars().collect());
+        x.sort_unstable();
+        y.sort_unstable();
+        return x == y;
+    }
+    let (mut x, mut y) = (a.to_vec(), b.to_vec());
+    x.sort_unstable();
+    y.sort_unstable();
+    x == y
+}
+
+/// The third parties a question is about (`his` is `he`), sorted, without repeats.
+fn people<'a>(q: &Question<'a>, en: &'a Table) -> Vec<&'a str> {
+    let mut p: Vec<&str> = q
+        .words
+        .iter()
+        .filter_map(|w| en.third_party.get(base(w)).copied())
+        .collect();
+    p.sort_unstable();
+    p.dedup();
+    p
+}
+
+/// The named things of a question, sorted, without repeats.
+fn entities(q: &Question, en: &Table) -> Vec<u16> {
+    let mut e: Vec<u16> = q
+        .words
+        .iter()
+        .filter_map(|w| {
+            en.entity
+                .get(w)
+                .or_else(|| en.entity.get(base(w)))
+                .or_else(|| w.strip_suffix('s').and_then(|x| en.entity.get(x)))
+                .copied()
+        })
+        .collect();
+    e.sort_unstable();
+    e.dedup();
+    e
+}
+
+/// The content stems of a question: not function words, determiners, negations, obligation
+/// words, relation words, numbers or entities (their own rules compare those). For a table
+/// without `stop` words (German, Spanish, French), its `marker` words are the function words.
+fn content<'a>(q: &Question<'a>, t: &Table) -> Vec<&'a str> {
+    let stop = if t.stop.is_empty() {
+        &t.marker
+    } else {
+        &t.stop
     };
-    na == nb && a[..na].iter().all(|x| b[..nb].contains(x))
+    let mut c: Vec<&str> = q
+        .words
+        .iter()
+        .filter(|w| {
+            !(stop.contains(*w)
+                || t.determiner.contains(*w)
+                || t.negation.contains(*w)
+                || w.ends_with("n't")
+                || t.must.contains(*w)
+                || t.relation.contains_key(*w)
+                || t.number.contains_key(*w)
+                || t.entity.contains_key(base(w))
+                || w.bytes().any(|b| b.is_ascii_digit()))
+        })
+        .map(|w| stem(t.same.get(w).copied().unwrap_or(w)))
+        .collect();
+    c.sort_unstable();
+    c.dedup();
+    c
 }
 
-/// Function words, politeness and verbs too general to change an answer: what is left of a
-/// question without them is its content.
-#[rustfmt::skip]
-const STOPWORDS: &[&str] = &[
-    "a", "an", "the", "i", "me", "my", "mine", "myself", "we", "us", "our", "ours", "you",
-    "your", "yours", "it", "its", "this", "that", "these", "those", "there", "here", "do",
-    "does", "did", "doing", "done", "is", "are", "was", "were", "be", "been", "being", "am",
-    "have", "has", "had", "having", "can", "could", "will", "would", "should", "shall",
-    "might", "must", "need", "needs", "want", "wants", "like", "what", "which", "who", "whom",
-    "whose", "when", "where", "why", "how", "for", "of", "at", "by", "with", "about", "as",
-    "than", "per", "via", "and", "or", "but", "if", "so", "then", "also", "just", "please",
-    "thanks", "thank", "hi", "hello", "hey", "possible", "way", "able", "any", "some",
-    "anything", "something", "know", "tell", "let", "go", "i'm", "i've", "i'd", "i'll",
-    "you're", "we're", "it's", "that's", "there's", "what's", "how's", "where's", "usually",
-    "actually", "really", "exactly", "currently", "still", "ever", "again", "too", "very",
-    "much", "many", "long", "get", "got", "getting", "make", "use", "using", "be", "happen",
-    "happens", "is", "mean", "means", "work", "works", "required", "require", "allowed",
-    "available", "option", "options", "should", "okay", "ok", "wondering", "question",
-    "help", "permanently", "anyone", "somehow", "kind", "sort", "to", "from", "in", "on",
-    "into", "out", "off", "up", "over", "onto", "turn", "used", "different", "another",
-    "other", "someone", "somebody",
-];
+/// Content words two questions must share before a one-word difference counts as a swap.
+const SWAP_MIN_SHARED: usize = 1;
 
-/// Synonym groups of the support vocabulary; the first word names the group. Single words
-/// only (a multi-word synonym, "money back" for "refund", is left to the refusal).
-#[rustfmt::skip]
-const SYNONYMS: &[&[&str]] = &[
-    &["change", "update", "modify", "edit", "alter"],
-    &["order", "purchase", "buy", "bought"],
-    &["ship", "shipping", "deliver", "delivery", "shipment"],
-    &["transfer", "send"],
-    &["find", "see", "view", "check", "locate", "show"],
-    &["cost", "price", "pricing", "charge", "fee", "rate"],
-    &["delete", "remove", "erase"],
-    &["create", "make", "generate", "open"],
-    &["contact", "reach", "call", "ask"],
-    &["photo", "picture", "image", "avatar"],
-    &["teammate", "colleague", "coworker"],
-    &["document", "doc", "file"],
-    &["receive", "arrive", "come"],
-    &["enroll", "register", "signup"],
-    &["login", "signin"],
-    &["logout", "signout"],
-    &["enable", "activate"],
-    &["disable", "deactivate"],
-    &["bill", "invoice", "statement", "receipt"],
-    &["accept", "take", "support", "allow", "permit", "pay"],
-    &["app", "application"],
-    &["docs", "documentation", "guide"],
-    &["configure", "setup", "set"],
-    &["problem", "issue", "error", "trouble"],
-    &["slow", "slowly", "lag", "laggy"],
-    &["choose", "select", "pick"],
-    &["recover", "restore", "undo"],
-    &["exceed", "over"],
-    &["allowance", "limit"],
-    &["payslip", "paystub", "stub"],
-    &["begin", "start"],
-    &["day", "days", "daily"],
-    &["week", "weeks", "weekly"],
-    &["month", "months", "monthly"],
-    &["year", "years", "yearly", "annual", "annually"],
-    &["hour", "hours", "hourly"],
-    &["physical", "checkup"],
-    &["submit", "file"],
-    &["company", "organization", "org"],
-    &["data", "information", "info", "details"],
-    &["wifi", "wireless", "internet"],
-    &["carrier", "provider"],
-    &["number", "phone"],
-    &["baggage", "luggage", "bag"],
-    &["require", "need"],
-    &["cancel", "cancelled", "canceled", "cancellation"],
-    &["child", "children", "kid", "kids"],
-    &["finish", "finished", "finishing", "complete", "completed", "completion"],
-    &["booking", "reservation", "book", "reserve"],
-    &["visit", "travel"],
-    &["all", "every", "each"],
-    &["withdraw", "withdrawal"],
-    &["multiple", "several"],
-    &["rollover", "carryover"],
-];
-
-/// A light stemmer that only ever returns a prefix of its input (no allocation): drops a
-/// possessive, then one of `ing`/`ed`/`es`/`s`/`ly`/`e`, and a doubled final consonant
-/// (`shipping`, `shipped` and `ships` are all `ship`).
-fn stem(word: &str) -> &str {
-    let once = stem_once(base(word));
-    stem_once(once)
-}
-
-fn stem_once(w: &str) -> &str {
-    let mut s = w;
-    for suffix in ["ies", "ing", "ed", "es", "s", "ly", "y", "e"] {
-        if let Some(rest) = w.strip_suffix(suffix) {
-            if rest.chars().count() >= 3 {
-                s = rest;
-                break;
-            }
-        }
-    }
-    let b = s.as_bytes();
-    if s.len() < w.len() && b.len() >= 4 {
-        let (x, y) = (b[b.len() - 1], b[b.len() - 2]);
-        if x == y && x.is_ascii_lowercase() && !b"aeiouls".contains(&x) {
-            return &s[..s.len() - 1];
-        }
-    }
-    s
-}
-
-/// The content of one word: `None` for a function word or a negation (its own guard
-/// compares those), else its synonym group or its stem.
-fn content_key<'a>(w: &'a str, lex: &'static Lexicon) -> Option<&'a str> {
-    // Numbers and negations have their own guards.
-    if w.ends_with("n't") || w.bytes().any(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    if let Some(e) = lex.get(w).or_else(|| lex.get(base(w))) {
-        if e.stop || e.negation || e.number.is_some() {
-            return None;
-        }
-        if let Some(key) = e.synonym {
-            return Some(key);
-        }
-    }
-    if let Some(id) = lex.get_loose(w).and_then(|e| e.entity) {
-        return ENTITIES
-            .get(usize::from(id))
-            .and_then(|g| g.first().copied());
-    }
-    let s = stem(w);
-    match lex.get(s) {
-        Some(e) if e.stop => None,
-        Some(e) => Some(e.synonym.unwrap_or(s)),
-        None => Some(s),
-    }
-}
-
-/// The query has a content word (up to synonyms and inflection) that the stored question
-/// lacks, or either has an extra action word. The stored question may add detail (a
-/// paraphrase often spells more out); the query may not (it would get a general answer).
-fn content_swapped(q: &str, c: &str, lex: &'static Lexicon) -> bool {
-    let has = |text: &str, key: &str| terms(text).any(|w| content_key(w, lex) == Some(key));
-    // The first content word of `a` missing from `b`, and whether it is an action word
-    // (one with an antonym: "cancel", "add", "new").
-    let extra = |a: &str, b: &str| {
-        let mut found = (false, false);
-        for k in terms(a).filter_map(|w| content_key(w, lex)) {
-            if !has(b, k) {
-                found.0 = true;
-                let e = lex.get(k);
-                found.1 |= e.is_some_and(|e| (e.side_a | e.side_b) & !lex.qualifiers != 0);
-            }
-        }
-        found
-    };
-    let (q_extra, q_action) = extra(q, c);
-    let (_, c_action) = extra(c, q);
-    // A query more specific than the stored question ("express shipping" / "shipping",
-    // "encrypted at rest" / "encrypted") would get the general answer: refused. The stored
-    // question may be the more detailed one.
-    q_extra || q_action || c_action || !same_same(q, c, lex)
-}
-
-/// Antonym pairs (named by a word of their first side) whose words qualify a question
-/// rather than change its action.
-const QUALIFIER_PAIRS: &[&str] = &[
-    "more", "high", "max", "most", "over", "old", "all", "short", "small", "cheap", "fast", "full",
-    "previous", "early", "before",
-];
-
-/// Whose thing it is: when one question has `X's` and the other has the same `X` without
-/// the possessive (and not as "... of the X"), X plays another role in each: "can my manager
-/// see my review" is not "can I see my manager's review". A possessor the other question
-/// does not mention at all is an added detail ("the firmware", "my device's firmware").
-fn same_possessors(q: &str, c: &str, lex: &'static Lexicon) -> bool {
-    fn role_swapped(a: &str, b: &str, lex: &'static Lexicon) -> bool {
-        words(a)
-            .take(MAX_WORDS)
-            .filter(|w| w.ends_with("'s"))
-            .filter_map(|w| content_key(w, lex))
-            .any(|k| {
-                let mut recent = ["", ""];
-                let mut plain = false;
-                let mut possessive = false;
-                for x in words(b).take(MAX_WORDS) {
-                    if content_key(x, lex) == Some(k) {
-                        if x.ends_with("'s") {
-                            possessive = true;
-                        } else if !recent.contains(&"of") {
-                            plain = true;
-                        }
-                    }
-                    recent = [recent[1], x];
-                }
-                plain && !possessive
-            })
-    }
-    !role_swapped(q, c, lex) && !role_swapped(c, q, lex)
-}
-
-/// When both questions say "same", the same thing follows it: "the same account on several
-/// devices" is not "several accounts on the same device".
-fn same_same(q: &str, c: &str, lex: &'static Lexicon) -> bool {
-    fn after_same<'a>(text: &'a str, lex: &'static Lexicon) -> Option<Option<&'a str>> {
-        let mut prev = "";
-        for w in words(text).take(MAX_WORDS) {
-            if prev == "same" {
-                return Some(content_key(w, lex));
-            }
-            prev = w;
-        }
-        None
-    }
-    match (after_same(q, lex), after_same(c, lex)) {
-        (Some(a), Some(b)) => a == b,
-        _ => true,
-    }
-}
-
-/// Two-word verbs that mean one thing: `log in`, `turn on`, `sign up`.
-const PHRASES: &[(&[&str], &[&str], &str)] = &[
-    (
-        &[
-            "log", "logs", "logged", "logging", "sign", "signed", "signing",
-        ],
-        &["in", "on", "into"],
-        "login",
-    ),
-    (
-        &[
-            "log", "logs", "logged", "logging", "sign", "signed", "signing",
-        ],
-        &["out", "off"],
-        "logout",
-    ),
-    (&["sign", "signed", "signing"], &["up"], "signup"),
-    (
-        &[
-            "turn",
-            "turns",
-            "turned",
-            "turning",
-            "switch",
-            "switched",
-            "switching",
-        ],
-        &["on"],
-        "enable",
-    ),
-    (
-        &[
-            "turn",
-            "turns",
-            "turned",
-            "turning",
-            "switch",
-            "switched",
-            "switching",
-        ],
-        &["off"],
-        "disable",
-    ),
-    (&["set", "sets", "setting"], &["up"], "setup"),
-    (&["pick", "picked", "picking"], &["up"], "pickup"),
-    (&["check", "checked", "checking"], &["in"], "checkin"),
-    (&["check", "checked", "checking"], &["out"], "checkout"),
-    (
-        &["roll", "rolls", "rolled", "carry", "carried", "carries"],
-        &["over"],
-        "rollover",
-    ),
-    (
-        &["team"],
-        &["member", "members", "mate", "mates"],
-        "teammate",
-    ),
-];
-
-/// The words of a question with each two-word verb of [`PHRASES`] made one term.
-fn terms(s: &str) -> impl Iterator<Item = &str> {
-    let mut it = words(s).take(MAX_WORDS).peekable();
-    std::iter::from_fn(move || {
-        let w = it.next()?;
-        let next = it.peek().copied();
-        for (heads, tails, term) in PHRASES {
-            if heads.contains(&w) && next.is_some_and(|n| tails.contains(&n)) {
-                it.next();
-                return Some(*term);
-            }
-        }
-        Some(w)
-    })
+/// The questions share content, and each has exactly one content word (up to typos) that
+/// the other lacks: the same question about another thing.
+fn one_word_swapped(q: &Question, s: &Question, t: &Table) -> bool {
+    let (cq, cs) = (content(q, t), content(s, t));
+    let only = |a: &[&str], b: &[&str]| a.iter().filter(|x| !b.iter().any(|y| near(x, y))).count();
+    let shared = cq.iter().filter(|x| cs.contains(x)).count();
+    shared >= SWAP_MIN_SHARED && only(&cq, &cs) == 1 && only(&cs, &cq) == 1
 }
 
 #[cfg(test)]
@@ -1468,113 +994,105 @@ mod tests {
         check(&normalize(q), &normalize(c))
     }
 
-    /// (query, candidate, expected): rows grouped by guard, a served paraphrase next to each
-    /// refusal so a guard that refuses everything fails too.
+    /// (query, stored, expected): rows grouped by rule, a served paraphrase next to each
+    /// refusal so a rule that refuses everything fails too. Every row is also checked the
+    /// other way round (the rules are symmetric).
     #[rustfmt::skip]
     const CASES: &[(&str, &str, Result<(), Refusal>)] = &[
-        // Paraphrases pass.
+        // Paraphrases pass: wording, typos, UK/US spelling, possessives, "third parties".
         ("What is our refund policy?", "What is your refund policy?", Ok(())),
         ("How do I reset my password?", "How can I reset my password", Ok(())),
-        ("how do i change my email address", "How can I update my email address?", Ok(())),
-        // Numbers: values, decimals, alphanumerics, number words, multiplicity.
+        ("How do I change the colour of my avatar?", "How do I change the color of my avatar?", Ok(())),
+        ("how do i give my container more memroy", "how do i give my container more memory", Ok(())),
+        ("Do you share my data with third parties?", "Is my data shared with third parties?", Ok(())),
+        ("Was my order processed?", "Has my order been processed", Ok(())),
+        // Language and script.
+        ("Is shipping free?", "Ist der Versand kostenlos?", Err(Refusal::Language)),
+        ("Is shipping free?", "运费是免费的吗", Err(Refusal::Language)),
+        ("¿El envío es gratis?", "La livraison est-elle gratuite ?", Err(Refusal::Language)),
+        ("Kostet der Versand etwas?", "Ist der Versand kostenlos?", Ok(())),
+        // Numbers: values, order, nouns; number words in English only.
         ("Refund within 14 days?", "Refund within 30 days?", Err(Refusal::Number)),
         ("Is version 3.5 supported?", "Is version 35 supported?", Err(Refusal::Number)),
-        ("How do I set up 2FA?", "How do I set up MFA?", Err(Refusal::Number)),
         ("Does it support IPv4?", "Does it support IPv6?", Err(Refusal::Number)),
         ("Can I add two users?", "Can I add 2 users?", Ok(())),
-        ("Can I add two users?", "Can I add three users?", Err(Refusal::Number)),
         ("Is 1,000 the limit?", "Is 1000 the limit?", Ok(())),
-        ("Price of 5 or 5 seats?", "Price of 5 seats?", Err(Refusal::Number)),
+        ("What is the price of the 64 GB model?", "How much is the 64GB version?", Ok(())),
+        ("My appointment is on 03/04", "My appointment is on 04/03", Err(Refusal::Number)),
+        ("Scale from 2 to 5 replicas", "Scale from 5 to 2 replicas", Err(Refusal::Number)),
+        ("Room for 2 adults and 3 children?", "Room for 3 adults and 2 children?", Err(Refusal::Number)),
+        ("Room for 2 adults and 3 children?", "Is there a room for 3 children and 2 adults?", Ok(())),
+        // The very same words in another order are refused even so (see `role`).
+        ("Room for 2 adults and 3 children?", "Room for 3 children and 2 adults?", Err(Refusal::Role)),
+        ("Discount on 3 shirts and 2 hats?", "Discount on 3 hats and 2 shirts?", Err(Refusal::Number)),
         ("Meeting at 5pm?", "Meeting at 5am?", Err(Refusal::Number)),
-        ("What is the 2024 holiday calendar?", "What is the 2025 holiday calendar?", Err(Refusal::Number)),
-        ("What is the first step?", "What is the second step?", Err(Refusal::Number)),
-        // Negations.
+        ("Bestellung vom 03.04.", "Bestellung vom 04.03.", Err(Refusal::Number)),
+        ("30天后还能退货吗", "60天后还能退货吗", Err(Refusal::Number)),
+        // Negations, per language.
         ("Is shipping free?", "Is shipping not free?", Err(Refusal::Negation)),
         ("Why can't I log in?", "Why can I log in?", Err(Refusal::Negation)),
-        ("Why cant I log in", "How do I log in", Err(Refusal::Negation)),
-        ("Can I travel without a passport?", "Can I travel with a passport?", Err(Refusal::Negation)),
-        ("Why don't I get emails?", "Why am I not getting emails?", Ok(())),
-        ("Is the ticket non-refundable?", "Is the ticket refundable?", Err(Refusal::Negation)),
-        ("I never got my order", "I got my order", Err(Refusal::Negation)),
-        // Antonyms, by list and by prefix.
+        ("Ist der Versand kostenlos?", "Ist der Versand nicht kostenlos?", Err(Refusal::Negation)),
+        ("¿El envío es gratis?", "¿El envío no es gratis?", Err(Refusal::Negation)),
+        ("La livraison est-elle gratuite ?", "La livraison n'est-elle pas gratuite ?", Err(Refusal::Negation)),
+        ("运费是免费的吗", "运费不是免费的吗", Err(Refusal::Negation)),
+        // Obligation.
+        ("Can I fast before a blood test?", "Do I have to fast before a blood test?", Err(Refusal::Modal)),
+        ("Do I have to fast before a blood test?", "Is fasting required before a blood test?", Ok(())),
+        ("Muss ich mit Kreditkarte bezahlen?", "Kann ich mit Kreditkarte bezahlen?", Err(Refusal::Modal)),
+        ("¿Tengo que pagar con tarjeta?", "¿Puedo pagar con tarjeta?", Err(Refusal::Modal)),
+        // Antonyms: by stem, by two-word phrase, by prefix.
         ("How do I enable 2FA?", "How do I disable 2FA?", Err(Refusal::Antonym)),
         ("How do I add a user?", "How do I remove a user?", Err(Refusal::Antonym)),
-        ("How do I upgrade my plan?", "How do I downgrade my plan?", Err(Refusal::Antonym)),
-        ("How do I cancel my subscription?", "How do I renew my subscription?", Err(Refusal::Antonym)),
         ("How do I log in?", "How do I log out?", Err(Refusal::Antonym)),
         ("How do I lock my card?", "How do I unlock my card?", Err(Refusal::Antonym)),
-        ("How do I connect my bank?", "How do I disconnect my bank?", Err(Refusal::Antonym)),
-        ("How do I activate my account?", "How do I reactivate my account?", Err(Refusal::Antonym)),
         ("Is this code valid?", "Is this code invalid?", Err(Refusal::Antonym)),
-        ("Can I change my old password?", "Can I change my new password?", Err(Refusal::Antonym)),
         ("Turn on notifications", "Turn off notifications", Err(Refusal::Antonym)),
-        ("How do I add a user?", "How do I add a new user?", Ok(())),
-        // Both sides in one question: no contrast, no refusal.
-        ("Can I add and remove users?", "Can I remove and add users?", Ok(())),
-        // Entities, with aliases.
+        ("Can I add and remove users?", "Is it possible to remove and add users?", Ok(())),
+        // Roles around a relation word.
+        ("How do I copy files from the server to my laptop?", "How do I copy files from my laptop to the server?", Err(Refusal::Role)),
+        ("Is the blue jacket cheaper than the black one?", "Is the black jacket cheaper than the blue one?", Err(Refusal::Role)),
+        ("Can I run the migration on the replica?", "Can I run the migration for the replica?", Err(Refusal::Role)),
+        ("¿Puedo cambiar de tarifa fija a variable?", "¿Puedo cambiar de tarifa variable a fija?", Err(Refusal::Role)),
+        ("Ist der Nachttarif günstiger als der Tagtarif?", "Ist der Tagtarif günstiger als der Nachttarif?", Err(Refusal::Role)),
+        // Alternatives.
+        ("Is the invoice sent before or after the payment?", "Is the invoice sent before the payment?", Err(Refusal::Scope)),
+        ("Can I repay my loan or pause it?", "Is it possible to repay my loan or to pause it?", Ok(())),
+        ("How do I move money from savings into checking?", "How do I move money from my savings to my checking?", Ok(())),
+        ("Can my daughter use my data allowance?", "Can I use my daughter's data allowance?", Err(Refusal::Role)),
+        ("How do I change the language of the app?", "How can I change the app's language?", Ok(())),
+        // Another person.
+        ("How do I reset my password?", "How do I reset their password?", Err(Refusal::Person)),
+        ("Can my son's records go to his school?", "Can my daughter's records go to her school?", Err(Refusal::Person)),
+        // Entities.
         ("Do you ship to Canada?", "Do you ship to Mexico?", Err(Refusal::Entity)),
         ("Do you ship to the USA?", "Do you ship to America?", Ok(())),
-        ("Is the app available in Spanish?", "Is the app available in French?", Err(Refusal::Entity)),
-        ("How do I install it on Windows?", "How do I install it on Mac?", Err(Refusal::Entity)),
-        ("What does the premium plan include?", "What does the basic plan include?", Err(Refusal::Entity)),
-        ("Does it cover dental?", "Does it cover vision?", Err(Refusal::Entity)),
-        ("Can I pay with PayPal?", "Do you accept PayPal?", Ok(())),
-        ("Can I export to CSV?", "Can I export to Excel?", Err(Refusal::Entity)),
-        // Ownership.
-        ("How do I reset my password?", "How do I reset their password?", Err(Refusal::Ownership)),
-        ("What is our refund policy?", "What is their refund policy?", Err(Refusal::Ownership)),
-        ("Can I see her schedule?", "Can I see my schedule?", Err(Refusal::Ownership)),
-        // Content: a swapped word refuses, an added detail or a synonym does not.
-        ("Is my data encrypted in transit?", "Is my data encrypted at rest?", Err(Refusal::Content)),
-        ("How do I submit an expense report?", "How do I approve an expense report?", Err(Refusal::Content)),
-        ("Can I keep my number if I switch?", "Can I change my number if I switch?", Err(Refusal::Content)),
-        ("How do I request time off?", "How do I cancel a time off request?", Err(Refusal::Content)),
-        ("How do I cancel my order?", "How do I cancel my purchase?", Ok(())),
-        ("How do I track my shipment?", "How can I track my delivery", Ok(())),
-        ("What are the system requirements?", "What are the minimum system requirements?", Ok(())),
-        ("Do unused vacation days roll over?", "Can I carry over my unused vacation days?", Ok(())),
-        ("How do I turn on notifications?", "How do I enable notifications?", Ok(())),
-        ("How do I turn off notifications?", "How do I enable notifications?", Err(Refusal::Antonym)),
-        ("How do I log in?", "How do I sign in?", Ok(())),
-        ("How do I sign in?", "How do I sign up?", Err(Refusal::Content)),
-        ("Can I use the same account on two devices?", "Can I use two accounts on the same device?", Err(Refusal::Content)),
-        // Possessives: the same word in another role.
-        ("Can my manager see my review?", "Can I see my manager's review?", Err(Refusal::Ownership)),
-        ("How do I change the language of the app?", "How can I change the app's language?", Ok(())),
-        ("How do I update the firmware?", "How can I update my device's firmware?", Ok(())),
-        // Form: a yes/no question is not an open one.
-        ("How do I cancel my order?", "Can I cancel my order?", Err(Refusal::Form)),
-        ("Is shipping free?", "Do you offer free shipping?", Ok(())),
-        // The stored question may be the more detailed one (the swapped query may not).
-        ("How long does shipping take?", "How long does express shipping take?", Ok(())),
+        ("Is the clinic open on Saturdays?", "Is the clinic open on Sundays?", Err(Refusal::Entity)),
+        // One content word swapped (not a typo of it).
+        ("How do I track my parcel?", "How do I track my return?", Err(Refusal::Swap)),
+        ("How do I track my parcel?", "How do I track my parcle?", Ok(())),
     ];
-
-    #[test]
-    fn a_query_more_detailed_than_the_stored_question_is_refused() {
-        for (q, c) in [
-            (
-                "How long does express shipping take?",
-                "How long does shipping take?",
-            ),
-            ("Is my data encrypted at rest?", "Is my data encrypted?"),
-        ] {
-            assert_eq!(run(q, c), Err(Refusal::Content), "{q:?} / {c:?}");
-            assert_eq!(run(c, q), Ok(()), "{c:?} / {q:?}");
-        }
-    }
 
     #[test]
     fn table() {
         for (q, c, want) in CASES {
-            assert_eq!(run(q, c), *want, "query {q:?} candidate {c:?}");
-            // Symmetric, except that a query may not be the more detailed one: where the
-            // stored question adds a detail, asking the stored question's way round is
-            // refused as content.
-            let swapped = run(c, q);
-            assert!(
-                swapped == *want || (*want == Ok(()) && swapped == Err(Refusal::Content)),
-                "query {c:?} candidate {q:?} (swapped): {swapped:?}"
-            );
+            assert_eq!(run(q, c), *want, "query {q:?} stored {c:?}");
+            assert_eq!(run(c, q), *want, "query {c:?} stored {q:?} (swapped)");
+        }
+    }
+
+    #[test]
+    fn languages() {
+        for (q, want) in [
+            ("How do I cancel my order?", Lang::En),
+            ("refund policy", Lang::En),
+            ("Wie kann ich meine Bestellung stornieren?", Lang::De),
+            ("¿Cómo puedo cancelar mi pedido?", Lang::Es),
+            ("Comment annuler ma commande ?", Lang::Fr),
+            ("如何取消我的订单", Lang::Zh),
+            ("Как отменить заказ?", Lang::Other),
+            ("Größe?", Lang::De),
+        ] {
+            assert_eq!(language(&normalize(q)), want, "{q}");
         }
     }
 
@@ -1591,23 +1109,92 @@ mod tests {
     }
 
     #[test]
-    fn stems_are_prefixes() {
+    fn stems() {
         for (w, want) in [
             ("shipping", "ship"),
             ("shipped", "ship"),
             ("ships", "ship"),
-            ("invoices", "invoic"),
-            ("invoice", "invoic"),
+            ("processed", "process"),
+            ("processes", "process"),
+            ("process", "process"),
             ("deliveries", "deliver"),
             ("delivery", "deliver"),
-            ("bonuses", "bonu"),
-            ("bonus", "bonu"),
             ("user's", "user"),
             ("é", "é"),
             ("", ""),
         ] {
             assert_eq!(stem(w), want, "{w}");
         }
+    }
+
+    /// `stem(stem(w)) == stem(w)` over every word of every table (and their forms).
+    #[test]
+    fn stemmer_is_idempotent() {
+        let all = ["en", "de", "es", "fr"]
+            .iter()
+            .zip([
+                include_str!("lang/en.tsv"),
+                include_str!("lang/de.tsv"),
+                include_str!("lang/es.tsv"),
+                include_str!("lang/fr.tsv"),
+            ])
+            .flat_map(|(_, text)| lines(text).flat_map(|(_, l)| l.split_whitespace()))
+            .flat_map(|w| w.split(['=', '_', '|']))
+            .filter(|w| !w.is_empty());
+        let mut n = 0;
+        for w in all {
+            for form in [
+                w.to_string(),
+                format!("{w}s"),
+                format!("{w}ed"),
+                format!("{w}ing"),
+            ] {
+                let once = stem(&form);
+                assert_eq!(stem(once), once, "{form}");
+                n += 1;
+            }
+        }
+        assert!(n > 1000, "{n}");
+    }
+
+    #[test]
+    fn near_words() {
+        for (a, b, want) in [
+            ("colour", "color", true),
+            ("memroy", "memory", true),
+            ("parcel", "parcle", true),
+            ("parcel", "return", false),
+            ("son", "sun", false),
+            ("app", "application", true),
+            ("organisation", "organization", true),
+        ] {
+            assert_eq!(near(a, b), want, "{a} {b}");
+            assert_eq!(near(b, a), want, "{b} {a}");
+        }
+    }
+
+    /// Every list name in every table is known, every antonym pair fits the u128 masks and
+    /// no word is on both sides of one pair.
+    #[test]
+    fn tables_are_consistent() {
+        for text in [
+            include_str!("lang/en.tsv"),
+            include_str!("lang/de.tsv"),
+            include_str!("lang/es.tsv"),
+            include_str!("lang/fr.tsv"),
+            include_str!("lang/zh.tsv"),
+        ] {
+            for (name, list) in lines(text) {
+                assert!(LIST_NAMES.contains(&name), "{name}");
+                assert!(!list.trim().is_empty(), "{name}");
+            }
+        }
+        let en = &tables().en;
+        assert!(en.antonym_pairs <= 128);
+        for (w, (a, b)) in &en.antonym {
+            assert_eq!(a & b, 0, "{w} on both sides of a pair");
+        }
+        assert!(tables().zh.by_char && !tables().zh.negation.is_empty());
     }
 
     #[test]
@@ -1619,6 +1206,7 @@ mod tests {
                 "{s}"
             );
             assert!(Refusal::ALL[..i].iter().all(|o| o.as_str() != s), "{s}");
+            assert_eq!(Refusal::from_name(s), Some(*r));
         }
         assert_eq!(ALL, Refusal::ALL);
     }
@@ -1639,46 +1227,22 @@ mod tests {
     }
 
     #[test]
-    fn too_many_numbers_is_refused() {
-        let many = "1 ".repeat(MAX_ITEMS + 1);
-        assert_eq!(
-            check(&many, &many.replace("1 1", "1  1")),
-            Err(Refusal::Number)
-        );
-    }
-
-    /// Every antonym pair and entity word is reachable: a typo in the lists (a word on both
-    /// sides of a pair, or in two entity groups) would silently disable it.
-    #[test]
-    fn lists_are_consistent() {
-        assert!(ANTONYMS.len() <= 128, "side masks are u128");
-        for (a, b) in ANTONYMS {
-            for w in *a {
-                assert!(!b.contains(w), "{w} on both sides");
-            }
-        }
-        let mut seen = std::collections::HashSet::new();
-        for group in ENTITIES {
-            for w in *group {
-                assert!(seen.insert(*w), "{w} in two entity groups");
-            }
-        }
-        let lex = lexicon();
-        for w in ENTITIES.iter().flat_map(|g| g.iter()) {
-            assert_eq!(words(w).next(), Some(*w), "{w} is not one word");
-            assert!(lex.get(w).is_some());
-        }
+    fn skipping_a_rule_lets_its_pairs_through() {
+        let (q, s) = ("is shipping free", "is shipping not free");
+        assert_eq!(check(q, s), Err(Refusal::Negation));
+        assert_eq!(check_skipping(q, s, &[Refusal::Negation]), Ok(()));
     }
 
     /// Never panics, on anything: random strings over an alphabet dense in what the word
-    /// splitter and the guards look at, multi-byte characters included, raw and
-    /// normalized. Symmetric verdicts, and a question always matches itself.
+    /// splitter and the rules look at, multi-byte characters included, raw and normalized.
+    /// Symmetric verdicts, and a question always matches itself.
     #[test]
     fn hostile_inputs_never_panic() {
         let alphabet: &[&str] = &[
             "a", "9", " ", "'", ".", ",", "+", "#", "-", "n't", "not", "un", "re", "dis", "2fa",
-            "enable", "disable", "canada", "their", "é", "日", "\u{0301}", "\u{200B}", "💥",
-            "\u{0000}", "1,", ",1", "1.", ".1", "c+", "'s", "on", "off", "two",
+            "enable", "disable", "canada", "their", "é", "日", "不", "\u{0301}", "\u{200B}", "💥",
+            "\u{0000}", "1,", ",1", "1.", ".1", "c+", "'s", "on", "off", "two", "from", "to",
+            "than", "must", "have", "nicht", "der", "ä", "ñ", "0", "00.", "я",
         ];
         let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
         let mut next = || {
@@ -1697,16 +1261,10 @@ mod tests {
                 c.push_str(alphabet[(next() % alphabet.len() as u64) as usize]);
             }
             for (q, c) in [(q.clone(), c.clone()), (normalize(&q), normalize(&c))] {
-                let (a, b) = (check(&q, &c), check(&c, &q));
-                // Symmetric but for the query-adds-detail rule (content).
-                assert!(
-                    a == b || a == Err(Refusal::Content) || b == Err(Refusal::Content),
-                    "{q:?} vs {c:?}: {a:?} / {b:?}"
-                );
+                assert_eq!(check(&q, &c), check(&c, &q), "{q:?} vs {c:?}");
                 assert_eq!(check(&q, &q), Ok(()), "{q:?}");
             }
         }
-        // Arbitrary bytes made into text.
         for _ in 0..5_000 {
             let bytes: Vec<u8> = (0..(next() % 64)).map(|_| next() as u8).collect();
             let s = String::from_utf8_lossy(&bytes);
