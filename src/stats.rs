@@ -67,6 +67,30 @@ pub static SEMANTIC_STALE_INDEX: Counter = Counter::new();
 pub static EMBED_CALLS: Counter = Counter::new();
 pub static EMBED_ERRORS: Counter = Counter::new();
 pub static EMBED_TOKENS: Counter = Counter::new();
+// The verifier (`qa.semantic-verify`) and the audit (`qa.semantic-audit-rate`).
+/// Verifier HTTP calls (one per candidate asked for `llm`, one per miss for `rerank`).
+pub static VERIFY_CALLS: Counter = Counter::new();
+/// Misses whose verifier accepted a candidate (served unless its entry changed meanwhile).
+pub static VERIFY_ACCEPTED: Counter = Counter::new();
+/// Misses whose verifier refused every candidate (the backend was called).
+pub static VERIFY_REFUSED: Counter = Counter::new();
+/// Misses whose verifier failed: error, timeout, unreadable reply (the backend was called).
+pub static VERIFY_ERRORS: Counter = Counter::new();
+/// `llm` verification asked of a webhook backend, which cannot answer it (counted in errors).
+pub static VERIFY_UNSUPPORTED: Counter = Counter::new();
+pub static VERIFY_TOKENS_IN: Counter = Counter::new();
+pub static VERIFY_TOKENS_OUT: Counter = Counter::new();
+/// Audits started / that could not be started (no free worker) / that failed.
+pub static AUDIT_STARTED: Counter = Counter::new();
+pub static AUDIT_SKIPPED: Counter = Counter::new();
+pub static AUDIT_ERRORS: Counter = Counter::new();
+/// Audit HTTP calls (the fresh answer and the comparison), and their tokens.
+pub static AUDIT_CALLS: Counter = Counter::new();
+pub static AUDIT_TOKENS_IN: Counter = Counter::new();
+pub static AUDIT_TOKENS_OUT: Counter = Counter::new();
+/// Calibration steps, over every cache.
+pub static THRESHOLD_RAISED: Counter = Counter::new();
+pub static THRESHOLD_LOWERED: Counter = Counter::new();
 /// Matches refused by a guard, by `semantic::guard::ALL` position.
 pub static GUARD_REFUSED: [Counter; 16] = [const { Counter::new() }; 16];
 
@@ -300,6 +324,15 @@ fn semantic_index() -> (u64, u64, u64) {
     (n as u64, raw as u64, total as u64)
 }
 
+/// The share of agreeing audits (1 with none: nothing says otherwise yet).
+pub fn precision(agreed: u64, audited: u64) -> f64 {
+    if audited == 0 {
+        1.0
+    } else {
+        agreed.min(audited) as f64 / audited as f64
+    }
+}
+
 /// Writes the `# qa` INFO section.
 pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
     let (running, queued) = crate::worker::load();
@@ -356,6 +389,33 @@ pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .field("semantic_index_bytes", index_bytes)?
         .field("semantic_search_p50_us", search_percentiles().0)?
         .field("semantic_search_p99_us", search_percentiles().1)?;
+    let (audited, agreed, disagreed) = crate::semantic::audit::totals();
+    let (low, high) = crate::semantic::audit::wilson(agreed, audited);
+    b = b
+        .field("verify_calls", VERIFY_CALLS.get())?
+        .field("verify_accepted", VERIFY_ACCEPTED.get())?
+        .field("verify_refused", VERIFY_REFUSED.get())?
+        .field("verify_errors", VERIFY_ERRORS.get())?
+        .field("verify_unsupported", VERIFY_UNSUPPORTED.get())?
+        .field("verify_tokens_in", VERIFY_TOKENS_IN.get())?
+        .field("verify_tokens_out", VERIFY_TOKENS_OUT.get())?
+        .field("audit_started", AUDIT_STARTED.get())?
+        .field("audit_skipped", AUDIT_SKIPPED.get())?
+        .field("audit_errors", AUDIT_ERRORS.get())?
+        .field("audit_calls", AUDIT_CALLS.get())?
+        .field("audit_tokens_in", AUDIT_TOKENS_IN.get())?
+        .field("audit_tokens_out", AUDIT_TOKENS_OUT.get())?
+        .field("audited", audited)?
+        .field("audit_agreed", agreed)?
+        .field("audit_disagreed", disagreed)?
+        .field(
+            "audit_precision",
+            format!("{:.4}", precision(agreed, audited)).as_str(),
+        )?
+        .field("audit_precision_low", format!("{low:.4}").as_str())?
+        .field("audit_precision_high", format!("{high:.4}").as_str())?
+        .field("threshold_raised", THRESHOLD_RAISED.get())?
+        .field("threshold_lowered", THRESHOLD_LOWERED.get())?;
     for (r, counter) in crate::semantic::guard::ALL.iter().zip(&GUARD_REFUSED) {
         b = b.field(&format!("guard_refused_{}", r.as_str()), counter.get())?;
     }

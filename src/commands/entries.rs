@@ -249,7 +249,9 @@ pub(crate) extern "C" fn qa_stats(
             (stats::global(), None)
         };
         let (price_in, price_out) = config::with_strings(&context, |c| c.prices());
-        reply_stats(ctx, &figures, global, price_in, price_out);
+        let cache = (argc == 2).then(|| args.get(1));
+        let more = super::audit::stats_figures(&context, cache, (price_in, price_out));
+        reply_stats(ctx, &figures, global, price_in, price_out, &more);
         OK
     })
 }
@@ -262,6 +264,7 @@ unsafe fn reply_stats(
     tracked: Option<bool>,
     price_in: f64,
     price_out: f64,
+    figures: &[(&str, super::audit::Figure)],
 ) {
     let global = tracked.is_none();
     let ints: [(&str, u64); 12] = [
@@ -294,7 +297,10 @@ unsafe fn reply_stats(
         ("embed_tokens", stats::EMBED_TOKENS.get()),
     ];
     let extra = if global { globals.len() } else { 0 };
-    raw::reply_with_map(ctx, (ints.len() + 1 + extra + usize::from(!global)) as _);
+    raw::reply_with_map(
+        ctx,
+        (ints.len() + 1 + extra + usize::from(!global) + figures.len()) as _,
+    );
     if let Some(tracked) = tracked {
         reply_str(ctx, b"tracked");
         raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, i64::from(tracked));
@@ -309,4 +315,5 @@ unsafe fn reply_stats(
         ctx,
         format!("{:.6}", stats::money_saved(f, price_in, price_out)).as_bytes(),
     );
+    super::audit::reply_figures(ctx, figures);
 }

@@ -3,6 +3,7 @@
 //! every one runs inside [`guarded`] so no panic reaches Redis.
 
 pub mod args;
+pub mod audit;
 pub mod entries;
 pub mod get;
 
@@ -296,6 +297,17 @@ const COMMANDS: &[CommandDef] = &[
         complexity: "O(1), O(W log W) for the latency window",
         acl: "read",
         args: "?cache:string",
+    },
+    CommandDef {
+        name: "qa.audit",
+        handler: audit::qa_audit,
+        flags: "readonly",
+        arity: -2,
+        write: false,
+        summary: "Lists the latest audited semantic hits whose fresh answer disagreed",
+        complexity: "O(N) in the disagreements listed",
+        acl: "read",
+        args: "cache:key ?COUNT:integer",
     },
 ];
 
