@@ -671,10 +671,10 @@ fn run_semantic(job: Job, sem: SemanticJob) {
     // running (its flight and probe were released with it).
     loop {
         match verdict.recv() {
-            Ok(Back::Backend(job, blob)) => return run_backend(job, Some(blob)),
+            Ok(Back::Backend(check)) => return run_backend(check.job, Some(check.blob)),
             Ok(Back::Verify(check, hits)) => match verify_hits(*check, hits) {
                 Ok(check) => post_check(check),
-                Err((job, blob)) => return run_backend(job, Some(blob)),
+                Err(check) => return run_backend(check.job, Some(check.blob)),
             },
             Err(_) => return,
         }
@@ -689,8 +689,8 @@ fn post_check(check: Check) {
 
 /// Asks the verifier about the matches read back (best first). Accepted: the check that
 /// reads the winner back and serves it if its answer is still the one verified. Otherwise
-/// the job, for the backend call (which owns the flight from here).
-fn verify_hits(mut check: Check, hits: Vec<(Found, SemanticHit)>) -> Result<Check, (Job, Vec<u8>)> {
+/// the check, for the backend call with its job (which owns the flight from here).
+fn verify_hits(mut check: Check, hits: Vec<(Found, SemanticHit)>) -> Result<Check, Box<Check>> {
     let flight: FlightKey = (check.job.db, check.job.key.clone());
     let mut guard_flight = FlightGuard(Some(&flight));
     // Half the time left, as for the embedding: the other half is the backend's should the
@@ -721,19 +721,19 @@ fn verify_hits(mut check: Check, hits: Vec<(Found, SemanticHit)>) -> Result<Chec
                 check.flight = OwnedFlight(Some(flight.clone()));
                 Ok(check)
             }
-            None => Err((check.job, check.blob)),
+            None => Err(Box::new(check)),
         },
         verify::Verdict::Refused | verify::Verdict::Failed => {
             stats::SEMANTIC_NO_MATCH.bump();
-            Err((check.job, check.blob))
+            Err(Box::new(check))
         }
     }
 }
 
 /// What a [`Check`] sends back to its waiting worker.
 enum Back {
-    /// No match could be served: call the backend.
-    Backend(Job, Vec<u8>),
+    /// No match could be served: call the backend (the check no longer owns the flight).
+    Backend(Box<Check>),
     /// Verify these matches read back (best first) before one is served; the check no
     /// longer owns the flight.
     Verify(Box<Check>, Vec<(Found, SemanticHit)>),
@@ -817,7 +817,8 @@ impl Check {
         let Some(key) = self.flight.0.take() else {
             return;
         };
-        if self.back.send(Back::Backend(self.job, self.blob)).is_err() {
+        let back = self.back.clone();
+        if back.send(Back::Backend(Box::new(self))).is_err() {
             // The worker is gone (it cannot be while it waits): end the flight.
             drop(OwnedFlight(Some(key)));
         }
