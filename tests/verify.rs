@@ -188,13 +188,12 @@ fn llm_a_verifier_timeout_falls_back_to_the_backend_within_the_deadline() {
     let mut con = s.conn();
     set(&mut con, &["faq", Q, A]);
     b.set_judge(Reply::Hang);
-    let started = std::time::Instant::now();
+    // The verifier had half the time left; the backend answered within the rest (past the
+    // deadline the client would get the timeout error instead).
     assert_eq!(
         qa_get(&mut con, &["faq", PARAPHRASE]).unwrap(),
         fresh(PARAPHRASE)
     );
-    // The verifier had half the time left; the backend answered within the rest.
-    assert!(started.elapsed() < Duration::from_millis(2000));
     assert_eq!(info_field(&mut con, "verify_errors"), 1);
     assert_eq!(info_field(&mut con, "client_timeouts"), 0);
 }
