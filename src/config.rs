@@ -171,6 +171,53 @@ impl ConfigurationValue<BackendFormat> for FormatSetting {
     }
 }
 
+// In a module of its own: the macro imports a trait, which a second use in one module
+// would import twice.
+mod verify_mode {
+    redis_module::enum_configuration! {
+        /// The values of `qa.semantic-verify`: what checks a semantic match before it is
+        /// served.
+        #[allow(non_camel_case_types)]
+        #[derive(Debug, PartialEq, Eq, Copy)]
+        pub enum VerifyMode {
+            none = 0,
+            llm = 1,
+            rerank = 2,
+        }
+    }
+}
+pub use verify_mode::VerifyMode;
+
+/// `qa.semantic-verify`: none (the similarity gate and the guards decide), `llm` (the chat
+/// backend is asked yes or no) or `rerank` (a cross-encoder behind `qa.rerank-url`).
+pub struct VerifySetting {
+    pub name: &'static str,
+    pub default: VerifyMode,
+    value: AtomicI64,
+}
+
+pub static SEMANTIC_VERIFY: VerifySetting = VerifySetting {
+    name: "semantic-verify",
+    default: VerifyMode::none,
+    value: AtomicI64::new(VerifyMode::none as i64),
+};
+
+impl VerifySetting {
+    pub fn get(&self) -> VerifyMode {
+        VerifyMode::try_from(self.value.load(Ordering::Relaxed) as i32).unwrap_or(self.default)
+    }
+}
+
+impl ConfigurationValue<VerifyMode> for VerifySetting {
+    fn get(&self, _: &ConfigurationContext) -> VerifyMode {
+        self.get()
+    }
+    fn set(&self, _: &ConfigurationContext, val: VerifyMode) -> Result<(), RedisError> {
+        self.value.store(val as i64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
 /// Which string setting a [`StrSetting`] is.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum StrId {
@@ -184,6 +231,11 @@ pub enum StrId {
     EmbedUrl,
     EmbedModel,
     Threshold,
+    RerankUrl,
+    RerankModel,
+    VerifyThreshold,
+    AuditRate,
+    TargetPrecision,
 }
 
 /// A string setting: name (without `qa.`), default, and which field of [`Strings`] it is.
@@ -248,6 +300,37 @@ pub static SEMANTIC_THRESHOLD: StrSetting = StrSetting {
 };
 pub const DEFAULT_THRESHOLD: &str = "0.96";
 
+/// Where `qa.semantic-verify rerank` posts (`{url}/rerank`); the backend's key and CA file.
+pub static RERANK_URL: StrSetting = StrSetting {
+    name: "rerank-url",
+    default: "",
+    id: StrId::RerankUrl,
+};
+pub static RERANK_MODEL: StrSetting = StrSetting {
+    name: "rerank-model",
+    default: "rerank-v3.5",
+    id: StrId::RerankModel,
+};
+/// The least `relevance_score` a reranked match needs to be served.
+pub static SEMANTIC_VERIFY_THRESHOLD: StrSetting = StrSetting {
+    name: "semantic-verify-threshold",
+    default: "0.5",
+    id: StrId::VerifyThreshold,
+};
+/// The share of semantic hits audited: the backend is asked too, in the background, and its
+/// answer compared with the served one.
+pub static SEMANTIC_AUDIT_RATE: StrSetting = StrSetting {
+    name: "semantic-audit-rate",
+    default: "0.02",
+    id: StrId::AuditRate,
+};
+/// The precision each cache's effective threshold is calibrated to (0: off).
+pub static SEMANTIC_TARGET_PRECISION: StrSetting = StrSetting {
+    name: "semantic-target-precision",
+    default: "0",
+    id: StrId::TargetPrecision,
+};
+
 /// A price per million tokens: a finite, non-negative decimal.
 pub fn parse_price(v: &str) -> Option<f64> {
     let ok = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'.');
@@ -289,6 +372,11 @@ pub struct Strings {
     pub embed_url: String,
     pub embed_model: String,
     pub threshold: String,
+    pub rerank_url: String,
+    pub rerank_model: String,
+    pub verify_threshold: String,
+    pub audit_rate: String,
+    pub target_precision: String,
     pub default_prefix: Sha256,
 }
 
@@ -316,6 +404,11 @@ static STRINGS: LazyLock<RedisGILGuard<Strings>> = LazyLock::new(|| {
         embed_url: EMBED_URL.default.into(),
         embed_model: EMBED_MODEL.default.into(),
         threshold: SEMANTIC_THRESHOLD.default.into(),
+        rerank_url: RERANK_URL.default.into(),
+        rerank_model: RERANK_MODEL.default.into(),
+        verify_threshold: SEMANTIC_VERIFY_THRESHOLD.default.into(),
+        audit_rate: SEMANTIC_AUDIT_RATE.default.into(),
+        target_precision: SEMANTIC_TARGET_PRECISION.default.into(),
         default_prefix: keys::prefix_state(MODEL.default, SYSTEM_PROMPT.default),
     })
 });
@@ -338,14 +431,22 @@ impl StrSetting {
             StrId::EmbedUrl => s.embed_url.clone(),
             StrId::EmbedModel => s.embed_model.clone(),
             StrId::Threshold => s.threshold.clone(),
+            StrId::RerankUrl => s.rerank_url.clone(),
+            StrId::RerankModel => s.rerank_model.clone(),
+            StrId::VerifyThreshold => s.verify_threshold.clone(),
+            StrId::AuditRate => s.audit_rate.clone(),
+            StrId::TargetPrecision => s.target_precision.clone(),
         }
     }
 
     fn validate(&self, v: &str) -> Result<(), &'static str> {
         let ok = match self.id {
-            StrId::BackendUrl | StrId::EmbedUrl => valid_url(v),
-            StrId::Model | StrId::EmbedModel => valid_model(v),
-            StrId::Threshold => crate::semantic::parse_threshold(v).is_some(),
+            StrId::BackendUrl | StrId::EmbedUrl | StrId::RerankUrl => valid_url(v),
+            StrId::Model | StrId::EmbedModel | StrId::RerankModel => valid_model(v),
+            StrId::Threshold
+            | StrId::VerifyThreshold
+            | StrId::AuditRate
+            | StrId::TargetPrecision => crate::semantic::parse_threshold(v).is_some(),
             StrId::SystemPrompt => valid_system(v),
             StrId::PriceIn | StrId::PriceOut => parse_price(v).is_some(),
             StrId::ApiKeyFile | StrId::CaFile => valid_path(v),
@@ -354,9 +455,12 @@ impl StrSetting {
             Ok(())
         } else {
             Err(match self.id {
-                StrId::BackendUrl | StrId::EmbedUrl => error::CFG_URL,
-                StrId::Model | StrId::EmbedModel => error::CFG_MODEL,
-                StrId::Threshold => error::CFG_THRESHOLD,
+                StrId::BackendUrl | StrId::EmbedUrl | StrId::RerankUrl => error::CFG_URL,
+                StrId::Model | StrId::EmbedModel | StrId::RerankModel => error::CFG_MODEL,
+                StrId::Threshold
+                | StrId::VerifyThreshold
+                | StrId::AuditRate
+                | StrId::TargetPrecision => error::CFG_THRESHOLD,
                 StrId::PriceIn | StrId::PriceOut => error::CFG_PRICE,
                 StrId::ApiKeyFile | StrId::CaFile => error::CFG_PATH,
                 StrId::SystemPrompt => error::CFG_SYSTEM,
@@ -389,6 +493,11 @@ impl ConfigurationValue<RedisString> for StrSetting {
                 StrId::EmbedUrl => s.embed_url = v,
                 StrId::EmbedModel => s.embed_model = v,
                 StrId::Threshold => s.threshold = v,
+                StrId::RerankUrl => s.rerank_url = v,
+                StrId::RerankModel => s.rerank_model = v,
+                StrId::VerifyThreshold => s.verify_threshold = v,
+                StrId::AuditRate => s.audit_rate = v,
+                StrId::TargetPrecision => s.target_precision = v,
             }
             if matches!(self.id, StrId::Model | StrId::SystemPrompt) {
                 s.default_prefix = keys::prefix_state(&s.model, &s.system_prompt);
@@ -427,6 +536,17 @@ pub struct SemanticSettings {
     pub embed_model: String,
     pub threshold: f32,
     pub guards: bool,
+    /// The check after the index search (`qa.semantic-verify`).
+    pub verify: VerifyMode,
+    /// Where `rerank` posts (`qa.rerank-url`), with the backend's key, CA file and timeouts.
+    pub rerank: CallSettings,
+    pub rerank_model: String,
+    /// The least `relevance_score` a reranked match needs.
+    pub verify_threshold: f32,
+    /// The share of semantic hits audited (`qa.semantic-audit-rate`).
+    pub audit_rate: f64,
+    /// `qa.semantic-target-precision` (0: no calibration).
+    pub target_precision: f64,
 }
 
 pub fn semantic_settings<G: RedisLockIndicator>(
@@ -440,6 +560,23 @@ pub fn semantic_settings<G: RedisLockIndicator>(
             crate::semantic::parse_threshold(&s.threshold),
         )
     });
+    let decimal = |v: &str, default: &str| {
+        crate::semantic::parse_threshold(v)
+            .or_else(|| crate::semantic::parse_threshold(default))
+            .unwrap_or(0.0)
+    };
+    let (rerank_url, rerank_model, verify_threshold, audit_rate, target_precision) =
+        with_strings(ctx, |s| {
+            (
+                s.rerank_url.clone(),
+                s.rerank_model.clone(),
+                decimal(&s.verify_threshold, SEMANTIC_VERIFY_THRESHOLD.default),
+                decimal(&s.audit_rate, SEMANTIC_AUDIT_RATE.default),
+                decimal(&s.target_precision, SEMANTIC_TARGET_PRECISION.default),
+            )
+        });
+    let mut rerank = backend.clone();
+    rerank.url = rerank_url;
     let mut embed = backend.clone();
     if !url.is_empty() {
         embed.url = url;
@@ -456,6 +593,12 @@ pub fn semantic_settings<G: RedisLockIndicator>(
             .or_else(|| crate::semantic::parse_threshold(DEFAULT_THRESHOLD))
             .unwrap_or(1.0),
         guards: SEMANTIC_GUARDS.get(),
+        verify: SEMANTIC_VERIFY.get(),
+        rerank,
+        rerank_model,
+        verify_threshold,
+        audit_rate: audit_rate as f64,
+        target_precision: target_precision as f64,
     }
 }
 

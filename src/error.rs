@@ -15,6 +15,7 @@ pub const ANSWER_EMPTY: &str = "ERR answer is empty";
 pub const ANSWER_TOO_LONG: &str = "ERR answer is longer than qa.max-answer-bytes";
 pub const STATS_ARITY: &str = "ERR QA.STATS takes at most one cache name";
 pub const RESETSTATS_ARITY: &str = "ERR QA.RESETSTATS takes at most one cache name";
+pub const AUDIT_COUNT: &str = "ERR COUNT must be an integer between 1 and 32";
 pub const CFG_PRICE: &str = "must be a non-negative decimal number, e.g. 0.15";
 pub const OPTION_TWICE: &str = "ERR option given twice";
 pub const CACHE_EMPTY: &str = "ERR cache name is empty";

@@ -85,6 +85,11 @@ mod module {
                 [EMBED_URL.name, &EMBED_URL, EMBED_URL.default, ConfigurationFlags::DEFAULT, None],
                 [EMBED_MODEL.name, &EMBED_MODEL, EMBED_MODEL.default, ConfigurationFlags::DEFAULT, None],
                 [SEMANTIC_THRESHOLD.name, &SEMANTIC_THRESHOLD, SEMANTIC_THRESHOLD.default, ConfigurationFlags::DEFAULT, None],
+                [RERANK_URL.name, &RERANK_URL, RERANK_URL.default, ConfigurationFlags::DEFAULT, None],
+                [RERANK_MODEL.name, &RERANK_MODEL, RERANK_MODEL.default, ConfigurationFlags::DEFAULT, None],
+                [SEMANTIC_VERIFY_THRESHOLD.name, &SEMANTIC_VERIFY_THRESHOLD, SEMANTIC_VERIFY_THRESHOLD.default, ConfigurationFlags::DEFAULT, None],
+                [SEMANTIC_AUDIT_RATE.name, &SEMANTIC_AUDIT_RATE, SEMANTIC_AUDIT_RATE.default, ConfigurationFlags::DEFAULT, None],
+                [SEMANTIC_TARGET_PRECISION.name, &SEMANTIC_TARGET_PRECISION, SEMANTIC_TARGET_PRECISION.default, ConfigurationFlags::DEFAULT, None],
             ],
             bool: [
                 [CACHE_TRUNCATED.name, &CACHE_TRUNCATED, CACHE_TRUNCATED.default, ConfigurationFlags::DEFAULT, None],
@@ -93,6 +98,7 @@ mod module {
             ],
             enum: [
                 [BACKEND_FORMAT.name, &BACKEND_FORMAT, BACKEND_FORMAT.default, ConfigurationFlags::DEFAULT, None],
+                [SEMANTIC_VERIFY.name, &SEMANTIC_VERIFY, SEMANTIC_VERIFY.default, ConfigurationFlags::DEFAULT, None],
             ],
             module_args_as_configuration: true,
         ]

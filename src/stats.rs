@@ -81,6 +81,30 @@ pub static SEMANTIC_STALE_INDEX: Counter = Counter::new();
 pub static EMBED_CALLS: Counter = Counter::new();
 pub static EMBED_ERRORS: Counter = Counter::new();
 pub static EMBED_TOKENS: Counter = Counter::new();
+// The verifier (`qa.semantic-verify`) and the audit (`qa.semantic-audit-rate`).
+/// Verifier HTTP calls (one per candidate asked for `llm`, one per miss for `rerank`).
+pub static VERIFY_CALLS: Counter = Counter::new();
+/// Misses whose verifier accepted a candidate (served unless its entry changed meanwhile).
+pub static VERIFY_ACCEPTED: Counter = Counter::new();
+/// Misses whose verifier refused every candidate (the backend was called).
+pub static VERIFY_REFUSED: Counter = Counter::new();
+/// Misses whose verifier failed: error, timeout, unreadable reply (the backend was called).
+pub static VERIFY_ERRORS: Counter = Counter::new();
+/// `llm` verification asked of a webhook backend, which cannot answer it (counted in errors).
+pub static VERIFY_UNSUPPORTED: Counter = Counter::new();
+pub static VERIFY_TOKENS_IN: Counter = Counter::new();
+pub static VERIFY_TOKENS_OUT: Counter = Counter::new();
+/// Audits started / that could not be started (no free worker) / that failed.
+pub static AUDIT_STARTED: Counter = Counter::new();
+pub static AUDIT_SKIPPED: Counter = Counter::new();
+pub static AUDIT_ERRORS: Counter = Counter::new();
+/// Audit HTTP calls (the fresh answer and the comparison), and their tokens.
+pub static AUDIT_CALLS: Counter = Counter::new();
+pub static AUDIT_TOKENS_IN: Counter = Counter::new();
+pub static AUDIT_TOKENS_OUT: Counter = Counter::new();
+/// Calibration steps, over every cache.
+pub static THRESHOLD_RAISED: Counter = Counter::new();
+pub static THRESHOLD_LOWERED: Counter = Counter::new();
 /// Matches refused by a guard, by `semantic::guard::ALL` position.
 pub static GUARD_REFUSED: [Counter; 16] = [const { Counter::new() }; 16];
 
@@ -278,7 +302,7 @@ pub static KEYSPACE_EVENTS: Counter = Counter::new();
 pub static ERRORS_BY_KIND: [Counter; 9] = [const { Counter::new() }; 9];
 
 /// Every counter of this module, for [`reset_all`]. A new counter goes here too.
-static ALL_COUNTERS: [&Counter; 27] = [
+static ALL_COUNTERS: [&Counter; 42] = [
     &HITS,
     &MISSES,
     &COALESCED,
@@ -306,6 +330,21 @@ static ALL_COUNTERS: [&Counter; 27] = [
     &TRUNCATED,
     &NOT_STORED,
     &KEYSPACE_EVENTS,
+    &VERIFY_CALLS,
+    &VERIFY_ACCEPTED,
+    &VERIFY_REFUSED,
+    &VERIFY_ERRORS,
+    &VERIFY_UNSUPPORTED,
+    &VERIFY_TOKENS_IN,
+    &VERIFY_TOKENS_OUT,
+    &AUDIT_STARTED,
+    &AUDIT_SKIPPED,
+    &AUDIT_ERRORS,
+    &AUDIT_CALLS,
+    &AUDIT_TOKENS_IN,
+    &AUDIT_TOKENS_OUT,
+    &THRESHOLD_RAISED,
+    &THRESHOLD_LOWERED,
 ];
 
 /// Zeroes every counter: the global ones, every cache's figures (the caches keep their
@@ -334,6 +373,15 @@ pub fn reset_cache<G: RedisLockIndicator>(ctx: &G, cache: &[u8]) {
         if let Some(s) = slots.stats.get_mut(i) {
             *s = CacheStats::default();
         }
+    }
+}
+
+/// The share of agreeing audits (1 with none: nothing says otherwise yet).
+pub fn precision(agreed: u64, audited: u64) -> f64 {
+    if audited == 0 {
+        1.0
+    } else {
+        agreed.min(audited) as f64 / audited as f64
     }
 }
 

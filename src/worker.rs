@@ -16,8 +16,9 @@ use crate::blocked::SemanticHit;
 use crate::blocked::{Outcome, Waiter};
 use crate::flight::{Joined, SingleFlight};
 use crate::pool::{Pool, QueueFull};
+use crate::semantic::calibrate;
 use crate::semantic::index::{Found, ScopeKey};
-use crate::semantic::{self, guard, upkeep};
+use crate::semantic::{self, audit, guard, upkeep, verify};
 use crate::{config, entry, generation, mainthread, normalize, stats};
 
 /// Everything one backend call needs, copied on the main thread when the miss is seen.
@@ -625,7 +626,13 @@ fn run_semantic(job: Job, sem: SemanticJob) {
         guard_flight.0 = None;
         return run_backend(job, Some(blob));
     }
-    let found = upkeep::search(&sem.scope, &v, sem.settings.threshold, 4 * MAX_CANDIDATES);
+    // The cache's calibrated threshold when a target precision is set (see semantic::audit).
+    let threshold = audit::threshold(
+        &job.cache,
+        sem.settings.threshold,
+        sem.settings.target_precision,
+    );
+    let found = upkeep::search(&sem.scope, &v, threshold, 4 * MAX_CANDIDATES);
     let mut accepted = Vec::new();
     for f in found {
         if sem.settings.guards {
@@ -657,15 +664,81 @@ fn run_semantic(job: Job, sem: SemanticJob) {
         candidates: accepted,
         blob,
         back,
+        settings: sem.settings,
+        threshold,
+        verified: None,
     };
+    post_check(check);
+    // Nothing comes back when a match was served, or when the task was dropped without
+    // running (its flight and probe were released with it).
+    loop {
+        match verdict.recv() {
+            Ok(Back::Backend(check)) => return run_backend(check.job, Some(check.blob)),
+            Ok(Back::Verify(check, hits)) => match verify_hits(*check, hits) {
+                Ok(check) => post_check(check),
+                Err(check) => return run_backend(check.job, Some(check.blob)),
+            },
+            Err(_) => return,
+        }
+    }
+}
+
+fn post_check(check: Check) {
     if let Err(task) = mainthread::post(Box::new(move |ctx| check.run(ctx))) {
         drop(task);
     }
-    // Nothing comes back when a match was served, or when the task was dropped without
-    // running (its flight and probe were released with it).
-    if let Ok((job, blob)) = verdict.recv() {
-        run_backend(job, Some(blob));
+}
+
+/// Asks the verifier about the matches read back (best first). Accepted: the check that
+/// reads the winner back and serves it if its answer is still the one verified. Otherwise
+/// the check, for the backend call with its job (which owns the flight from here).
+fn verify_hits(mut check: Check, hits: Vec<(Found, SemanticHit)>) -> Result<Check, Box<Check>> {
+    let flight: FlightKey = (check.job.db, check.job.key.clone());
+    let mut guard_flight = FlightGuard(Some(&flight));
+    // Half the time left, as for the embedding: the other half is the backend's should the
+    // verifier refuse or fail.
+    let left = check.job.deadline.saturating_duration_since(Instant::now());
+    let deadline = Instant::now() + left / 2;
+    let candidates: Vec<verify::Candidate<'_>> = hits
+        .iter()
+        .map(|(_, h)| verify::Candidate {
+            question: &h.matched,
+            answer: &h.answer,
+        })
+        .collect();
+    let verdict = verify::verify(
+        &check.settings,
+        &check.job.settings,
+        &check.job.request.model,
+        &check.job.request.question,
+        &candidates,
+        deadline,
+    );
+    guard_flight.0 = None;
+    match verdict {
+        verify::Verdict::Accepted(i) => match hits.into_iter().nth(i) {
+            Some((found, hit)) => {
+                check.candidates = vec![found];
+                check.verified = Some(hit.answer);
+                check.flight = OwnedFlight(Some(flight.clone()));
+                Ok(check)
+            }
+            None => Err(Box::new(check)),
+        },
+        verify::Verdict::Refused | verify::Verdict::Failed => {
+            stats::SEMANTIC_NO_MATCH.bump();
+            Err(Box::new(check))
+        }
     }
+}
+
+/// What a [`Check`] sends back to its waiting worker.
+enum Back {
+    /// No match could be served: call the backend (the check no longer owns the flight).
+    Backend(Box<Check>),
+    /// Verify these matches read back (best first) before one is served; the check no
+    /// longer owns the flight.
+    Verify(Box<Check>, Vec<(Found, SemanticHit)>),
 }
 
 /// Semantic matches to read back on the main thread before one is served.
@@ -675,15 +748,33 @@ struct Check {
     scope: [u8; 16],
     candidates: Vec<Found>,
     blob: Vec<u8>,
-    /// Where the job goes back to its worker when no match could be served.
-    back: std::sync::mpsc::SyncSender<(Job, Vec<u8>)>,
+    /// Where the job goes back to its worker when no match could be served, or to be
+    /// verified.
+    back: std::sync::mpsc::SyncSender<Back>,
+    settings: config::SemanticSettings,
+    /// The similarity threshold the search used (the cache's calibrated one).
+    threshold: f32,
+    /// Set after the verifier accepted the one candidate left: the answer it saw.
+    verified: Option<String>,
 }
 
 impl Check {
     fn run(mut self, ctx: &redis_module::Context) {
         unsafe { redis_module::raw::RedisModule_SelectDb.unwrap()(ctx.ctx, self.job.db) };
+        let verifying = self.settings.verify != config::VerifyMode::none && self.verified.is_none();
+        let mut readable = Vec::new();
         for c in std::mem::take(&mut self.candidates) {
-            match unsafe { read_match(ctx.ctx, &c, &self.scope) } {
+            let read = unsafe { read_match(ctx.ctx, &c, &self.scope) }.filter(|(hit, _)| {
+                // Verified, then changed (QA.SET of the same question): not what was verified.
+                self.verified.as_ref().is_none_or(|v| *v == hit.answer)
+            });
+            match read {
+                Some((hit, _)) if verifying => {
+                    readable.push((c, hit));
+                    if readable.len() == verify::TOP {
+                        break;
+                    }
+                }
                 Some((hit, saved)) => {
                     stats::SEMANTIC_HITS.bump();
                     stats::TOKENS_IN_SAVED.add(saved.0);
@@ -697,7 +788,11 @@ impl Check {
                     });
                     // The breaker's probe never reached the backend: another miss probes.
                     drop(self.job.probe.take());
+                    let audit = self.audit_of(&hit);
                     self.flight.finish(&Arc::new(Outcome::Semantic(hit)));
+                    if let Some(audit) = audit {
+                        start_audit(audit);
+                    }
                     return;
                 }
                 None => {
@@ -706,16 +801,137 @@ impl Check {
                 }
             }
         }
+        if !readable.is_empty() {
+            // To the worker for the verifier (HTTP never runs here), which owns the flight
+            // from here.
+            let Some(key) = self.flight.0.take() else {
+                return;
+            };
+            let back = self.back.clone();
+            if back.send(Back::Verify(Box::new(self), readable)).is_err() {
+                drop(OwnedFlight(Some(key)));
+            }
+            return;
+        }
         // Every match was gone or changed: back to the waiting worker for the backend call,
         // which owns the flight from here.
         stats::SEMANTIC_NO_MATCH.bump();
         let Some(key) = self.flight.0.take() else {
             return;
         };
-        if self.back.send((self.job, self.blob)).is_err() {
+        let back = self.back.clone();
+        if back.send(Back::Backend(Box::new(self))).is_err() {
             // The worker is gone (it cannot be while it waits): end the flight.
             drop(OwnedFlight(Some(key)));
         }
+    }
+}
+
+impl Check {
+    /// Whether this hit is audited (`qa.semantic-audit-rate`), and what the audit needs.
+    fn audit_of(&self, hit: &SemanticHit) -> Option<Audit> {
+        let rate = self.settings.audit_rate;
+        if rate <= 0.0 || (rate < 1.0 && random() >= rate) {
+            return None;
+        }
+        Some(Audit {
+            cache: self.job.cache.clone(),
+            request: self.job.request.clone(),
+            settings: self.job.settings.clone(),
+            served: hit.answer.clone(),
+            matched: hit.matched.clone(),
+            similarity: hit.similarity,
+            served_at: self.threshold,
+            base: self.settings.threshold,
+            target: self.settings.target_precision,
+            timeout: Duration::from_millis(self.job.timeout_ms),
+        })
+    }
+}
+
+/// A random number in `[0, 1)` (the std hasher's keys are random per `RandomState`).
+fn random() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A semantic hit to audit: the backend is asked the query (nothing stored) and its answer
+/// compared with the served one, after the client has its reply.
+struct Audit {
+    cache: Vec<u8>,
+    request: crate::backend::Request,
+    settings: CallSettings,
+    served: String,
+    matched: String,
+    similarity: f32,
+    served_at: f32,
+    base: f32,
+    target: f64,
+    timeout: Duration,
+}
+
+/// Runs `audit` on a free worker, if there is one (audits never queue ahead of misses) and
+/// the backend is not refused by the breaker.
+fn start_audit(audit: Audit) {
+    if breaker_open() {
+        stats::AUDIT_SKIPPED.bump();
+        return;
+    }
+    let max_inflight = config::MAX_INFLIGHT.get().max(1) as usize;
+    if pool()
+        .submit(Box::new(move || run_audit(audit)), max_inflight, 0)
+        .is_err()
+    {
+        stats::AUDIT_SKIPPED.bump();
+        return;
+    }
+    stats::AUDIT_STARTED.bump();
+}
+
+fn run_audit(a: Audit) {
+    let deadline = Instant::now() + a.timeout;
+    stats::AUDIT_CALLS.bump();
+    let fresh = match http::call(&a.settings, &a.request, deadline).0 {
+        Ok(fresh) => fresh,
+        Err(_) => {
+            stats::AUDIT_ERRORS.bump();
+            return;
+        }
+    };
+    stats::AUDIT_TOKENS_IN.add(fresh.tokens_in.unwrap_or(0));
+    stats::AUDIT_TOKENS_OUT.add(fresh.tokens_out.unwrap_or(0));
+    let Some(agreed) = verify::answers_agree(
+        &a.settings,
+        &a.request.model,
+        &a.request.question,
+        &a.served,
+        &fresh.text,
+        deadline,
+    ) else {
+        stats::AUDIT_ERRORS.bump();
+        return;
+    };
+    let disagreement = (!agreed).then(|| audit::Disagreement {
+        query: audit::truncate(&a.request.question),
+        matched: audit::truncate(&a.matched),
+        similarity: a.similarity,
+        served: audit::truncate(&a.served),
+        fresh: audit::truncate(&fresh.text),
+        at_ms: entry::now_ms(),
+    });
+    match audit::record(
+        &a.cache,
+        disagreement,
+        a.served_at,
+        a.base,
+        a.target,
+        Instant::now(),
+    ) {
+        calibrate::Change::Raised => stats::THRESHOLD_RAISED.bump(),
+        calibrate::Change::Lowered => stats::THRESHOLD_LOWERED.bump(),
+        calibrate::Change::Kept | calibrate::Change::Ignored => {}
     }
 }
 

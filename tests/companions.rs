@@ -746,6 +746,7 @@ fn every_command_has_docs_and_key_metadata() {
         ),
         ("qa.invalidate", &["cache"], Some("RW")),
         ("qa.stats", &["cache"], None),
+        ("qa.audit", &["cache", "count"], Some("RO")),
     ];
     for (name, args, key_flag) in rows {
         let docs = format!("{:?}", cmd(&mut con, &["COMMAND", "DOCS", name]).unwrap());

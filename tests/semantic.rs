@@ -40,10 +40,18 @@ fn set(con: &mut redis::Connection, args: &[&str]) {
     assert_eq!(ok, "OK");
 }
 
-/// A server with the semantic tier on, chat and embeddings from `b`.
+/// A server with the semantic tier on, chat and embeddings from `b`; no audits (they call the
+/// backend at random, see tests/verify.rs).
 fn semantic_server(b: &Backend, extra: &[&str]) -> Server {
     let url = b.url();
-    let mut args = vec!["--qa.backend-url", &url, "--qa.semantic", "yes"];
+    let mut args = vec![
+        "--qa.backend-url",
+        &url,
+        "--qa.semantic",
+        "yes",
+        "--qa.semantic-audit-rate",
+        "0",
+    ];
     args.extend_from_slice(extra);
     Server::start(&args)
 }
@@ -101,7 +109,7 @@ fn a_paraphrase_is_served_from_the_stored_entry_with_its_similarity() {
 fn off_by_default_and_exact_turns_it_off_per_call() {
     let b = Backend::start(Duration::ZERO);
     let url = b.url();
-    let s = Server::start(&["--qa.backend-url", &url]);
+    let s = Server::start(&["--qa.backend-url", &url, "--qa.semantic-audit-rate", "0"]);
     let mut con = s.conn();
     set(&mut con, &["faq", Q, A]);
     assert_eq!(

@@ -8,7 +8,9 @@ pub mod anthropic;
 pub mod breaker;
 pub mod embed;
 pub mod http;
+pub mod judge;
 pub mod openai;
+pub mod rerank;
 pub mod retry;
 pub mod webhook;
 

@@ -90,6 +90,37 @@ pub fn info(ctx: &InfoContext, for_crash_report: bool) -> RedisResult<()> {
         .field("semantic_index_bytes", index_bytes as u64)?
         .field("semantic_search_p50_us", search_p50)?
         .field("semantic_search_p99_us", search_p99)?;
+    let (audited, agreed, disagreed) = if gauges {
+        crate::semantic::audit::totals()
+    } else {
+        (0, 0, 0)
+    };
+    let (low, high) = crate::semantic::audit::wilson(agreed, audited);
+    b = b
+        .field("verify_calls", stats::VERIFY_CALLS.get())?
+        .field("verify_accepted", stats::VERIFY_ACCEPTED.get())?
+        .field("verify_refused", stats::VERIFY_REFUSED.get())?
+        .field("verify_errors", stats::VERIFY_ERRORS.get())?
+        .field("verify_unsupported", stats::VERIFY_UNSUPPORTED.get())?
+        .field("verify_tokens_in", stats::VERIFY_TOKENS_IN.get())?
+        .field("verify_tokens_out", stats::VERIFY_TOKENS_OUT.get())?
+        .field("audit_started", stats::AUDIT_STARTED.get())?
+        .field("audit_skipped", stats::AUDIT_SKIPPED.get())?
+        .field("audit_errors", stats::AUDIT_ERRORS.get())?
+        .field("audit_calls", stats::AUDIT_CALLS.get())?
+        .field("audit_tokens_in", stats::AUDIT_TOKENS_IN.get())?
+        .field("audit_tokens_out", stats::AUDIT_TOKENS_OUT.get())?
+        .field("audited", audited)?
+        .field("audit_agreed", agreed)?
+        .field("audit_disagreed", disagreed)?
+        .field(
+            "audit_precision",
+            format!("{:.4}", stats::precision(agreed, audited)).as_str(),
+        )?
+        .field("audit_precision_low", format!("{low:.4}").as_str())?
+        .field("audit_precision_high", format!("{high:.4}").as_str())?
+        .field("threshold_raised", stats::THRESHOLD_RAISED.get())?
+        .field("threshold_lowered", stats::THRESHOLD_LOWERED.get())?;
     for r in semantic::guard::ALL {
         let n = stats::GUARD_REFUSED
             .get(r.counter_index())
@@ -140,7 +171,8 @@ pub(crate) extern "C" fn qa_stats(
             None => (stats::global(), None),
         };
         let (price_in, price_out) = config::with_strings(&context, |c| c.prices());
-        reply_stats(ctx, &figures, tracked, price_in, price_out);
+        let more = super::audit::stats_figures(&context, cache, (price_in, price_out));
+        reply_stats(ctx, &figures, tracked, price_in, price_out, &more);
         OK
     })
 }
@@ -179,6 +211,7 @@ unsafe fn reply_stats(
     tracked: Option<bool>,
     price_in: f64,
     price_out: f64,
+    figures: &[(&str, super::audit::Figure)],
 ) {
     let global = tracked.is_none();
     let ints: [(&str, u64); 12] = [
@@ -212,7 +245,10 @@ unsafe fn reply_stats(
     ];
     let extra = if global { globals.len() } else { 0 };
     super::replied();
-    raw::reply_with_map(ctx, (ints.len() + 1 + extra + usize::from(!global)) as _);
+    raw::reply_with_map(
+        ctx,
+        (ints.len() + 1 + extra + usize::from(!global) + figures.len()) as _,
+    );
     for (name, v) in ints.iter().chain(globals.iter().take(extra)) {
         reply_str(ctx, name.as_bytes());
         raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, *v as i64);
@@ -223,6 +259,7 @@ unsafe fn reply_stats(
         ctx,
         format!("{:.6}", stats::money_saved(f, price_in, price_out)).as_bytes(),
     );
+    super::audit::reply_figures(ctx, figures);
     if let Some(tracked) = tracked {
         reply_str(ctx, b"tracked");
         raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, i64::from(tracked));

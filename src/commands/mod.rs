@@ -3,6 +3,7 @@
 //! every one runs inside [`guarded`] so no panic reaches Redis.
 
 pub mod args;
+pub mod audit;
 pub mod entries;
 pub mod get;
 pub mod info;
@@ -329,6 +330,17 @@ const COMMANDS: &[CommandDef] = &[
         complexity: "O(1) for a cache, O(N) in the caches counted without one",
         acl: "admin dangerous",
         args: "?cache:string",
+    },
+    CommandDef {
+        name: "qa.audit",
+        handler: audit::qa_audit,
+        flags: "readonly",
+        arity: -2,
+        write: false,
+        summary: "Lists the latest audited semantic hits whose fresh answer disagreed",
+        complexity: "O(N) in the disagreements listed",
+        acl: "read",
+        args: "cache:key ?COUNT:integer",
     },
 ];
 

@@ -6,9 +6,12 @@
 //! [`upkeep`]. A match must clear `qa.semantic-threshold` and every [`guard`], and is checked
 //! against the entry itself before it is served (see `worker`).
 
+pub mod audit;
+pub mod calibrate;
 pub mod guard;
 pub mod index;
 pub mod upkeep;
+pub mod verify;
 
 use sha2::{Digest, Sha256};
 

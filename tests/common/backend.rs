@@ -7,7 +7,10 @@
 //! counts calls, records what it was sent (headers and body), and can be told to misbehave:
 //! error statuses with headers, garbage, hanging, resetting the connection, oversized and
 //! truncated replies. A queue of one-shot replies ([`Backend::push`]) goes before the
-//! default reply ([`Backend::set_reply`]).
+//! default reply ([`Backend::set_reply`]). Yes/no questions (chat requests with a tiny
+//! `max_tokens`: the semantic verifier's and the audit's) have a queue and a default of their
+//! own ([`Backend::push_judge`], [`Backend::set_judge`]; "yes" by default), and
+//! `.../rerank` scores documents by the cosine of the stand-in embeddings.
 
 #![allow(dead_code)]
 
@@ -40,7 +43,14 @@ pub enum Reply {
     Oversized(usize),
     /// 200 with a body of this many bytes and no `Content-Length` (ends at close).
     OversizedUndeclared(usize),
+    /// A well-formed chat reply in the format of the request's path whose text is this
+    /// (for the verifier's and the audit's yes/no questions).
+    Says(String),
 }
+
+/// `max_tokens` at or under this marks a chat request as a yes/no question (the verifier's or
+/// the audit's): it is answered from the judge's queue, see [`Backend::push_judge`].
+pub const JUDGE_MAX_TOKENS: u64 = 16;
 
 /// One request as received.
 #[derive(Clone, Debug)]
@@ -70,6 +80,8 @@ pub struct Shared {
     reply: Mutex<Reply>,
     queue: Mutex<VecDeque<Reply>>,
     requests: Mutex<Vec<Recorded>>,
+    judge: Mutex<Reply>,
+    judge_queue: Mutex<VecDeque<Reply>>,
 }
 
 #[derive(Clone)]
@@ -142,6 +154,8 @@ impl Backend {
             reply: Mutex::new(Reply::Answer),
             queue: Mutex::new(VecDeque::new()),
             requests: Mutex::new(Vec::new()),
+            judge: Mutex::new(Reply::Says("yes".into())),
+            judge_queue: Mutex::new(VecDeque::new()),
         });
         let s = Arc::clone(&shared);
         let is_tls = tls.is_some();
@@ -202,6 +216,35 @@ impl Backend {
         self.shared.queue.lock().unwrap().extend(replies);
     }
 
+    /// The reply to every yes/no question (a chat request with a tiny `max_tokens`) once
+    /// the judge's queue is empty; `Says("yes")` at start.
+    pub fn set_judge(&self, r: Reply) {
+        *self.shared.judge.lock().unwrap() = r;
+    }
+
+    /// Replies to the next yes/no questions, one each, in order. They never consume the
+    /// queue of [`push`](Self::push).
+    pub fn push_judge(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.shared.judge_queue.lock().unwrap().extend(replies);
+    }
+
+    /// The yes/no questions received, in order.
+    pub fn judge_requests(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| {
+                r.body["max_tokens"]
+                    .as_u64()
+                    .is_some_and(|m| m <= JUDGE_MAX_TOKENS)
+            })
+            .collect()
+    }
+
+    /// The base URL for `qa.rerank-url` (the server answers `POST .../rerank`).
+    pub fn rerank_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.requests.lock().unwrap().clone()
     }
@@ -260,12 +303,22 @@ fn serve<S: Read + Write>(conn: S, raw: &TcpStream, s: &Shared) -> std::io::Resu
         raw_body,
         at: Instant::now(),
     });
-    let reply = s
-        .queue
-        .lock()
-        .unwrap()
-        .pop_front()
-        .unwrap_or_else(|| s.reply.lock().unwrap().clone());
+    let judged = body["max_tokens"]
+        .as_u64()
+        .is_some_and(|m| m <= JUDGE_MAX_TOKENS);
+    let reply = if judged {
+        s.judge_queue
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| s.judge.lock().unwrap().clone())
+    } else {
+        s.queue
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| s.reply.lock().unwrap().clone())
+    };
     std::thread::sleep(Duration::from_millis(
         s.delay_ms.load(Ordering::SeqCst) as u64
     ));
@@ -282,6 +335,7 @@ fn serve<S: Read + Write>(conn: S, raw: &TcpStream, s: &Shared) -> std::io::Resu
         Reply::Status(code, text) => (code, Vec::new(), text),
         Reply::StatusWith(code, headers, text) => (code, headers, text),
         Reply::Raw(text) => (200, Vec::new(), text),
+        Reply::Says(text) => (200, Vec::new(), says(&path, &body, &text)),
         Reply::Hang => {
             std::thread::sleep(Duration::from_secs(60));
             return Ok(());
@@ -350,6 +404,38 @@ fn reset(conn: &TcpStream) {
     // Closing the last descriptor (the caller's) now sends RST instead of FIN.
 }
 
+/// A chat reply saying `text` in the format of `path` (Anthropic for `.../messages`, else
+/// OpenAI), with token usage.
+fn says(path: &str, req: &serde_json::Value, text: &str) -> String {
+    let model = req["model"].as_str().unwrap_or("");
+    let tokens_in = req.to_string().len() / 4 + 1;
+    if path.ends_with("/messages") {
+        return serde_json::json!({
+            "id": "msg_test", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": tokens_in, "output_tokens": 1}
+        })
+        .to_string();
+    }
+    serde_json::json!({
+        "id": "chatcmpl-test", "object": "chat.completion", "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": tokens_in, "completion_tokens": 1,
+                  "total_tokens": tokens_in + 1}
+    })
+    .to_string()
+}
+
+/// Cosine of two stand-in embeddings.
+pub fn cosine(a: &str, b: &str) -> f32 {
+    let (x, y) = (embedding_for(a), embedding_for(b));
+    let dot: f32 = x.iter().zip(&y).map(|(p, q)| p * q).sum();
+    let norm = |v: &[f32]| v.iter().map(|p| p * p).sum::<f32>().sqrt();
+    dot / (norm(&x) * norm(&y))
+}
+
 /// The reply body for the format of `path`, or `None` for an unknown path.
 fn answer(path: &str, req: &serde_json::Value, truncated: bool) -> Option<String> {
     let model = req["model"].as_str().unwrap_or("");
@@ -408,6 +494,24 @@ fn answer(path: &str, req: &serde_json::Value, truncated: bool) -> Option<String
             })
             .to_string(),
         );
+    }
+    if path.ends_with("/rerank") {
+        // The rerank API: each document scored by the cosine of the stand-in embeddings,
+        // best first.
+        let query = req["query"].as_str().unwrap_or("");
+        let mut results: Vec<(usize, f32)> = req["documents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, d)| (i, cosine(query, d.as_str().unwrap_or(""))))
+            .collect();
+        results.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let results: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(i, s)| serde_json::json!({"index": i, "relevance_score": s}))
+            .collect();
+        return Some(serde_json::json!({ "id": "rerank-test", "results": results }).to_string());
     }
     if path.ends_with("/hook") {
         let answer = answer_for(
