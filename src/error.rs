@@ -38,6 +38,8 @@ pub const SET_PAUSED: &str =
     "ERR writes are paused (CLIENT PAUSE or a failover): the answer was not stored";
 pub const SET_NOT_PRIMARY: &str =
     "ERR this server became a replica before the answer was stored: send QA.SET to the primary";
+/// Not reached (a closure taken twice); a message rather than a panic all the same.
+pub const INTERNAL_GENERATION: &str = "ERR internal error in redis-qa (generation lookup)";
 pub const TOKEN_INVALID: &str = "ERR TOKEN must be 1 to 64 printable ASCII characters";
 pub const ANSWER_UTF8: &str = "ERR answer is not valid UTF-8";
 pub const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'";

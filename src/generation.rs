@@ -52,6 +52,9 @@ struct Mirrored {
     token: Box<[u8]>,
     slot: Option<usize>,
     uses: u32,
+    /// The key was evicted: the token is still the cache's (eviction is no invalidation) and
+    /// the next miss writes the key again with it (see [`touch`]).
+    evicted: bool,
 }
 
 type Names = Vec<HashMap<Box<[u8]>, Mirrored>>;
@@ -144,19 +147,29 @@ pub unsafe fn with_generation<R>(
 ) -> Result<R, &'static str> {
     let context = Context::new(ctx);
     let db = selected_db(ctx);
-    let mut mirror = MIRROR.lock(&context);
-    if let Some(m) = mirror.get(db, cache) {
-        m.uses = m.uses.wrapping_add(1);
-        let touch = m.uses % TOUCH_EVERY == 0;
-        let result = f(&m.token, m.slot);
-        drop(mirror);
-        if touch {
-            touch_key(ctx, cache);
+    // The mirror is borrowed only inside this block: reading the key below can run keyspace
+    // handlers that use the mirror too.
+    let mut f = Some(f);
+    let mirrored = {
+        let mut mirror = MIRROR.lock(&context);
+        match (mirror.get(db, cache), f.take()) {
+            (Some(m), Some(f)) => {
+                m.uses = m.uses.wrapping_add(1);
+                Ok((m.uses % TOUCH_EVERY == 0, f(&m.token, m.slot)))
+            }
+            (_, f) => Err(f),
         }
-        return Ok(result);
-    }
-    // Not held while the key is read: reading can run keyspace handlers that use the mirror.
-    drop(mirror);
+    };
+    let f = match mirrored {
+        Ok((touch, result)) => {
+            if touch {
+                touch_key(ctx, cache);
+            }
+            return Ok(result);
+        }
+        Err(Some(f)) => f,
+        Err(None) => return Err(error::INTERNAL_GENERATION),
+    };
     let token = read_generation(&context, cache)?;
     let slot = if token.is_empty() {
         None
@@ -169,6 +182,7 @@ pub unsafe fn with_generation<R>(
         token: token.into_boxed_slice(),
         slot,
         uses: 0,
+        evicted: false,
     };
     let mut mirror = MIRROR.lock(&context);
     mirror.put(db, cache.into(), m);
@@ -186,6 +200,35 @@ fn read_generation(ctx: &Context, cache: &[u8]) -> Result<Vec<u8>, &'static str>
         Ok(CallReply::String(s)) => Ok(s.as_bytes().to_vec()),
         Ok(CallReply::Null(_)) => Ok(Vec::new()),
         _ => Err(error::GENERATION_TYPE),
+    }
+}
+
+/// Counts a use of the cache's generation key for LRU/LFU eviction: every miss does (a
+/// cache that keeps being asked keeps its generation), besides one mirrored use in
+/// [`TOUCH_EVERY`]. If the key was evicted, writes it again with the same token: eviction
+/// is no invalidation, and the cache's entries stay reachable (a key deleted, flushed or
+/// lost otherwise is forgotten instead, and the cache starts over with a new token).
+///
+/// # Safety
+/// `ctx` must be a command context on the main thread that may write.
+pub unsafe fn touch(ctx: *mut raw::RedisModuleCtx, cache: &[u8]) {
+    let context = Context::new(ctx);
+    let db = selected_db(ctx);
+    let evicted = {
+        let mut mirror = MIRROR.lock(&context);
+        mirror
+            .get(db, cache)
+            .filter(|m| m.evicted)
+            .map(|m| m.token.to_vec())
+    };
+    match evicted {
+        Some(token) => {
+            let _ = set_key(ctx, cache, &token);
+            if let Some(m) = MIRROR.lock(&context).get(db, cache) {
+                m.evicted = false;
+            }
+        }
+        None => touch_key(ctx, cache),
     }
 }
 
@@ -237,6 +280,21 @@ pub unsafe fn set(
     cache: &[u8],
     token: &[u8],
 ) -> Result<(), &'static str> {
+    set_key(ctx, cache, token)?;
+    let context = Context::new(ctx);
+    let db = selected_db(ctx);
+    forget(&context, db, cache);
+    // The old generation's vectors can never match again: free them (off the main thread).
+    crate::semantic::upkeep::drop_cache(db as i32, cache);
+    Ok(())
+}
+
+/// Writes the generation key and replicates it as `QA.INVALIDATE <cache> TOKEN <token>`.
+unsafe fn set_key(
+    ctx: *mut raw::RedisModuleCtx,
+    cache: &[u8],
+    token: &[u8],
+) -> Result<(), &'static str> {
     let context = Context::new(ctx);
     // SET overwrites any type: only a string (or nothing) may be replaced.
     read_generation(&context, cache)?;
@@ -259,10 +317,6 @@ pub unsafe fn set(
             token.len(),
         );
     }
-    let db = selected_db(ctx);
-    forget(&context, db, cache);
-    // The old generation's vectors can never match again: free them (off the main thread).
-    crate::semantic::upkeep::drop_cache(db as i32, cache);
     Ok(())
 }
 
@@ -313,6 +367,13 @@ pub fn on_key_event(ctx: &Context, kind: NotifyEvent, event: &str, key: &[u8]) {
     crate::semantic::upkeep::on_key_event(ctx, kind, event, key);
     if let Some(cache) = cache_of_gen_key(key) {
         let db = selected_db(ctx.ctx);
+        if event == "evicted" {
+            // Not an invalidation: keep the token, write the key again on the next miss.
+            if let Some(m) = MIRROR.lock(ctx).get(db, cache) {
+                m.evicted = true;
+                return;
+            }
+        }
         forget(ctx, db, cache);
         // The old generation's vectors can never match again: free them.
         crate::semantic::upkeep::drop_cache(db as i32, cache);

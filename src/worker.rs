@@ -550,6 +550,8 @@ fn store(
     // `QA.INVALIDATE` (or a lost generation key) an entry written now could never be found,
     // and its vector would sit in the index until its TTL.
     let current = unsafe { generation::current(ctx.ctx, &job.cache) };
+    // A generation key evicted meanwhile is written again (same token) with the entry.
+    unsafe { generation::touch(ctx.ctx, &job.cache) };
     if job.generation.is_empty() || current.as_deref() != Some(&job.generation[..]) {
         stats::NOT_STORED.bump();
         return Store::Skipped;

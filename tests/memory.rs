@@ -139,17 +139,26 @@ impl Limited {
     fn assert_filled_past_limit(&mut self, misses: usize) {
         self.assert_under_limit();
         assert_eq!(self.b.calls(), misses, "one backend call per miss");
+        // An answer whose cache lost its generation key to eviction while it was asked is
+        // not stored (it could never be reached): counted as not stored.
         assert_eq!(
-            info_field(&mut self.con, "stored"),
+            info_field(&mut self.con, "stored") + info_field(&mut self.con, "not_stored"),
             misses as u64,
-            "every paid answer was stored"
+            "every paid answer was stored or deliberately dropped"
         );
         assert_eq!(info_field(&mut self.con, "store_errors"), 0);
         let evicted = evicted_keys(&mut self.con);
         let keys = dbsize(&mut self.con);
         assert!(evicted > 0);
-        // Nothing else deletes keys here: what is missing was evicted.
-        assert_eq!(keys + evicted, misses as u64 + self.extra_keys());
+        // Nothing else deletes keys here: what is missing was evicted. Generation keys are
+        // evictable too (with LRU's one-second clock every key written in the same second
+        // ties): each one evicted was made again by the next miss, one key more.
+        let stored = info_field(&mut self.con, "stored");
+        let base = stored + self.extra_keys();
+        assert!(
+            keys + evicted >= base && keys + evicted <= base + misses as u64 / 10,
+            "{keys} keys + {evicted} evicted vs {base}"
+        );
         assert!(
             keys * (FILL_ANSWER as u64) < self.maxmemory,
             "{keys} entries of {FILL_ANSWER} bytes cannot fit in {}",

@@ -510,7 +510,8 @@ fn acl_recipes_confine_users_to_their_caches() {
         "secret answer",
         "a refused command changed the entry"
     );
-    assert_eq!(run(&mut admin, &["GET", "qa:{secret}:gen"]), "nil");
+    // The generation the admin's first write made, untouched by the refused commands.
+    assert_eq!(run(&mut admin, &["GET", "qa:{secret}:gen"]).len(), 32);
 
     // The app user reads its caches (a miss is stored by the module, not by the user)...
     assert_eq!(

@@ -69,6 +69,8 @@ unsafe fn get(ctx: *mut raw::RedisModuleCtx, a: &EntryArgs<'_>, s: &mut Scratch)
             Ok(_) => {}
             Err(e) => return reply_error(ctx, e),
         }
+    } else {
+        generation::touch(ctx, a.cache);
     }
     miss(ctx, a, question, &s.normalized, &s.key)
 }

@@ -213,10 +213,6 @@ unsafe fn reply_stats(
     let extra = if global { globals.len() } else { 0 };
     super::replied();
     raw::reply_with_map(ctx, (ints.len() + 1 + extra + usize::from(!global)) as _);
-    if let Some(tracked) = tracked {
-        reply_str(ctx, b"tracked");
-        raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, i64::from(tracked));
-    }
     for (name, v) in ints.iter().chain(globals.iter().take(extra)) {
         reply_str(ctx, name.as_bytes());
         raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, *v as i64);
@@ -227,4 +223,8 @@ unsafe fn reply_stats(
         ctx,
         format!("{:.6}", stats::money_saved(f, price_in, price_out)).as_bytes(),
     );
+    if let Some(tracked) = tracked {
+        reply_str(ctx, b"tracked");
+        raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, i64::from(tracked));
+    }
 }
