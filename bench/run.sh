@@ -8,8 +8,10 @@
 #   bench/run.sh memory scale       only these sections (or SECTIONS=memory,scale bench/run.sh),
 #                                   into bench/out/ unless OUT is set
 #
-# Sections: hit miss resp stampede client profile memory scale (see bench/README.md); charts
-# are drawn for whichever ran (CHARTS=0: none).
+# Sections: hit miss resp stampede client profile memory scale costs (see bench/README.md);
+# charts are drawn for whichever ran (CHARTS=0: none). `costs` (bench/review_costs.py) is what
+# the module costs the rest of Redis: unrelated writes with and without the module, and
+# QA.INVALIDATE / FLUSHALL ASYNC with a 100k-vector semantic index; it is appended to OUT.
 #
 # Settings (environment):
 #   SERVER_CPU=0 CLIENT_CPU=1  cores for redis-server (with its module threads) and for every
@@ -31,7 +33,7 @@ export SERVER_CPU="${SERVER_CPU:-0}"
 export CLIENT_CPU="${CLIENT_CPU:-1}"
 export REPS="${REPS:-5}"
 export PROFILER="${PROFILER:-auto}"
-ALL_SECTIONS="hit,miss,resp,stampede,client,profile,memory,scale"
+ALL_SECTIONS="hit,miss,resp,stampede,client,profile,memory,scale,costs"
 if [ "$#" -gt 0 ]; then
     SECTIONS="$(IFS=,; echo "$*")"
 fi
@@ -42,7 +44,13 @@ if [ "$SECTIONS" = "$ALL_SECTIONS" ] || [ "$SECTIONS" = all ]; then
 else
     export OUT="${OUT:-bench/out/benchmarks.md}"
 fi
-[ "${CHARTS:-1}" = 0 ] || SECTIONS="$SECTIONS,charts"
+# `costs` runs its own servers after bench.py (bench/review_costs.py).
+RUN_COSTS=0
+case ",$SECTIONS," in
+    *,costs,*) RUN_COSTS=1 ;;
+esac
+SECTIONS="$(echo ",$SECTIONS," | sed 's/,costs,/,/g; s/^,//; s/,$//')"
+[ "${CHARTS:-1}" = 0 ] || [ -z "$SECTIONS" ] || SECTIONS="$SECTIONS,charts"
 # Read before anything is pinned (nproc reports the affinity mask).
 export BENCH_NPROC="$(nproc)"
 # Whole run (excluding the build) must finish within this many seconds.
@@ -160,12 +168,23 @@ for delay in 100 2000 1000 0; do
 done
 
 mkdir -p "$(dirname "$OUT")"
-log "measuring (limit ${TOTAL_LIMIT}s)"
-timeout --kill-after=10 "$TOTAL_LIMIT" taskset -c "$CLIENT_CPU" python3 bench/bench.py \
-    --redis-port "$RPORT" --redis-pid "$SERVER_PID" \
-    --backend-100 "${BPORT[100]}" --backend-2000 "${BPORT[2000]}" --backend-1000 "${BPORT[1000]}" \
-    --backend-0 "${BPORT[0]}" --module "$MODULE" --work "$WORK" --redis-log "$WORK/redis.log" \
-    --out "$OUT" --sections "$SECTIONS"
+if [ -n "$SECTIONS" ]; then
+    log "measuring (limit ${TOTAL_LIMIT}s)"
+    timeout --kill-after=10 "$TOTAL_LIMIT" taskset -c "$CLIENT_CPU" python3 bench/bench.py \
+        --redis-port "$RPORT" --redis-pid "$SERVER_PID" \
+        --backend-100 "${BPORT[100]}" --backend-2000 "${BPORT[2000]}" --backend-1000 "${BPORT[1000]}" \
+        --backend-0 "${BPORT[0]}" --module "$MODULE" --work "$WORK" --redis-log "$WORK/redis.log" \
+        --out "$OUT" --sections "$SECTIONS"
+else
+    : >"$OUT"
+fi
+if [ "$RUN_COSTS" = 1 ]; then
+    log "costs to the rest of Redis (bench/review_costs.py)"
+    { printf '\n## What the module costs the rest of Redis\n\n'
+      printf 'Command: `bench/run.sh costs` (or `python3 bench/review_costs.py`), run %s.\n\n' "$(date -u '+%Y-%m-%d %H:%M UTC')"
+      timeout --kill-after=10 900 python3 bench/review_costs.py --module "$MODULE" --reps "$REPS"
+    } >>"$OUT"
+fi
 
 # The server must still be alive and have logged no panic.
 if ! redis-cli -h 127.0.0.1 -p "$RPORT" PING >/dev/null 2>&1; then

@@ -448,14 +448,18 @@ pub fn write(ctx: &Context, e: &NewEntry<'_>) -> Result<(), WriteRefused> {
     let num = |v: Option<u64>| v.map(|t| t.to_string()).unwrap_or_default();
     let (tokens_in, tokens_out, latency) = (num(e.tokens_in), num(e.tokens_out), num(e.latency_ms));
     let evicts = ctx.get_flags().contains(ContextFlags::EVICTED);
+    // Script mode (`S`): refused like a client's write when `min-replicas-to-write` is not met
+    // or the server cannot persist (a timer's write would otherwise skip both checks).
     let opts = if evicts {
         CallOptionsBuilder::new()
             .replicate()
+            .script_mode()
             .errors_as_replies()
             .build()
     } else {
         CallOptionsBuilder::new()
             .replicate()
+            .script_mode()
             .verify_oom()
             .errors_as_replies()
             .build()

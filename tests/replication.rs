@@ -335,3 +335,30 @@ fn a_coordinated_failover_during_a_miss_unblocks_the_client_and_leaves_no_diverg
     assert_eq!(qa_get(&mut cp, &["faq", q]).unwrap(), want);
     assert_eq!(b.calls(), 2);
 }
+
+/// `min-replicas-to-write` holds for the module's own writes (made from a timer, where Redis
+/// would not check it): with too few replicas, a miss is answered but not stored.
+#[test]
+fn a_miss_is_not_stored_while_min_replicas_to_write_is_not_met() {
+    let b = Backend::start(Duration::ZERO);
+    let url = b.url();
+    let s = Server::start(&["--qa.backend-url", &url, "--min-replicas-to-write", "1"]);
+    let mut con = s.conn();
+    assert_eq!(
+        qa_get(&mut con, &["faq", "q"]).unwrap(),
+        answer_for("q", "gpt-4o-mini", "")
+    );
+    assert!(wait_until(Duration::from_secs(5), || info_field(
+        &mut con,
+        "store_errors"
+    ) == 1));
+    assert_eq!(dbsize(&mut con), 0);
+    assert_eq!(info_field(&mut con, "stored"), 0);
+    // Once the condition is lifted, the next miss is stored.
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "min-replicas-to-write", "0"])
+        .query(&mut con)
+        .unwrap();
+    let _ = qa_get(&mut con, &["faq", "q"]).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || dbsize(&mut con) == 1));
+}

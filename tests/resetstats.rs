@@ -25,17 +25,21 @@ fn text(v: &Value) -> String {
 }
 
 /// `QA.STATS [<cache>]` as name -> value (as text).
+/// The counters of `QA.STATS` (without `tracked`, which says whether a cache has figures of
+/// its own and is no counter).
 fn stats(con: &mut redis::Connection, cache: Option<&str>) -> HashMap<String, String> {
     let mut args = vec!["QA.STATS"];
     args.extend(cache);
-    match cmd(con, &args).unwrap() {
+    let mut m: HashMap<String, String> = match cmd(con, &args).unwrap() {
         Value::Map(pairs) => pairs.iter().map(|(k, v)| (text(k), text(v))).collect(),
         Value::Array(items) => items
             .chunks(2)
             .map(|p| (text(&p[0]), text(&p[1])))
             .collect(),
         other => panic!("not a map: {other:?}"),
-    }
+    };
+    m.remove("tracked");
+    m
 }
 
 /// What `QA.STATS <cache>` says for a cache with nothing counted.

@@ -97,7 +97,10 @@ fn a_paraphrase_is_served_from_the_stored_entry_with_its_similarity() {
     assert_eq!(info_field(&mut con, "semantic_hits"), 2);
     assert_eq!(info_field(&mut con, "embed_calls"), 3);
     assert!(info_field(&mut con, "embed_tokens") > 0);
-    assert_eq!(info_field(&mut con, "semantic_index_entries"), 1);
+    assert!(wait_until(Duration::from_secs(5), || info_field(
+        &mut con,
+        "semantic_index_entries"
+    ) == 1));
     let stats: Vec<redis::Value> = redis::cmd("QA.STATS").arg("faq").query(&mut con).unwrap();
     let stats = format!("{stats:?}");
     assert!(stats.contains("semantic_hits"), "{stats}");
@@ -228,7 +231,10 @@ fn when_embeddings_fail_the_request_takes_the_exact_path() {
         answer_for(PARAPHRASE, "gpt-4o-mini", "")
     );
     assert!(info_field(&mut con, "embed_errors") >= 2);
-    assert_eq!(info_field(&mut con, "semantic_index_entries"), 0);
+    assert!(wait_until(Duration::from_secs(5), || info_field(
+        &mut con,
+        "semantic_index_entries"
+    ) == 0));
     // An embedder that hangs costs at most half the client's time, then the backend answers.
     embed.set_reply(Reply::Hang);
     redis::cmd("CONFIG")
@@ -243,7 +249,10 @@ fn when_embeddings_fail_the_request_takes_the_exact_path() {
     // Embeddings back: new entries get vectors again.
     embed.set_reply(Reply::Answer);
     set(&mut con, &["faq", "Do you ship to Canada?", "Yes."]);
-    assert_eq!(info_field(&mut con, "semantic_index_entries"), 1);
+    assert!(wait_until(Duration::from_secs(5), || info_field(
+        &mut con,
+        "semantic_index_entries"
+    ) == 1));
     assert_eq!(
         qa_get(&mut con, &["faq", "do YOU ship to canada"]).unwrap(),
         "Yes."
@@ -295,7 +304,8 @@ fn the_index_follows_delete_expiry_invalidation_and_flush() {
         .query(&mut con)
         .unwrap();
     let _: i64 = redis::cmd("DEL").arg(&key[3]).query(&mut con).unwrap();
-    assert_eq!(entries(&mut con), 0);
+    // The index applies changes on its own thread: wait for it.
+    assert!(wait_until(Duration::from_secs(5), || entries(&mut con) == 0));
     assert!(!is_semantic(&mut con));
 
     // QA.DEL.
@@ -304,31 +314,37 @@ fn the_index_follows_delete_expiry_invalidation_and_flush() {
         .arg(&["faq", Q])
         .query(&mut con)
         .unwrap();
-    assert_eq!(entries(&mut con), 0);
+    // The index applies changes on its own thread: wait for it.
+    assert!(wait_until(Duration::from_secs(5), || entries(&mut con) == 0));
     assert!(!is_semantic(&mut con));
 
     // Expiry (active expiry removes it; the check reads the entry back anyway).
     set(&mut con, &["faq", Q, A, "TTL", "1"]);
     assert!(is_semantic(&mut con));
     assert!(wait_until(Duration::from_secs(5), || dbsize(&mut con) == 0));
-    assert_eq!(entries(&mut con), 0);
+    // The index applies changes on its own thread: wait for it.
+    assert!(wait_until(Duration::from_secs(5), || entries(&mut con) == 0));
     assert!(!is_semantic(&mut con));
 
     // QA.INVALIDATE: the old generation's vectors are dropped and never searched.
     set(&mut con, &["faq", Q, A]);
-    assert_eq!(entries(&mut con), 1);
+    // The index applies changes on its own thread: wait for it.
+    assert!(wait_until(Duration::from_secs(5), || entries(&mut con) == 1));
     let _: String = redis::cmd("QA.INVALIDATE")
         .arg("faq")
         .query(&mut con)
         .unwrap();
-    assert_eq!(entries(&mut con), 0);
+    // The index applies changes on its own thread: wait for it.
+    assert!(wait_until(Duration::from_secs(5), || entries(&mut con) == 0));
     assert!(!is_semantic(&mut con));
 
     // FLUSHALL.
     set(&mut con, &["faq", Q, A]);
-    assert_eq!(entries(&mut con), 1);
+    // The index applies changes on its own thread: wait for it.
+    assert!(wait_until(Duration::from_secs(5), || entries(&mut con) == 1));
     let _: String = redis::cmd("FLUSHALL").query(&mut con).unwrap();
-    assert_eq!(entries(&mut con), 0);
+    // The index applies changes on its own thread: wait for it.
+    assert!(wait_until(Duration::from_secs(5), || entries(&mut con) == 0));
     assert!(!is_semantic(&mut con));
 
     // Overwritten by hand with another question's fields: read back, refused, forgotten.
@@ -361,7 +377,10 @@ fn a_restart_rebuilds_the_index_from_the_entries() {
         );
     }
     set(&mut con, &["faq", Q, A]);
-    assert_eq!(info_field(&mut con, "semantic_index_entries"), 51);
+    assert!(wait_until(Duration::from_secs(5), || info_field(
+        &mut con,
+        "semantic_index_entries"
+    ) == 51));
     let _: String = redis::cmd("SAVE").query(&mut con).unwrap();
     s.restart(&[]);
     let mut con = s.conn();
@@ -384,7 +403,10 @@ fn a_promoted_replica_rebuilds_its_index_and_serves_paraphrases() {
     let mut pc = p.conn();
     let mut rc = r.conn();
     set(&mut pc, &["faq", Q, A]);
-    assert_eq!(info_field(&mut pc, "semantic_index_entries"), 1);
+    assert!(wait_until(Duration::from_secs(5), || info_field(
+        &mut pc,
+        "semantic_index_entries"
+    ) == 1));
     let acked: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut pc).unwrap();
     assert_eq!(acked, 1);
     assert_eq!(info_field(&mut rc, "semantic_index_entries"), 0);
@@ -543,7 +565,10 @@ fn an_answer_arriving_after_an_invalidation_is_not_stored() {
         .query(&mut con)
         .unwrap();
     assert!(gen);
-    assert_eq!(info_field(&mut con, "semantic_index_entries"), 0);
+    assert!(wait_until(Duration::from_secs(5), || info_field(
+        &mut con,
+        "semantic_index_entries"
+    ) == 0));
     assert_eq!(
         redis::cmd("QA.PEEK")
             .arg(&["faq", Q])
@@ -576,6 +601,10 @@ fn a_semantic_probe_whose_match_fails_the_read_back_still_decides_the_breaker() 
     );
     let mut con = s.conn();
     for i in 0..3 {
+        // With one worker and no queue, the next miss waits until the last job let go.
+        assert!(wait_until(Duration::from_secs(5), || info_field(
+            &mut con, "inflight"
+        ) == 0));
         let stored = format!("What is our refund policy number {i}");
         let asked = format!("what is YOUR refund policy number {i}");
         // An entry with a one-second TTL and a long grace: stale soon, still stored.
@@ -608,6 +637,9 @@ fn a_semantic_probe_whose_match_fails_the_read_back_still_decides_the_breaker() 
         assert_eq!(err_text(&e), "ERR backend returned HTTP 500");
         assert_eq!(info_field(&mut con, "breaker_open"), 1);
         std::thread::sleep(Duration::from_millis(250));
+        assert!(wait_until(Duration::from_secs(5), || info_field(
+            &mut con, "inflight"
+        ) == 0));
         // The probe: embedded, matched to the stale entry, refused at read-back, then asked.
         let calls = chat_calls(&b);
         assert_eq!(
@@ -617,6 +649,9 @@ fn a_semantic_probe_whose_match_fails_the_read_back_still_decides_the_breaker() 
         );
         assert_eq!(chat_calls(&b), calls + 1);
         assert_eq!(info_field(&mut con, "breaker_open"), 0, "round {i}");
+        assert!(wait_until(Duration::from_secs(5), || info_field(
+            &mut con, "inflight"
+        ) == 0));
         let fresh = format!("a new question {i}");
         assert_eq!(
             qa_get(&mut con, &["faq", &fresh, "EXACT"]).unwrap(),
@@ -662,6 +697,9 @@ fn qa_set_semantic_refusals_have_their_own_errors() {
 
     // Writes paused while the embedding is made: the setter is answered at its deadline
     // (3 s), not when the 20 s pause ends.
+    assert!(wait_until(Duration::from_secs(5), || info_field(
+        &mut con, "inflight"
+    ) == 0));
     let mut setter = s.conn();
     let started = std::time::Instant::now();
     let paused = std::thread::spawn(move || {
@@ -707,7 +745,10 @@ fn evicted_entries_leave_the_index() {
     let left = scan_keys(&mut con, "qa:{faq}:*").len() as u64;
     assert!(left < 512, "nothing was evicted");
     assert!(info_num(&mut con, "stats", "evicted_keys") > 0);
-    assert_eq!(info_field(&mut con, "semantic_index_entries"), left);
+    assert!(wait_until(Duration::from_secs(5), || info_field(
+        &mut con,
+        "semantic_index_entries"
+    ) == left));
 }
 
 #[test]
