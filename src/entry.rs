@@ -1,5 +1,9 @@
 //! Entries on the main thread, read with the low-level key API (no `RedisModule_Call`: it
 //! costs microseconds, and this is the hit path).
+//!
+//! Entry format v2 (one Redis string per entry) is encoded and decoded in [`v2`].
+
+pub mod v2;
 
 use std::cell::Cell;
 use std::os::raw::{c_int, c_longlong};
