@@ -16,8 +16,8 @@ fn everything_visible(con: &mut redis::Connection) -> String {
     let mut text = cfg.join("\n") + &info;
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(con).unwrap();
     for k in keys {
-        let v: Vec<String> = redis::cmd("HGETALL").arg(&k).query(con).unwrap();
-        text.push_str(&v.join("\n"));
+        let v: Vec<u8> = redis::cmd("DUMP").arg(&k).query(con).unwrap();
+        text.push_str(&String::from_utf8_lossy(&v));
     }
     text
 }

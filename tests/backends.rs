@@ -21,7 +21,7 @@ fn config_set(con: &mut redis::Connection, name: &str, value: &str) {
 fn entry(con: &mut redis::Connection) -> HashMap<String, String> {
     let keys: Vec<String> = redis::cmd("KEYS").arg("qa:*").query(con).unwrap();
     assert_eq!(keys.len(), 1, "{keys:?}");
-    redis::cmd("HGETALL").arg(&keys[0]).query(con).unwrap()
+    entry_fields(con, &keys[0])
 }
 
 fn ttl(con: &mut redis::Connection) -> i64 {

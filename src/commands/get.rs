@@ -64,11 +64,11 @@ unsafe fn get(ctx: *mut raw::RedisModuleCtx, a: &EntryArgs<'_>, s: &mut Scratch)
 
 /// Replies a hit: the answer, or with `WITHMETA` the answer and how it was served.
 unsafe fn reply_hit(ctx: *mut raw::RedisModuleCtx, hit: &Hit, withmeta: bool) {
+    let answer = hit.answer();
     if !withmeta {
-        raw::RedisModule_ReplyWithString.unwrap()(ctx, hit.answer);
+        raw::RedisModule_ReplyWithStringBuffer.unwrap()(ctx, answer.as_ptr().cast(), answer.len());
         return;
     }
-    let answer = entry::bytes_of(hit.answer).unwrap_or_default();
     let now = raw::RedisModule_Milliseconds.unwrap()();
     let age = hit.created_ms.map_or(0, |c| (now - c).max(0));
     let served = if hit.stale { "stale" } else { "hit" };
