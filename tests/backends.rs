@@ -180,10 +180,11 @@ fn webhook_format_exchange_ttl_and_no_store() {
                            "system": ""})
     );
     assert_eq!(ttl(&mut con), 3600);
+    // Unknown counts are stored as 0 (a hit saves no known tokens).
     let e = entry(&mut con);
     assert_eq!(
         (e["tokens_in"].as_str(), e["tokens_out"].as_str()),
-        ("", "")
+        ("0", "0")
     );
 
     // "ttl" replaces the asker's TTL; token counts are kept.
