@@ -637,12 +637,19 @@ pub struct Described {
     pub sem_bytes: usize,
 }
 
-/// The whole entry at `key`: `Ok(None)` if there is none, `Err(())` if the key holds
+/// The key holds something that is not an entry.
+#[derive(Debug)]
+pub struct NotAnEntry;
+
+/// The whole entry at `key`: `Ok(None)` if there is none, [`NotAnEntry`] if the key holds
 /// something else.
 ///
 /// # Safety
 /// `ctx` must be the running command's context, on the main thread.
-pub unsafe fn describe(ctx: *mut raw::RedisModuleCtx, key: &[u8]) -> Result<Option<Described>, ()> {
+pub unsafe fn describe(
+    ctx: *mut raw::RedisModuleCtx,
+    key: &[u8],
+) -> Result<Option<Described>, NotAnEntry> {
     let name = raw::RedisModule_CreateString.unwrap()(ctx, key.as_ptr().cast(), key.len());
     let k = raw::RedisModule_OpenKey.unwrap()(ctx, name, raw::REDISMODULE_READ as c_int);
     let out = describe_open(ctx, k);
@@ -656,7 +663,7 @@ pub unsafe fn describe(ctx: *mut raw::RedisModuleCtx, key: &[u8]) -> Result<Opti
 unsafe fn describe_open(
     ctx: *mut raw::RedisModuleCtx,
     k: *mut raw::RedisModuleKey,
-) -> Result<Option<Described>, ()> {
+) -> Result<Option<Described>, NotAnEntry> {
     if k.is_null() {
         return Ok(None);
     }
@@ -666,7 +673,7 @@ unsafe fn describe_open(
         return Ok(None);
     }
     if kind == raw::REDISMODULE_KEYTYPE_STRING as c_int {
-        let e = open_v2(k).ok_or(())?;
+        let e = open_v2(k).ok_or(NotAnEntry)?;
         return Ok(Some(Described {
             format: 2,
             question: e.question.to_vec(),
@@ -693,7 +700,7 @@ unsafe fn describe_open(
             c"latency_ms",
         ],
     )
-    .ok_or(())?;
+    .ok_or(NotAnEntry)?;
     let [answer, question, model, sem, hit, rest @ ..] = fields;
     let Some(answer) = answer else {
         // Not an entry we wrote (a lookup treats it as a miss).

@@ -307,7 +307,7 @@ pub(crate) extern "C" fn qa_entry(
                 raw::RedisModule_ReplyWithNull.unwrap()(ctx);
                 return OK;
             }
-            Err(()) => return reply_error(ctx, error::WRONG_ENTRY_TYPE),
+            Err(entry::NotAnEntry) => return reply_error(ctx, error::WRONG_ENTRY_TYPE),
         };
         let m = &d.meta;
         let texts: [(&str, &[u8]); 4] = [

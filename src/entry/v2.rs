@@ -282,7 +282,9 @@ mod tests {
             latency_ms: u64::MAX,
         };
         let sem: Vec<u8> = (0..=255u8).collect();
-        let rows: &[(&[u8], &[u8], &[u8], &[u8], Meta)] = &[
+        // (model, question, answer, sem, meta)
+        type Row<'a> = (&'a [u8], &'a [u8], &'a [u8], &'a [u8], Meta);
+        let rows: &[Row<'_>] = &[
             (b"m", b"q", b"a", b"", Meta::default()), // zeros, shortest parts
             (b"", b"", b"", b"", Meta::default()),    // empty everything
             (b"gpt-4o", b"q", b"a", &sem, META),      // with an embedding
