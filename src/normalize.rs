@@ -4,6 +4,9 @@
 //! ([`NORMALIZATION_VERSION`]) and the version is part of every key, so changing a rule
 //! can never make an old entry answer a question it was not asked for.
 
+use std::sync::LazyLock;
+
+use icu_normalizer::properties::CanonicalCombiningClassMapBorrowed;
 use icu_normalizer::ComposingNormalizerBorrowed;
 
 /// Bumped whenever a rule below changes; part of the key derivation.
@@ -41,8 +44,15 @@ fn fold_quote(c: char) -> char {
 /// survives inside a word (`c++`, `3.14`, `e.g`), and goes at the end of the text and
 /// before whitespace.
 pub fn normalize_into(question: &str, out: &mut String) {
-    if !normalize_ascii(question.as_bytes(), out) {
-        normalize_unicode(question, out);
+    if let Err(resume) = normalize_ascii(question.as_bytes(), out) {
+        // `out` holds the words of `question[..resume]`, which ends with ASCII whitespace (or
+        // is empty): NFKC changes nothing across that boundary (no composition starts with a
+        // space, and marks never move before a starter), so only the rest takes the general
+        // path, appending its words.
+        match question.get(resume..) {
+            Some(rest) => push_unicode(rest, out),
+            None => normalize_unicode(question, out),
+        }
     }
 }
 
@@ -50,6 +60,18 @@ pub fn normalize_into(question: &str, out: &mut String) {
 /// is already normalized (most questions: composed accents, CJK) and copies nothing then.
 fn normalize_unicode(question: &str, out: &mut String) {
     out.clear();
+    push_unicode(question, out);
+}
+
+/// Appends the words of `question` by the general path to `out` (words already there are
+/// complete).
+fn push_unicode(question: &str, out: &mut String) {
+    // Most non-ASCII questions (accented Latin, Greek, Cyrillic, Hebrew, Arabic letters) are
+    // NFKC as they are: no ICU call then.
+    if nfkc_stable(question) {
+        push_lowercase_words(question, out);
+        return;
+    }
     let nfkc = ComposingNormalizerBorrowed::new_nfkc();
     // Invisible characters go first, so they cannot keep NFKC from composing what surrounds
     // them (`e` ZWSP U+0301 is `é`, as it looks).
@@ -59,6 +81,52 @@ fn normalize_unicode(question: &str, out: &mut String) {
     } else {
         push_lowercase_words(&nfkc.normalize(question), out);
     }
+}
+
+/// The two-byte characters (U+0080..U+07FF) that NFKC leaves as they are wherever they stand:
+/// normalized alone, and of combining class 0 (no character of this range is the second of
+/// a canonical composition without being a combining mark; tested against every preceding
+/// character). A bit per code point, made once from ICU4X's data.
+static STABLE_2B: LazyLock<[u64; 32]> = LazyLock::new(|| {
+    let nfkc = ComposingNormalizerBorrowed::new_nfkc();
+    let ccc = CanonicalCombiningClassMapBorrowed::new();
+    let mut t = [0u64; 32];
+    for cp in 0x80u32..0x800 {
+        let Some(c) = char::from_u32(cp) else {
+            continue;
+        };
+        let mut b = [0u8; 4];
+        if ccc.get_u8(c) == 0 && nfkc.is_normalized(c.encode_utf8(&mut b)) {
+            t[(cp >> 6) as usize] |= 1 << (cp & 63);
+        }
+    }
+    t
+});
+
+/// Whether NFKC leaves `q` as it is because every non-ASCII character in it is in
+/// [`STABLE_2B`] (false says nothing: ICU decides then).
+fn nfkc_stable(q: &str) -> bool {
+    let b = q.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let x = b[i];
+        if x < 0x80 {
+            i += 1;
+            continue;
+        }
+        let Some(&y) = b.get(i + 1) else {
+            return false;
+        };
+        if x & 0xE0 != 0xC0 {
+            return false;
+        }
+        let cp = (u32::from(x & 0x1F) << 6) | u32::from(y & 0x3F);
+        if STABLE_2B[(cp >> 6) as usize] & (1 << (cp & 63)) == 0 {
+            return false;
+        }
+        i += 2;
+    }
+    true
 }
 
 /// Whether `q` holds a character of [`is_invisible`], by its UTF-8 bytes (a search by
@@ -129,9 +197,11 @@ fn push_lowercase_words(nfkc: &str, out: &mut String) {
 }
 
 /// The same rules for ASCII text, on bytes: NFKC is the identity on ASCII, and this runs on
-/// every hit. Must agree with [`normalize_unicode`] (tested on generated inputs). Returns
-/// false, with `out` empty, at the first non-ASCII byte: the caller takes the general path.
-fn normalize_ascii(q: &[u8], out: &mut String) -> bool {
+/// every hit. Must agree with [`normalize_unicode`] (tested on generated inputs). At the
+/// first non-ASCII byte, returns where the word holding it starts (after ASCII whitespace,
+/// or 0), with `out` holding the words before it: the caller takes the general path from
+/// there.
+fn normalize_ascii(q: &[u8], out: &mut String) -> Result<(), usize> {
     // One pass, writing into a buffer as long as the question (the output is never longer:
     // each separator space stands for at least one whitespace byte of the input).
     // `kept`: the output so far, complete words only; a word is written after a separator
@@ -142,11 +212,13 @@ fn normalize_ascii(q: &[u8], out: &mut String) -> bool {
     v.clear();
     v.resize(q.len(), 0);
     let (mut kept, mut pos, mut word_end, mut in_word) = (0, 0, 0, false);
-    for &b in q {
+    // Where the current word starts in `q`.
+    let mut word_at = 0;
+    for (i, &b) in q.iter().enumerate() {
         let class = ASCII_CLASS[b as usize];
         if class == NON_ASCII {
-            v.clear();
-            return false;
+            v.truncate(kept);
+            return Err(if in_word { word_at } else { i });
         }
         if class == WHITESPACE {
             if in_word {
@@ -157,6 +229,7 @@ fn normalize_ascii(q: &[u8], out: &mut String) -> bool {
         }
         if !in_word {
             in_word = true;
+            word_at = i;
             pos = if kept > 0 {
                 v[kept] = b' ';
                 kept + 1
@@ -175,7 +248,7 @@ fn normalize_ascii(q: &[u8], out: &mut String) -> bool {
         kept = word_end;
     }
     v.truncate(kept);
-    true
+    Ok(())
 }
 
 const WHITESPACE: u8 = 1;
@@ -349,7 +422,7 @@ mod tests {
                 q.push(alphabet[(seed % alphabet.len() as u64) as usize] as char);
             }
             let (mut fast, mut general) = (String::new(), String::new());
-            assert!(normalize_ascii(q.as_bytes(), &mut fast));
+            assert!(normalize_ascii(q.as_bytes(), &mut fast).is_ok());
             normalize_unicode(&q, &mut general);
             assert_eq!(fast, general, "input {q:?}");
         }
@@ -360,11 +433,12 @@ mod tests {
     #[test]
     fn non_ascii_anywhere_takes_the_general_path() {
         let alphabet = [
-            'a', 'Z', ' ', '?', '.', '\t', '\u{3000}', '\u{FF1F}', 'é', '\u{200B}',
+            'a', 'Z', ' ', '?', '.', '\t', '\u{3000}', '\u{FF1F}', 'é', '\u{200B}', '\u{0301}',
+            '\u{00B4}', '\u{FEFF}', '\u{00A0}', 'İ', '\u{FB01}', '\u{1100}', '\u{1161}',
         ];
         let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
         let mut out = String::from("leftover");
-        for _ in 0..20_000 {
+        for _ in 0..200_000 {
             let len = (seed % 12) as usize;
             let mut q = String::new();
             for _ in 0..len {
@@ -470,6 +544,32 @@ mod tests {
                 &mut chain,
             );
             assert_eq!(fast, chain, "input {q:?}");
+        }
+    }
+
+    /// Every character the fast path takes as NFKC-stable is: after every character below
+    /// U+0800 and some beyond, and before a letter, both implementations agree.
+    #[test]
+    fn stable_two_byte_characters_are_stable_in_every_context() {
+        let stable: Vec<char> = (0x80u32..0x800)
+            .filter_map(char::from_u32)
+            .filter(|c| nfkc_stable(c.encode_utf8(&mut [0u8; 4])))
+            .collect();
+        assert!(stable.len() > 1000, "{}", stable.len());
+        assert!(stable.contains(&'é') && stable.contains(&'Ç') && stable.contains(&'ж'));
+        assert!(!nfkc_stable("\u{0301}") && !nfkc_stable("\u{00B4}") && !nfkc_stable("\u{00AA}"));
+        let before: Vec<char> = (0x20u32..0x800)
+            .chain(0x1E00..0x1F00)
+            .chain([0x1100, 0x3042, 0xAC00, 0xFB01])
+            .filter_map(char::from_u32)
+            .collect();
+        let mut now = String::new();
+        for &c in &stable {
+            for &p in &before {
+                let q: String = [p, c, 'x'].iter().collect();
+                normalize_unicode(&q, &mut now);
+                assert_eq!(now, normalize_before(&q), "{q:?}");
+            }
         }
     }
 
