@@ -129,6 +129,25 @@ fn nfkc_stable(q: &str) -> bool {
     true
 }
 
+/// The lowercase of each character below U+0800 when it is one character that is neither
+/// whitespace nor changed by [`fold_quote`] (0: not so, take the general way). Made once.
+static LOWER_2B: LazyLock<[u16; 0x800]> = LazyLock::new(|| {
+    let mut t = [0u16; 0x800];
+    for (cp, slot) in t.iter_mut().enumerate() {
+        let Some(c) = char::from_u32(cp as u32) else {
+            continue;
+        };
+        let mut lower = c.to_lowercase();
+        if let (Some(l), None) = (lower.next(), lower.next()) {
+            if (l as u32) < 0x800 && !l.is_whitespace() && !c.is_whitespace() && fold_quote(l) == l
+            {
+                *slot = l as u16;
+            }
+        }
+    }
+    t
+});
+
 /// Whether `q` holds a character of [`is_invisible`], by its UTF-8 bytes (a search by
 /// characters costs more than the rest of the normalization).
 fn has_invisible(q: &str) -> bool {
@@ -173,6 +192,20 @@ fn push_lowercase_words(nfkc: &str, out: &mut String) {
             break;
         };
         i += c.len_utf8();
+        // Two-byte letters by table (`to_lowercase` searches a table of all of Unicode).
+        if let Some(&l) = LOWER_2B.get(c as usize) {
+            if l != 0 {
+                if !in_word {
+                    in_word = true;
+                    if !out.is_empty() {
+                        out.push(' ');
+                    }
+                    word_start = out.len();
+                }
+                out.push(char::from_u32(u32::from(l)).unwrap_or(c));
+                continue;
+            }
+        }
         for c in c.to_lowercase().map(fold_quote) {
             if c.is_whitespace() {
                 if in_word {
