@@ -802,6 +802,20 @@ mod tests {
         }
     }
 
+    /// The shortest entry a write can make (a 13-digit creation time, one byte of model,
+    /// question and answer) is longer than any string Redis may keep embedded: `open_v2`
+    /// skips those without losing an entry.
+    #[test]
+    fn every_written_entry_is_longer_than_an_embedded_string() {
+        let meta = HitMeta {
+            created_ms: 1_000_000_000_000,
+            ..HitMeta::default()
+        };
+        let shortest = v2::encode(&meta, b"m", b"q", b"a", b"");
+        assert!(shortest.len() > MAX_EMBEDDED, "{}", shortest.len());
+        assert!(v2::decode(&shortest).is_some());
+    }
+
     #[test]
     fn key_name_slots_are_in_range_and_spread() {
         let mut used = std::collections::HashSet::new();

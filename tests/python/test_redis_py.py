@@ -118,9 +118,10 @@ def test_miss_then_hit_returns_the_backend_answer_and_stores_a_string(r, cache):
     assert h["m"] == MODEL
     assert int(h["c"]) > 0
     assert r.ttl(key) > 0
-    # QA.ENTRY shows it whole (a flat array in RESP2).
-    flat = r.execute_command("QA.ENTRY", cache, q)
-    e = dict(zip(flat[::2], flat[1::2]))
+    # QA.ENTRY shows it whole: a map (RESP3), or a flat array of pairs (RESP2).
+    e = r.execute_command("QA.ENTRY", cache, q)
+    if not isinstance(e, dict):
+        e = dict(zip(e[::2], e[1::2]))
     assert (e["answer"], e["question"], e["model"], e["format"]) == (first, q, MODEL, 2), e
 
 
