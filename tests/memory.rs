@@ -414,9 +414,10 @@ fn entry_size_for_a_500_byte_answer() {
     );
     assert_eq!(b.calls(), N + 1);
     // One string: an object, a header and allocation rounding (jemalloc size classes are
-    // 128 B apart here) over the payload.
+    // 128 B apart here) over the payload. (Valkey 8.1 embeds the key in the object and
+    // reports the payload's own size.)
     assert!(
-        entry_usage > payload && entry_usage < payload + 200,
+        entry_usage >= payload && entry_usage < payload + 200,
         "{entry_usage} for {payload}"
     );
     // The keyspace and expiry tables add their entries and buckets (they grow in powers of
