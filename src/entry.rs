@@ -1,5 +1,13 @@
 //! Entries on the main thread, read with the low-level key API (no `RedisModule_Call`: it
 //! costs microseconds, and this is the hit path).
+//!
+//! An entry is written as one Redis string in format v2 (see [`v2`] and
+//! docs/entry-format.md). Entries written by older builds are hashes (format 1: the fields
+//! `answer`, `hit`, `question`, `model`, `created`, `tokens_in`, `tokens_out`,
+//! `latency_ms`, `fresh_until`, `sem`); they are still read, and replaced by a v2 string
+//! when next stored.
+
+pub mod v2;
 
 use std::cell::Cell;
 use std::os::raw::{c_int, c_longlong};
@@ -94,7 +102,11 @@ pub unsafe fn bytes_of<'a>(s: *mut raw::RedisModuleString) -> Option<&'a [u8]> {
     (!p.is_null()).then(|| std::slice::from_raw_parts(p.cast::<u8>(), len))
 }
 
-/// Copies of the fields `names` of the hash open at `k`; `None` if `k` is not a hash.
+/// Copies of the fields `names` of the entry open at `k`, in either format: for a v2 string
+/// the names are those of format 1 (`answer`, `question`, `model`, `sem`, `created`,
+/// `fresh_until`, `tokens_in`, `tokens_out`, `latency_ms`; an absent `sem` or a zero
+/// `fresh_until` reads as absent). `None` if `k` holds no entry (nothing, another type, a
+/// string that is not a v2 entry).
 ///
 /// # Safety
 /// Main thread (or the module lock held), `k` NULL or open in `ctx`.
@@ -103,8 +115,15 @@ pub unsafe fn read_open_fields<const N: usize>(
     k: *mut raw::RedisModuleKey,
     names: [&std::ffi::CStr; N],
 ) -> Option<[Option<Vec<u8>>; N]> {
-    if k.is_null() || raw::RedisModule_KeyType.unwrap()(k) != raw::REDISMODULE_KEYTYPE_HASH as c_int
-    {
+    if k.is_null() {
+        return None;
+    }
+    let kind = raw::RedisModule_KeyType.unwrap()(k);
+    if kind == raw::REDISMODULE_KEYTYPE_STRING as c_int {
+        let e = open_v2(k)?;
+        return Some(names.map(|name| v2_field(&e, name.to_bytes())));
+    }
+    if kind != raw::REDISMODULE_KEYTYPE_HASH as c_int {
         return None;
     }
     Some(names.map(|name| {
@@ -122,6 +141,47 @@ pub unsafe fn read_open_fields<const N: usize>(
         }
         copy
     }))
+}
+
+/// A field of a v2 entry by its format-1 name.
+fn v2_field(e: &v2::Entry<'_>, name: &[u8]) -> Option<Vec<u8>> {
+    let num = |n: u64| Some(n.to_string().into_bytes());
+    match name {
+        b"answer" => Some(e.answer.to_vec()),
+        b"question" => Some(e.question.to_vec()),
+        b"model" => Some(v2::unescape(e.model_escaped)),
+        b"sem" => (!e.sem.is_empty()).then(|| e.sem.to_vec()),
+        b"created" => num(e.meta.created_ms),
+        b"fresh_until" => {
+            (e.meta.fresh_until > 0).then(|| e.meta.fresh_until.to_string().into_bytes())
+        }
+        b"tokens_in" => num(e.meta.tokens_in),
+        b"tokens_out" => num(e.meta.tokens_out),
+        b"latency_ms" => num(e.meta.latency_ms),
+        _ => None,
+    }
+}
+
+/// No v2 entry is this short (its creation time alone takes 13 digits), and a string of up
+/// to 44 bytes may be kept embedded or as an integer, which `StringDMA` would convert in the
+/// keyspace, a write in what is a read: such strings are not read at all.
+const MAX_EMBEDDED: usize = 44;
+
+/// The v2 entry in the string open at `k`, read in place: valid while `k` stays open and
+/// the key unchanged. `None` if the string is not a v2 entry.
+///
+/// # Safety
+/// Main thread (or the module lock held), `k` open on a string key.
+unsafe fn open_v2<'a>(k: *mut raw::RedisModuleKey) -> Option<v2::Entry<'a>> {
+    if raw::RedisModule_ValueLength.unwrap()(k) <= MAX_EMBEDDED {
+        return None;
+    }
+    let mut len = 0usize;
+    let p = raw::RedisModule_StringDMA.unwrap()(k, &mut len, raw::REDISMODULE_READ as c_int);
+    if p.is_null() {
+        return None;
+    }
+    v2::decode(std::slice::from_raw_parts(p.cast::<u8>(), len))
 }
 
 /// As [`read_open_fields`], opening the key `key` of the selected database for reading.
@@ -163,22 +223,13 @@ unsafe fn keep_key_name(key: &[u8], name: *mut raw::RedisModuleString) {
     })
 }
 
-/// What a hit needs besides the answer, kept in the entry's `hit` field so that a hit reads
-/// two fields instead of six. Text, so `HGETALL` stays readable:
-/// `1 <created> <fresh_until> <tokens_in> <tokens_out> <latency_ms>` (a format version,
-/// then unsigned decimals separated by one space; `fresh_until` 0 means no stale grace, an
-/// unknown count is 0). Anything else (another version included) is not trusted: the
-/// readable fields are read instead.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct HitMeta {
-    /// Unix ms.
-    pub created_ms: u64,
-    /// Unix ms when the TTL ended and the stale grace began; 0: no grace.
-    pub fresh_until: u64,
-    pub tokens_in: u64,
-    pub tokens_out: u64,
-    pub latency_ms: u64,
-}
+/// What a hit needs besides the answer. In a format-1 entry (a hash written by an older
+/// build) it is kept in the `hit` field so that a hit reads two fields instead of six. Text,
+/// so `HGETALL` stays readable: `1 <created> <fresh_until> <tokens_in> <tokens_out>
+/// <latency_ms>` (a format version, then unsigned decimals separated by one space;
+/// `fresh_until` 0 means no stale grace, an unknown count is 0). Anything else (another
+/// version included) is not trusted: the readable fields are read instead.
+pub type HitMeta = v2::Meta;
 
 impl HitMeta {
     /// The `hit` field's value.
@@ -237,10 +288,14 @@ impl HitMeta {
     }
 }
 
-/// A found entry. The answer string is owned here and freed on drop.
+/// A found entry. Its key stays open while it lives: a v2 entry's answer is read in place.
 pub struct Hit {
     ctx: *mut raw::RedisModuleCtx,
-    pub answer: *mut raw::RedisModuleString,
+    key: *mut raw::RedisModuleKey,
+    /// Format 1: the answer's copy (freed on drop); NULL for a v2 entry.
+    copy: *mut raw::RedisModuleString,
+    answer_ptr: *const u8,
+    answer_len: usize,
     pub tokens_in: u64,
     pub tokens_out: u64,
     pub latency_ms: u64,
@@ -252,17 +307,31 @@ pub struct Hit {
     pub stale: bool,
 }
 
+impl Hit {
+    /// The answer's bytes.
+    pub fn answer(&self) -> &[u8] {
+        // SAFETY: a non-NULL pointer into the open key's string (v2) or into `copy`, both
+        // alive as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.answer_ptr, self.answer_len) }
+    }
+}
+
 impl Drop for Hit {
     fn drop(&mut self) {
-        // SAFETY: `answer` came from HashGet in this command's context.
-        unsafe { raw::RedisModule_FreeString.unwrap()(self.ctx, self.answer) };
+        // SAFETY: `copy` came from HashGet and `key` from OpenKey, in this command's context.
+        unsafe {
+            if !self.copy.is_null() {
+                raw::RedisModule_FreeString.unwrap()(self.ctx, self.copy);
+            }
+            raw::RedisModule_CloseKey.unwrap()(self.key);
+        }
     }
 }
 
 pub enum Lookup {
     Hit(Hit),
     Miss,
-    /// The key exists but is not a hash (someone wrote it with other commands).
+    /// The key holds something that is not an entry (someone wrote it with other commands).
     WrongType,
 }
 
@@ -332,6 +401,8 @@ unsafe fn read_readable_fields(
 }
 
 /// Looks up the entry at `key`; `meta` also reads its creation time and remaining TTL.
+/// A v2 hit allocates nothing of ours when the key's name is kept (a hot key): the key is
+/// opened, its string read in place and parsed, and the answer is a slice of it.
 ///
 /// # Safety
 /// `ctx` must be the context of the command being executed, on the main thread.
@@ -346,55 +417,21 @@ pub unsafe fn lookup(ctx: *mut raw::RedisModuleCtx, key: &[u8], meta: bool) -> L
         Lookup::Miss
     } else {
         let kind = raw::RedisModule_KeyType.unwrap()(k);
-        if kind == raw::REDISMODULE_KEYTYPE_HASH as c_int {
-            let f = fields();
-            let mut answer: *mut raw::RedisModuleString = ptr::null_mut();
-            let mut packed: *mut raw::RedisModuleString = ptr::null_mut();
-            raw::RedisModule_HashGet.unwrap()(
-                k,
-                raw::REDISMODULE_HASH_NONE as c_int,
-                f[ANSWER],
-                &mut answer as *mut *mut raw::RedisModuleString,
-                f[HIT],
-                &mut packed as *mut *mut raw::RedisModuleString,
-                ptr::null_mut::<raw::RedisModuleString>(),
-            );
-            let packed = take_hit_meta(ctx, packed);
-            if answer.is_null() {
-                // A hash without an answer is not an entry we wrote: ask the backend.
-                Lookup::Miss
-            } else {
-                let m = match packed {
-                    Some(m) => m,
-                    None => read_readable_fields(ctx, k, meta),
-                };
-                let stale = m.fresh_until > 0 && (now_ms().max(0) as u64) > m.fresh_until;
-                let (created_ms, ttl_ms) = if meta {
-                    (
-                        Some(m.created_ms.min(i64::MAX as u64) as i64),
-                        Some(raw::RedisModule_GetExpire.unwrap()(k)),
-                    )
-                } else {
-                    (None, None)
-                };
-                Lookup::Hit(Hit {
-                    ctx,
-                    answer,
-                    tokens_in: m.tokens_in,
-                    tokens_out: m.tokens_out,
-                    latency_ms: m.latency_ms,
-                    created_ms,
-                    ttl_ms,
-                    stale,
-                })
+        if kind == raw::REDISMODULE_KEYTYPE_STRING as c_int {
+            match open_v2(k) {
+                Some(e) => Lookup::Hit(make_hit(ctx, k, ptr::null_mut(), e.answer, &e.meta, meta)),
+                None => Lookup::WrongType,
             }
+        } else if kind == raw::REDISMODULE_KEYTYPE_HASH as c_int {
+            lookup_v1(ctx, k, meta)
         } else if kind == raw::REDISMODULE_KEYTYPE_EMPTY as c_int {
             Lookup::Miss
         } else {
             Lookup::WrongType
         }
     };
-    if !k.is_null() {
+    // A hit closes its key when dropped.
+    if !k.is_null() && !matches!(result, Lookup::Hit(_)) {
         raw::RedisModule_CloseKey.unwrap()(k);
     }
     if kept.is_none() {
@@ -405,6 +442,76 @@ pub unsafe fn lookup(ctx: *mut raw::RedisModuleCtx, key: &[u8], meta: bool) -> L
         }
     }
     result
+}
+
+/// A hit on the entry open at `k`, whose answer is `answer` (in place, or in `copy`).
+unsafe fn make_hit(
+    ctx: *mut raw::RedisModuleCtx,
+    k: *mut raw::RedisModuleKey,
+    copy: *mut raw::RedisModuleString,
+    answer: &[u8],
+    m: &HitMeta,
+    meta: bool,
+) -> Hit {
+    let stale = m.fresh_until > 0 && (now_ms().max(0) as u64) > m.fresh_until;
+    let (created_ms, ttl_ms) = if meta {
+        (
+            Some(m.created_ms.min(i64::MAX as u64) as i64),
+            Some(raw::RedisModule_GetExpire.unwrap()(k)),
+        )
+    } else {
+        (None, None)
+    };
+    Hit {
+        ctx,
+        key: k,
+        copy,
+        answer_ptr: if answer.is_empty() {
+            ptr::NonNull::dangling().as_ptr()
+        } else {
+            answer.as_ptr()
+        },
+        answer_len: answer.len(),
+        tokens_in: m.tokens_in,
+        tokens_out: m.tokens_out,
+        latency_ms: m.latency_ms,
+        created_ms,
+        ttl_ms,
+        stale,
+    }
+}
+
+/// The lookup of a format-1 entry (a hash) open at `k`.
+unsafe fn lookup_v1(
+    ctx: *mut raw::RedisModuleCtx,
+    k: *mut raw::RedisModuleKey,
+    meta: bool,
+) -> Lookup {
+    let f = fields();
+    let mut answer: *mut raw::RedisModuleString = ptr::null_mut();
+    let mut packed: *mut raw::RedisModuleString = ptr::null_mut();
+    raw::RedisModule_HashGet.unwrap()(
+        k,
+        raw::REDISMODULE_HASH_NONE as c_int,
+        f[ANSWER],
+        &mut answer as *mut *mut raw::RedisModuleString,
+        f[HIT],
+        &mut packed as *mut *mut raw::RedisModuleString,
+        ptr::null_mut::<raw::RedisModuleString>(),
+    );
+    let packed = take_hit_meta(ctx, packed);
+    let Some(bytes) = bytes_of(answer) else {
+        // A hash without an answer is not an entry we wrote: ask the backend.
+        if !answer.is_null() {
+            raw::RedisModule_FreeString.unwrap()(ctx, answer);
+        }
+        return Lookup::Miss;
+    };
+    let m = match packed {
+        Some(m) => m,
+        None => read_readable_fields(ctx, k, meta),
+    };
+    Lookup::Hit(make_hit(ctx, k, answer, bytes, &m, meta))
 }
 
 /// An entry to write.
@@ -436,17 +543,15 @@ pub fn now_ms() -> i64 {
 #[derive(Debug)]
 pub struct WriteRefused;
 
-/// Writes an entry with plain commands that replicate (`!`) and return errors as replies
-/// (`E`): `HSET` then `PEXPIREAT`, which replicas and the AOF receive in one `MULTI`. Under
-/// `noeviction` the write also fails on OOM (`M`) rather than grow past `maxmemory`. Under an
-/// evicting policy it is not checked: from a worker, Redis would compare used memory with
-/// the limit without evicting first, and refuse nearly every paid answer at the limit; the
-/// next command evicts as usual. The caller holds the Redis lock.
+/// Writes an entry as one v2 string with one plain command that replicates (`!`) and
+/// returns errors as replies (`E`): `SET <key> <value> PXAT <ms>`, which replicas and the AOF
+/// receive as it is. Under `noeviction` the write also fails on OOM (`M`) rather than grow
+/// past `maxmemory`. Under an evicting policy it is not checked: from a worker, Redis would
+/// compare used memory with the limit without evicting first, and refuse nearly every paid
+/// answer at the limit; the next command evicts as usual. A key holding something that is
+/// not an entry is left alone (refused). The caller holds the Redis lock.
 pub fn write(ctx: &Context, e: &NewEntry<'_>) -> Result<(), WriteRefused> {
     let created = now_ms();
-    let created_s = created.to_string();
-    let num = |v: Option<u64>| v.map(|t| t.to_string()).unwrap_or_default();
-    let (tokens_in, tokens_out, latency) = (num(e.tokens_in), num(e.tokens_out), num(e.latency_ms));
     let evicts = ctx.get_flags().contains(ContextFlags::EVICTED);
     // Script mode (`S`): refused like a client's write when `min-replicas-to-write` is not met
     // or the server cannot persist (a timer's write would otherwise skip both checks).
@@ -464,9 +569,11 @@ pub fn write(ctx: &Context, e: &NewEntry<'_>) -> Result<(), WriteRefused> {
             .errors_as_replies()
             .build()
     };
+    if unsafe { holds_other_value(ctx.ctx, e.key) } {
+        return Err(WriteRefused);
+    }
     let fresh_until_ms = created + e.ttl_secs * 1000;
-    let fresh_until = fresh_until_ms.to_string();
-    let hit = HitMeta {
+    let meta = HitMeta {
         created_ms: created.max(0) as u64,
         fresh_until: if e.stale_secs > 0 {
             fresh_until_ms.max(0) as u64
@@ -476,51 +583,157 @@ pub fn write(ctx: &Context, e: &NewEntry<'_>) -> Result<(), WriteRefused> {
         tokens_in: e.tokens_in.unwrap_or(0),
         tokens_out: e.tokens_out.unwrap_or(0),
         latency_ms: e.latency_ms.unwrap_or(0),
-    }
-    .encode();
-    // `answer` and `hit` first: in a small (listpack) hash a hit finds them without
-    // scanning past the other fields.
-    let mut fields: Vec<&[u8]> = vec![
-        e.key,
-        b"answer",
-        e.answer,
-        b"hit",
-        hit.as_bytes(),
-        b"question",
-        e.question,
-        b"model",
+    };
+    let value = v2::encode(
+        &meta,
         e.model,
-        b"created",
-        created_s.as_bytes(),
-        b"tokens_in",
-        tokens_in.as_bytes(),
-        b"tokens_out",
-        tokens_out.as_bytes(),
-        b"latency_ms",
-        latency.as_bytes(),
-    ];
-    if let Some(sem) = e.sem {
-        fields.extend_from_slice(&[crate::semantic::FIELD, sem]);
-    }
-    if e.stale_secs > 0 {
-        fields.extend_from_slice(&[b"fresh_until", fresh_until.as_bytes()]);
-    } else {
-        // An entry rewritten without a grace period must not keep an old one.
-        let _: CallResult = ctx.call_ext("HDEL", &opts, &[e.key, b"fresh_until"][..]);
-    }
-    let written: CallResult = ctx.call_ext("HSET", &opts, &fields[..]);
-    if written.is_err() {
-        return Err(WriteRefused);
-    }
+        e.question,
+        e.answer,
+        e.sem.unwrap_or_default(),
+    );
     let at = (created + (e.ttl_secs + e.stale_secs) * 1000).to_string();
-    let expired: CallResult = ctx.call_ext("PEXPIREAT", &opts, &[e.key, at.as_bytes()][..]);
-    if expired.is_err() {
-        // An entry without its TTL would live forever: take it back.
-        let _: CallResult = ctx.call_ext("DEL", &opts, &[e.key][..]);
+    let written: CallResult =
+        ctx.call_ext("SET", &opts, &[e.key, &value, b"PXAT", at.as_bytes()][..]);
+    if written.is_err() {
         return Err(WriteRefused);
     }
     crate::stats::STORED.bump();
     Ok(())
+}
+
+/// Whether `key` holds a value that is not an entry of either format (which a write must
+/// not overwrite). Opened without touching its LRU/LFU clock.
+///
+/// # Safety
+/// Main thread (or the module lock held).
+unsafe fn holds_other_value(ctx: *mut raw::RedisModuleCtx, key: &[u8]) -> bool {
+    let name = raw::RedisModule_CreateString.unwrap()(ctx, key.as_ptr().cast(), key.len());
+    let mode = raw::REDISMODULE_READ | raw::REDISMODULE_OPEN_KEY_NOTOUCH;
+    let k = raw::RedisModule_OpenKey.unwrap()(ctx, name, mode as c_int);
+    let other = if k.is_null() {
+        false
+    } else {
+        let kind = raw::RedisModule_KeyType.unwrap()(k);
+        let other = if kind == raw::REDISMODULE_KEYTYPE_STRING as c_int {
+            open_v2(k).is_none()
+        } else {
+            kind != raw::REDISMODULE_KEYTYPE_HASH as c_int
+                && kind != raw::REDISMODULE_KEYTYPE_EMPTY as c_int
+        };
+        raw::RedisModule_CloseKey.unwrap()(k);
+        other
+    };
+    raw::RedisModule_FreeString.unwrap()(ctx, name);
+    other
+}
+
+/// A whole entry, for `QA.ENTRY`.
+pub struct Described {
+    /// 1: a hash written by an older build; 2: a v2 string.
+    pub format: i64,
+    pub question: Vec<u8>,
+    pub model: Vec<u8>,
+    pub answer: Vec<u8>,
+    pub meta: HitMeta,
+    /// Remaining TTL in ms (-1: none).
+    pub ttl_ms: i64,
+    /// Length of the embedding (0: none).
+    pub sem_bytes: usize,
+}
+
+/// The key holds something that is not an entry.
+#[derive(Debug)]
+pub struct NotAnEntry;
+
+/// The whole entry at `key`: `Ok(None)` if there is none, [`NotAnEntry`] if the key holds
+/// something else.
+///
+/// # Safety
+/// `ctx` must be the running command's context, on the main thread.
+pub unsafe fn describe(
+    ctx: *mut raw::RedisModuleCtx,
+    key: &[u8],
+) -> Result<Option<Described>, NotAnEntry> {
+    let name = raw::RedisModule_CreateString.unwrap()(ctx, key.as_ptr().cast(), key.len());
+    let k = raw::RedisModule_OpenKey.unwrap()(ctx, name, raw::REDISMODULE_READ as c_int);
+    let out = describe_open(ctx, k);
+    if !k.is_null() {
+        raw::RedisModule_CloseKey.unwrap()(k);
+    }
+    raw::RedisModule_FreeString.unwrap()(ctx, name);
+    out
+}
+
+unsafe fn describe_open(
+    ctx: *mut raw::RedisModuleCtx,
+    k: *mut raw::RedisModuleKey,
+) -> Result<Option<Described>, NotAnEntry> {
+    if k.is_null() {
+        return Ok(None);
+    }
+    let kind = raw::RedisModule_KeyType.unwrap()(k);
+    let ttl_ms = raw::RedisModule_GetExpire.unwrap()(k);
+    if kind == raw::REDISMODULE_KEYTYPE_EMPTY as c_int {
+        return Ok(None);
+    }
+    if kind == raw::REDISMODULE_KEYTYPE_STRING as c_int {
+        let e = open_v2(k).ok_or(NotAnEntry)?;
+        return Ok(Some(Described {
+            format: 2,
+            question: e.question.to_vec(),
+            model: v2::unescape(e.model_escaped),
+            answer: e.answer.to_vec(),
+            meta: e.meta,
+            ttl_ms,
+            sem_bytes: e.sem.len(),
+        }));
+    }
+    let fields = read_open_fields(
+        ctx,
+        k,
+        [
+            c"answer",
+            c"question",
+            c"model",
+            c"sem",
+            c"hit",
+            c"created",
+            c"fresh_until",
+            c"tokens_in",
+            c"tokens_out",
+            c"latency_ms",
+        ],
+    )
+    .ok_or(NotAnEntry)?;
+    let [answer, question, model, sem, hit, rest @ ..] = fields;
+    let Some(answer) = answer else {
+        // Not an entry we wrote (a lookup treats it as a miss).
+        return Ok(None);
+    };
+    let num = |v: &Option<Vec<u8>>| {
+        v.as_deref()
+            .and_then(|b| std::str::from_utf8(b).ok()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let meta = hit
+        .as_deref()
+        .and_then(HitMeta::parse)
+        .unwrap_or_else(|| HitMeta {
+            created_ms: num(&rest[0]),
+            fresh_until: num(&rest[1]),
+            tokens_in: num(&rest[2]),
+            tokens_out: num(&rest[3]),
+            latency_ms: num(&rest[4]),
+        });
+    Ok(Some(Described {
+        format: 1,
+        question: question.unwrap_or_default(),
+        model: model.unwrap_or_default(),
+        answer,
+        meta,
+        ttl_ms,
+        sem_bytes: sem.map_or(0, |s| s.len()),
+    }))
 }
 
 #[cfg(test)]
@@ -591,6 +804,20 @@ mod tests {
         for r in rows {
             assert_eq!(HitMeta::parse(r), None, "{:?}", String::from_utf8_lossy(r));
         }
+    }
+
+    /// The shortest entry a write can make (a 13-digit creation time, one byte of model,
+    /// question and answer) is longer than any string Redis may keep embedded: `open_v2`
+    /// skips those without losing an entry.
+    #[test]
+    fn every_written_entry_is_longer_than_an_embedded_string() {
+        let meta = HitMeta {
+            created_ms: 1_000_000_000_000,
+            ..HitMeta::default()
+        };
+        let shortest = v2::encode(&meta, b"m", b"q", b"a", b"");
+        assert!(shortest.len() > MAX_EMBEDDED, "{}", shortest.len());
+        assert!(v2::decode(&shortest).is_some());
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub const IN_MULTI: &str =
     "ERR cache miss inside MULTI or a script: QA.GET cannot wait for the backend there";
 pub const ON_REPLICA: &str = "ERR cache miss on a read-only replica: send QA.GET to the primary";
 pub const WRONG_ENTRY_TYPE: &str =
-    "WRONGTYPE the entry key holds a value that is not a redis-qa hash";
+    "WRONGTYPE the entry key holds a value that is not a redis-qa entry";
 pub const SET_SEMANTIC_IN_MULTI: &str =
     "ERR QA.SET with the semantic tier cannot wait for the embedding inside MULTI or a script (add EXACT)";
 pub const SET_PAUSED: &str =

@@ -1,14 +1,24 @@
 //! Key derivation: which Redis key holds the answer to a question.
 //!
-//! `qa:{<cache>}:<hex sha-256>`. The hash tag keeps all of a cache's entries in the cluster
-//! slot of the cache name (the command's declared key). The digest covers, each
-//! length-prefixed so no two field lists encode alike: the normalization version, the
-//! model, the system prompt (zero-padded to a 64-byte block), the cache's generation (see
-//! `generation`) and the normalized question.
+//! `qa:{<cache>}:<32 hex digits>`: the first 128 bits of a SHA-256. The hash tag keeps all
+//! of a cache's entries in the cluster slot of the cache name (the command's declared key).
+//! The digest covers, each length-prefixed so no two field lists encode alike: the
+//! normalization version, the model, the system prompt (zero-padded to a 64-byte block), the
+//! cache's generation (see `generation`) and the normalized question.
+//!
+//! 128 bits: the chance that any two of n questions of one cache share a key is at most
+//! n²/2¹²⁹, about 1.5·10⁻²¹ for a billion of them. Half the digits of the whole digest save
+//! 32 bytes per key (a third of a short entry's key allocation). Older builds wrote all 64
+//! digits; being longer, their keys can never be taken for one of these, and are never
+//! looked up again by an exact lookup (they expire with their TTL). The key's length is its
+//! version: the digest's input is unchanged.
 
 use sha2::{Digest, Sha256};
 
 use crate::normalize::NORMALIZATION_VERSION;
+
+/// Hex digits of the digest in a key.
+pub const DIGEST_HEX: usize = 32;
 
 /// Longest cache name accepted.
 pub const MAX_CACHE_NAME: usize = 128;
@@ -56,7 +66,7 @@ pub fn prefix_state(model: &str, system: &str) -> Sha256 {
 
 /// Length of a full entry key for a cache name of `cache_len` bytes.
 pub fn key_len(cache_len: usize) -> usize {
-    "qa:{".len() + cache_len + "}:".len() + 64
+    "qa:{".len() + cache_len + "}:".len() + DIGEST_HEX
 }
 
 /// Appends `qa:{<cache>}:<hex>` to `out`, finishing `prefix` with the cache's generation
@@ -76,7 +86,7 @@ pub fn entry_key_into(
     out.extend_from_slice(b"qa:{");
     out.extend_from_slice(cache);
     out.extend_from_slice(b"}:");
-    let mut hex = [0u8; 64];
+    let mut hex = [0u8; DIGEST_HEX];
     for (pair, b) in hex.chunks_exact_mut(2).zip(digest) {
         pair.copy_from_slice(&HEX_PAIRS[b as usize]);
     }
@@ -144,7 +154,10 @@ mod tests {
         h.update(0u64.to_be_bytes()); // generation ""
         h.update(5u64.to_be_bytes());
         h.update(b"hello");
-        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = h.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(
             key("c", "gpt-4o-mini", "", "hello"),
             format!("qa:{{c}}:{hex}")

@@ -959,7 +959,7 @@ unsafe fn read_match(
     {
         return None;
     }
-    let answer = String::from_utf8_lossy(entry::bytes_of(hit.answer)?).into_owned();
+    let answer = String::from_utf8_lossy(hit.answer()).into_owned();
     let age_ms = hit.created_ms.map_or(0, |at| (entry::now_ms() - at).max(0));
     Some((
         SemanticHit {

@@ -16,14 +16,8 @@ fn everything_visible(con: &mut redis::Connection) -> String {
     let mut text = cfg.join("\n") + &info;
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(con).unwrap();
     for k in keys {
-        let kind: String = redis::cmd("TYPE").arg(&k).query(con).unwrap();
-        if kind == "hash" {
-            let v: Vec<String> = redis::cmd("HGETALL").arg(&k).query(con).unwrap();
-            text.push_str(&v.join("\n"));
-        } else {
-            let v: Vec<u8> = redis::cmd("GET").arg(&k).query(con).unwrap();
-            text.push_str(&String::from_utf8_lossy(&v));
-        }
+        let v: Vec<u8> = redis::cmd("DUMP").arg(&k).query(con).unwrap();
+        text.push_str(&String::from_utf8_lossy(&v));
     }
     text
 }

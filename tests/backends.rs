@@ -21,7 +21,7 @@ fn config_set(con: &mut redis::Connection, name: &str, value: &str) {
 fn entry(con: &mut redis::Connection) -> HashMap<String, String> {
     let keys: Vec<String> = entry_keys(con);
     assert_eq!(keys.len(), 1, "{keys:?}");
-    redis::cmd("HGETALL").arg(&keys[0]).query(con).unwrap()
+    entry_fields(con, &keys[0])
 }
 
 fn ttl(con: &mut redis::Connection) -> i64 {
@@ -180,10 +180,11 @@ fn webhook_format_exchange_ttl_and_no_store() {
                            "system": ""})
     );
     assert_eq!(ttl(&mut con), 3600);
+    // Unknown counts are stored as 0 (a hit saves no known tokens).
     let e = entry(&mut con);
     assert_eq!(
         (e["tokens_in"].as_str(), e["tokens_out"].as_str()),
-        ("", "")
+        ("0", "0")
     );
 
     // "ttl" replaces the asker's TTL; token counts are kept.

@@ -84,7 +84,7 @@ fn peek_set_del_and_key() {
     let mut keys: Vec<String> = redis::cmd("KEYS").arg("qa:*").query(&mut con).unwrap();
     keys.sort();
     assert_eq!(keys, vec![key.clone(), "qa:{faq}:gen".to_string()]);
-    let entry: HashMap<String, String> = redis::cmd("HGETALL").arg(&key).query(&mut con).unwrap();
+    let entry = entry_fields(&mut con, &key);
     assert_eq!(entry["question"], q);
     assert_eq!(entry["model"], MODEL);
     let ttl: i64 = redis::cmd("TTL").arg(&key).query(&mut con).unwrap();
@@ -703,12 +703,7 @@ fn stale_entries_are_served_at_once_while_one_call_refreshes_them() {
     let key3 = text(&map(cmd(&mut con, &["QA.KEY", "faq", "q3"]).unwrap())["key"]);
     let ttl3: i64 = redis::cmd("TTL").arg(&key3).query(&mut con).unwrap();
     assert!(ttl3 <= 100, "{ttl3}");
-    let fresh: Option<String> = redis::cmd("HGET")
-        .arg(&key3)
-        .arg("fresh_until")
-        .query(&mut con)
-        .unwrap();
-    assert_eq!(fresh, None);
+    assert_eq!(entry_fields(&mut con, &key3).get("fresh_until"), None);
 }
 
 #[test]
@@ -745,6 +740,11 @@ fn every_command_has_docs_and_key_metadata() {
             Some("RW"),
         ),
         ("qa.invalidate", &["cache"], Some("RW")),
+        (
+            "qa.entry",
+            &["cache", "question", "model", "system"],
+            Some("RO"),
+        ),
         ("qa.stats", &["cache"], None),
         ("qa.audit", &["cache", "count"], Some("RO")),
     ];
@@ -771,27 +771,209 @@ fn every_command_has_docs_and_key_metadata() {
     }
 }
 
-/// A hit reads `answer` and the packed `hit` field; an entry without a usable `hit` (written
-/// by an older build, or edited by hand) is served from its readable fields instead, with
-/// the same stats, age and staleness.
+/// An entry is one string (format v2): a text header, the question, the answer. `GET` shows
+/// it readable, `QA.ENTRY` shows it whole, and a hit serves it with its stats, age and
+/// staleness; a string that is not an entry (edited by hand, another version) is not served.
 #[test]
-fn hits_read_the_packed_field_or_fall_back_to_the_readable_ones() {
+fn an_entry_is_one_readable_string_shown_whole_by_qa_entry() {
     let b = Backend::start(Duration::from_millis(20));
     let s = server_for(&b, &["--qa.stale-ttl", "30"]);
     let mut con = s.conn();
     let q = "What is our refund policy?";
     let answer = qa_get(&mut con, &["faq", q, "TTL", "600"]).unwrap();
     let key = text(&map(cmd(&mut con, &["QA.KEY", "faq", q]).unwrap())["key"]);
-    let entry: HashMap<String, String> = redis::cmd("HGETALL").arg(&key).query(&mut con).unwrap();
+    let kind: String = redis::cmd("TYPE").arg(&key).query(&mut con).unwrap();
+    assert_eq!(kind, "string");
+    let raw: Vec<u8> = redis::cmd("GET").arg(&key).query(&mut con).unwrap();
+    let entry = decode_entry(&raw).unwrap();
     let num = |f: &str| -> u64 { entry[f].parse().unwrap() };
     let (created, fresh_until) = (num("created"), num("fresh_until"));
     let (tin, tout, lat) = (num("tokens_in"), num("tokens_out"), num("latency_ms"));
     assert_eq!(fresh_until, created + 600_000);
-    assert_eq!(
-        entry["hit"],
-        format!("1 {created} {fresh_until} {tin} {tout} {lat}"),
-        "{entry:?}"
+    assert!(lat >= 20, "{lat}");
+    let header = format!(
+        "qa2 c={created} f={fresh_until} i={tin} o={tout} l={lat} m={MODEL} q={} a={} s=0\n",
+        q.len(),
+        answer.len()
     );
+    assert_eq!(
+        String::from_utf8_lossy(&raw),
+        format!("{header}{q}\n{answer}")
+    );
+    let expire_at: i64 = redis::cmd("PEXPIRETIME").arg(&key).query(&mut con).unwrap();
+    assert_eq!(expire_at as u64, created + 630_000, "TTL + stale grace");
+
+    // QA.ENTRY: every part, by name (RESP2 here: a flat array).
+    let e = map(cmd(
+        &mut con,
+        &["QA.ENTRY", "faq", " what is our REFUND policy "],
+    )
+    .unwrap());
+    let int = |k: &str| match e[k] {
+        Value::Int(n) => n,
+        ref other => panic!("{k}: {other:?}"),
+    };
+    assert_eq!(e.len(), 12, "{e:?}");
+    assert_eq!(text(&e["key"]), key);
+    assert_eq!(text(&e["question"]), q);
+    assert_eq!(text(&e["model"]), MODEL);
+    assert_eq!(text(&e["answer"]), answer);
+    assert_eq!(int("format"), 2);
+    assert_eq!(int("created_ms") as u64, created);
+    assert_eq!(int("fresh_until_ms") as u64, fresh_until);
+    assert_eq!(
+        (int("tokens_in"), int("tokens_out"), int("latency_ms")),
+        (tin as i64, tout as i64, lat as i64)
+    );
+    assert!(
+        (600_000..=630_000).contains(&int("ttl_ms")),
+        "{}",
+        int("ttl_ms")
+    );
+    assert_eq!(int("sem_bytes"), 0);
+    assert_eq!(
+        cmd(&mut con, &["QA.ENTRY", "faq", "never asked"]).unwrap(),
+        Value::Nil
+    );
+
+    // Hits: the answer, what it saved, its age.
+    for i in 1..=2u64 {
+        let m = map(cmd(&mut con, &["QA.GET", "faq", q, "WITHMETA"]).unwrap());
+        assert_eq!(text(&m["answer"]), answer);
+        assert_eq!(text(&m["served"]), "hit");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let age = match m["age_ms"] {
+            Value::Int(n) => n as u64,
+            ref other => panic!("age_ms {other:?}"),
+        };
+        assert!(
+            age <= now - created && age + 60_000 > now - created,
+            "{age}"
+        );
+        assert_eq!(info_field(&mut con, "hits"), i);
+        assert_eq!(info_field(&mut con, "tokens_in_saved"), i * tin);
+        assert_eq!(info_field(&mut con, "tokens_out_saved"), i * tout);
+        assert_eq!(info_field(&mut con, "backend_ms_saved"), i * lat);
+    }
+    assert_eq!(b.calls(), 1);
+
+    // Past `f`, within the grace: served stale, and refreshed (which writes a new entry).
+    let past = String::from_utf8_lossy(&raw).replacen(&format!("f={fresh_until}"), "f=1", 1);
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(&past)
+        .arg("KEEPTTL")
+        .query(&mut con)
+        .unwrap();
+    let m = map(cmd(&mut con, &["QA.GET", "faq", q, "WITHMETA"]).unwrap());
+    assert_eq!(text(&m["served"]), "stale");
+    assert!(wait_until(Duration::from_secs(5), || {
+        entry_fields(&mut con, &key)
+            .get("fresh_until")
+            .map(String::as_str)
+            != Some("1")
+    }));
+    assert_eq!(b.calls(), 2);
+    assert_eq!(
+        text(&map(cmd(&mut con, &["QA.GET", "faq", q, "WITHMETA"]).unwrap())["served"]),
+        "hit"
+    );
+
+    // Strings that are not entries: (value, why). Never served, never overwritten by a hit.
+    let good = String::from_utf8_lossy(&raw).into_owned();
+    let rows: Vec<(String, &str)> = vec![
+        (good.replacen("qa2 ", "qa3 ", 1), "another format version"),
+        (format!("{good}x"), "longer than its lengths say"),
+        (good[..good.len() - 1].to_string(), "truncated"),
+        (
+            good.replacen(" f=", "  f=", 1),
+            "a double space in the header",
+        ),
+        ("x".repeat(60), "not an entry at all"),
+        ("42".to_string(), "a short string (kept as an integer)"),
+    ];
+    for (value, why) in &rows {
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg(value)
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(
+            err_text(&qa_get(&mut con, &["faq", q]).unwrap_err()),
+            "WRONGTYPE the entry key holds a value that is not a redis-qa entry",
+            "{why}"
+        );
+        assert_eq!(
+            err_text(&cmd(&mut con, &["QA.ENTRY", "faq", q]).unwrap_err()),
+            "WRONGTYPE the entry key holds a value that is not a redis-qa entry",
+            "{why}"
+        );
+        let now: Vec<u8> = redis::cmd("GET").arg(&key).query(&mut con).unwrap();
+        assert_eq!(now, value.as_bytes(), "{why}");
+    }
+    assert_eq!(b.calls(), 2);
+
+    // QA.SET writes an entry without a grace and with nothing saved.
+    cmd(&mut con, &["QA.SET", "faq", "set q", "set a"]).unwrap();
+    let key2 = text(&map(cmd(&mut con, &["QA.KEY", "faq", "set q"]).unwrap())["key"]);
+    let raw2: Vec<u8> = redis::cmd("GET").arg(&key2).query(&mut con).unwrap();
+    let e2 = decode_entry(&raw2).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&raw2),
+        format!(
+            "qa2 c={} f=0 i=0 o=0 l=0 m={MODEL} q=5 a=5 s=0\nset q\nset a",
+            e2["created"]
+        )
+    );
+}
+
+/// Entries written by older builds are hashes (format 1). They are still served, from the
+/// packed `hit` field or, without a usable one (an entry of an even older build, or edited by
+/// hand), from the readable fields, with the same stats, age and staleness; `QA.ENTRY` shows
+/// them; the next store replaces one with a v2 string.
+#[test]
+fn entries_of_older_builds_are_served_and_replaced_when_next_stored() {
+    let b = Backend::start(Duration::from_millis(20));
+    let s = server_for(&b, &["--qa.stale-ttl", "30"]);
+    let mut con = s.conn();
+    let q = "What is our refund policy?";
+    let key = text(&map(cmd(&mut con, &["QA.KEY", "faq", q]).unwrap())["key"]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (created, fresh_until, tin, tout, lat) = (now - 5_000, now + 600_000, 7u64, 15u64, 2001u64);
+    let answer = "Refunds within 30 days.";
+    let hit = format!("1 {created} {fresh_until} {tin} {tout} {lat}");
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg(&[
+            ("answer", answer.to_string()),
+            ("hit", hit.clone()),
+            ("question", q.to_string()),
+            ("model", MODEL.to_string()),
+            ("created", created.to_string()),
+            ("tokens_in", tin.to_string()),
+            ("tokens_out", tout.to_string()),
+            ("latency_ms", lat.to_string()),
+            ("fresh_until", fresh_until.to_string()),
+        ])
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("PEXPIREAT")
+        .arg(&key)
+        .arg(fresh_until + 30_000)
+        .query(&mut con)
+        .unwrap();
+
+    let e = map(cmd(&mut con, &["QA.ENTRY", "faq", q]).unwrap());
+    assert_eq!(e["format"], Value::Int(1));
+    assert_eq!(text(&e["answer"]), answer);
+    assert_eq!(text(&e["question"]), q);
+    assert_eq!(e["tokens_out"], Value::Int(tout as i64));
 
     // (what is done to the entry's `hit` field before a hit, why)
     let rows: &[(Option<&str>, &str)] = &[
@@ -836,6 +1018,11 @@ fn hits_read_the_packed_field_or_fall_back_to_the_readable_ones() {
             "{why}: age {age} from created {created}"
         );
         assert!(age + 60_000 > now - created, "{why}: age {age}");
+        assert_eq!(
+            text(&cmd(&mut con, &["QA.PEEK", "faq", q]).unwrap()),
+            answer,
+            "{why}"
+        );
         assert_eq!(qa_get(&mut con, &["faq", q]).unwrap(), answer, "{why}");
         let n = 2 * (i as u64 + 1);
         assert_eq!(info_field(&mut con, "hits"), n, "{why}");
@@ -843,10 +1030,10 @@ fn hits_read_the_packed_field_or_fall_back_to_the_readable_ones() {
         assert_eq!(info_field(&mut con, "tokens_out_saved"), n * tout, "{why}");
         assert_eq!(info_field(&mut con, "backend_ms_saved"), n * lat, "{why}");
     }
-    assert_eq!(b.calls(), 1);
+    assert_eq!(b.calls(), 0);
 
-    // Past `fresh_until`, without `hit`: served stale from the readable field (and refreshed,
-    // which writes a new `hit`).
+    // Past `fresh_until`, without `hit`: served stale from the readable field, and refreshed,
+    // which replaces the hash with a v2 string.
     let _: i64 = redis::cmd("HDEL")
         .arg(&key)
         .arg("hit")
@@ -861,42 +1048,37 @@ fn hits_read_the_packed_field_or_fall_back_to_the_readable_ones() {
     let m = map(cmd(&mut con, &["QA.GET", "faq", q, "WITHMETA"]).unwrap());
     assert_eq!(text(&m["served"]), "stale");
     assert!(wait_until(Duration::from_secs(5), || {
-        let hit: Option<String> = redis::cmd("HGET")
-            .arg(&key)
-            .arg("hit")
-            .query(&mut con)
-            .unwrap();
-        hit.is_some()
+        let kind: String = redis::cmd("TYPE").arg(&key).query(&mut con).unwrap();
+        kind == "string"
     }));
-    assert_eq!(b.calls(), 2);
+    assert_eq!(b.calls(), 1);
+    let fresh = answer_for(q, MODEL, "");
+    let m = map(cmd(&mut con, &["QA.GET", "faq", q, "WITHMETA"]).unwrap());
     assert_eq!(
-        text(&map(cmd(&mut con, &["QA.GET", "faq", q, "WITHMETA"]).unwrap())["served"]),
-        "hit"
+        (text(&m["served"]), text(&m["answer"])),
+        ("hit".to_string(), fresh)
+    );
+    assert_eq!(
+        map(cmd(&mut con, &["QA.ENTRY", "faq", q]).unwrap())["format"],
+        Value::Int(2)
     );
 
-    // The same with a `hit` field whose grace has begun.
-    let hit: String = redis::cmd("HGET")
+    // A hash that is not an entry (no `answer`) is a miss, and is replaced when stored.
+    let _: i64 = redis::cmd("DEL").arg(&key).query(&mut con).unwrap();
+    let _: () = redis::cmd("HSET")
         .arg(&key)
-        .arg("hit")
+        .arg("x")
+        .arg("y")
         .query(&mut con)
         .unwrap();
-    let mut parts: Vec<&str> = hit.split(' ').collect();
-    parts[2] = "1";
-    let _: i64 = redis::cmd("HSET")
-        .arg(&key)
-        .arg("hit")
-        .arg(parts.join(" "))
-        .query(&mut con)
-        .unwrap();
-    let m = map(cmd(&mut con, &["QA.GET", "faq", q, "WITHMETA"]).unwrap());
-    assert_eq!(text(&m["served"]), "stale");
-
-    // QA.SET writes `hit` too, without a grace and with nothing saved.
-    cmd(&mut con, &["QA.SET", "faq", "set q", "set a"]).unwrap();
-    let key2 = text(&map(cmd(&mut con, &["QA.KEY", "faq", "set q"]).unwrap())["key"]);
-    let e2: HashMap<String, String> = redis::cmd("HGETALL").arg(&key2).query(&mut con).unwrap();
-    assert_eq!(e2["hit"], format!("1 {} 0 0 0 0", e2["created"]));
-    assert!(!e2.contains_key("fresh_until"));
+    assert_eq!(cmd(&mut con, &["QA.ENTRY", "faq", q]).unwrap(), Value::Nil);
+    assert_eq!(
+        qa_get(&mut con, &["faq", q]).unwrap(),
+        answer_for(q, MODEL, "")
+    );
+    assert_eq!(b.calls(), 2);
+    let kind: String = redis::cmd("TYPE").arg(&key).query(&mut con).unwrap();
+    assert_eq!(kind, "string");
 }
 
 /// The key names of looked-up entries are kept in a small table of slots; many questions

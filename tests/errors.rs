@@ -255,7 +255,7 @@ fn an_entry_key_holding_another_type_is_reported_not_overwritten() {
         .unwrap();
     assert_eq!(
         get_err(&mut con, &[b"faq", b"q"]),
-        "WRONGTYPE the entry key holds a value that is not a redis-qa hash"
+        "WRONGTYPE the entry key holds a value that is not a redis-qa entry"
     );
     let v: String = redis::cmd("GET").arg(&keys[0]).query(&mut con).unwrap();
     assert_eq!(v, "not a hash");

@@ -162,19 +162,9 @@ fn flushall_while_a_miss_is_in_flight_then_the_late_write_lands_after_it() {
         ) == 0));
         let keys = scan_keys(&mut con, "qa:*");
         assert_eq!(keys.len(), 1, "{flush:?}: {keys:?}");
-        let asked: String = redis::cmd("HGET")
-            .arg(&keys[0])
-            .arg("question")
-            .query(&mut con)
-            .unwrap();
-        assert_eq!(asked, q);
-        let created: i64 = redis::cmd("HGET")
-            .arg(&keys[0])
-            .arg("created")
-            .query::<String>(&mut con)
-            .unwrap()
-            .parse()
-            .unwrap();
+        let entry = entry_fields(&mut con, &keys[0]);
+        assert_eq!(entry["question"], q);
+        let created: i64 = entry["created"].parse().unwrap();
         let at: i64 = redis::cmd("PEXPIRETIME")
             .arg(&keys[0])
             .query(&mut con)

@@ -118,11 +118,7 @@ impl Limited {
         scan_keys(&mut self.con, &format!("qa:{{{cache}}}:*"))
             .into_iter()
             .filter_map(|k| {
-                let q: Option<String> = redis::cmd("HGET")
-                    .arg(&k)
-                    .arg("question")
-                    .query(&mut self.con)
-                    .unwrap();
+                let q = entry_fields(&mut self.con, &k).remove("question");
                 q.map(|q| (k, q))
             })
             .collect()
@@ -193,7 +189,7 @@ fn allkeys_lru_evicts_the_least_recently_used_entries_and_hits_keep_working() {
     // the idle time they had when sampled (during the fill: at most `clock_end - clock_start`
     // seconds). Wait until every old entry is idle for longer than that, so that anything
     // touched from now on is younger than any old entry, even a remembered one. (INFO, SCAN
-    // and OBJECT do not count as accesses; HGET and QA.GET do.) Meanwhile the limit is lifted
+    // and OBJECT do not count as accesses; GET and QA.GET do.) Meanwhile the limit is lifted
     // a little: at the limit any command may evict a few more keys first (client buffers come
     // and go), which would sample an entry into the pool as old just before it is read.
     let limit = l.maxmemory;
@@ -355,8 +351,9 @@ fn volatile_ttl_evicts_the_entries_closest_to_expiry_and_never_keys_without_ttl(
 
 /// The size of one entry for a typical 500-byte answer, as `MEMORY USAGE` reports it, and the
 /// growth of `used_memory` per entry over 1000 entries (which adds the keyspace and expiry
-/// tables). Printed for docs/operating.md (`cargo test --release --test memory entry_size --
-/// --nocapture`); the assertions bound the overhead over the bytes actually stored.
+/// tables), next to a plain `SETEX` of the same answer under a 32-character key. Printed for
+/// docs/operating.md (`cargo test --release --test memory entry_size -- --nocapture`); the
+/// assertions bound the overhead over the bytes actually stored: an entry is one string.
 #[test]
 fn entry_size_for_a_500_byte_answer() {
     const N: usize = 1000;
@@ -369,79 +366,78 @@ fn entry_size_for_a_500_byte_answer() {
     let version = info_str(&mut con, "server", "redis_version");
     let allocator = info_str(&mut con, "memory", "mem_allocator");
 
-    // (MEMORY USAGE, bytes of key + field names + values, fields, used_memory per entry)
-    let measure = |con: &mut redis::Connection, cache: &str| -> (u64, u64, u64, u64) {
-        let q = "What is our refund policy for annual plans?";
-        assert_eq!(qa_get(con, &[cache, q]).unwrap(), answer);
-        let key = scan_keys(con, &format!("qa:{{{cache}}}:*")).remove(0);
-        // A hash table that just grew is rehashed a step per lookup: finish that first.
-        for _ in 0..8 {
-            let _: String = redis::cmd("HGET")
-                .arg(&key)
-                .arg("answer")
-                .query(con)
-                .unwrap();
-        }
-        let usage: u64 = redis::cmd("MEMORY")
+    let q = "What is our refund policy for annual plans?";
+    assert_eq!(qa_get(&mut con, &["sizing", q]).unwrap(), answer);
+    let key = scan_keys(&mut con, "qa:{sizing}:*").remove(0);
+    let usage = |con: &mut redis::Connection, k: &str| -> u64 {
+        redis::cmd("MEMORY")
             .arg("USAGE")
-            .arg(&key)
+            .arg(k)
             .arg("SAMPLES")
             .arg(0)
             .query(con)
-            .unwrap();
-        let fields: Vec<(String, String)> = redis::cmd("HGETALL").arg(&key).query(con).unwrap();
-        let payload = key.len() as u64
-            + fields
-                .iter()
-                .map(|(f, v)| (f.len() + v.len()) as u64)
-                .sum::<u64>();
-        let before = used_memory(con);
-        for i in 0..N {
-            let q = format!("Question number {i:04} about our refund policy?");
-            assert_eq!(qa_get(con, &[cache, &q]).unwrap(), answer);
-        }
-        let per_entry = (used_memory(con) - before) / N as u64;
-        (usage, payload, fields.len() as u64, per_entry)
+            .unwrap()
     };
-    let (usage, payload, nfields, per_entry) = measure(&mut con, "sizing");
+    let entry_usage = usage(&mut con, &key);
+    let value: Vec<u8> = redis::cmd("GET").arg(&key).query(&mut con).unwrap();
+    let payload = (key.len() + value.len()) as u64;
     let encoding: String = redis::cmd("OBJECT")
         .arg("ENCODING")
-        .arg(scan_keys(&mut con, "qa:{sizing}:*").remove(0))
+        .arg(&key)
         .query(&mut con)
         .unwrap();
-    assert_eq!(
-        encoding, "hashtable",
-        "a 500-byte field exceeds hash-max-listpack-value 64"
-    );
-    // With hash-max-listpack-value raised above the answer size, entries are listpacks.
-    config_set(&mut con, "hash-max-listpack-value", "1024");
-    let (lp_usage, lp_payload, _, lp_per_entry) = measure(&mut con, "sizing-lp");
+    assert_eq!(encoding, "raw");
+
+    let before = used_memory(&mut con);
+    for i in 0..N {
+        let q = format!("Question number {i:04} about our refund policy?");
+        assert_eq!(qa_get(&mut con, &["sizing", &q]).unwrap(), answer);
+    }
+    let per_entry = (used_memory(&mut con) - before) / N as u64;
+    // The same answers as plain strings with an expiry, in another database.
+    let _: () = redis::cmd("SELECT").arg(1).query(&mut con).unwrap();
+    let plain_key = |i: usize| format!("{:032x}", i as u128 * 0x9E37_79B9_7F4A_7C15);
+    let _: () = redis::cmd("SETEX")
+        .arg(plain_key(N))
+        .arg(3600)
+        .arg(&answer)
+        .query(&mut con)
+        .unwrap();
+    let plain_usage = usage(&mut con, &plain_key(N));
+    let before = used_memory(&mut con);
+    for i in 0..N {
+        let _: () = redis::cmd("SETEX")
+            .arg(plain_key(i))
+            .arg(3600)
+            .arg(&answer)
+            .query(&mut con)
+            .unwrap();
+    }
+    let plain_per_entry = (used_memory(&mut con) - before) / N as u64;
     println!(
-        "redis {version} ({allocator}), 500-byte answer, 43-byte question, {nfields} fields, \
-         {payload} bytes of key, names and values: MEMORY USAGE {usage} B, used_memory \
-         {per_entry} B per entry (hashtable); with hash-max-listpack-value 1024: MEMORY USAGE \
-         {lp_usage} B, used_memory {lp_per_entry} B per entry"
+        "redis {version} ({allocator}), 500-byte answer, 43-byte question, {} bytes of key and \
+         value: MEMORY USAGE {entry_usage} B, used_memory {per_entry} B per entry; SETEX of the \
+         same answer (32-character key): MEMORY USAGE {plain_usage} B, used_memory \
+         {plain_per_entry} B per key",
+        payload
     );
-    assert_eq!(b.calls(), 2 * (N + 1));
-    // A hash table costs a few dozen bytes per field (entry, two strings) over the payload;
-    // a listpack a few bytes per field, plus allocation rounding.
+    assert_eq!(b.calls(), N + 1);
+    // One string: an object, a header and allocation rounding (jemalloc size classes are
+    // 128 B apart here) over the payload. (Valkey 8.1 embeds the key in the object and
+    // reports the payload's own size.)
     assert!(
-        usage > payload && usage < payload + 80 * nfields + 200,
-        "{usage} for {payload}"
+        entry_usage >= payload && entry_usage < payload + 200,
+        "{entry_usage} for {payload}"
     );
-    assert!(
-        lp_usage > lp_payload && lp_usage < lp_payload + 300,
-        "{lp_usage} for {lp_payload}"
-    );
-    assert!(lp_usage < usage);
     // The keyspace and expiry tables add their entries and buckets (they grow in powers of
     // two, so it depends on where 1000 falls).
     assert!(
-        per_entry > usage && per_entry < usage + 300,
-        "{per_entry} vs {usage}"
+        per_entry > entry_usage && per_entry < entry_usage + 200,
+        "{per_entry} vs {entry_usage}"
     );
+    // The header and the question cost at most one allocation size class over a SETEX.
     assert!(
-        lp_per_entry > lp_usage && lp_per_entry < lp_usage + 300,
-        "{lp_per_entry} vs {lp_usage}"
+        per_entry <= plain_per_entry + 160,
+        "{per_entry} vs {plain_per_entry}"
     );
 }

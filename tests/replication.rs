@@ -44,9 +44,10 @@ fn entries_replicate_and_persist_as_plain_writes() {
     // The replica holds the same entry, with the same absolute expiry, and serves hits.
     let keys: Vec<String> = entry_keys(&mut r);
     assert_eq!(keys.len(), 1);
-    let on_primary: Vec<String> = redis::cmd("HGETALL").arg(&keys[0]).query(&mut p).unwrap();
-    let on_replica: Vec<String> = redis::cmd("HGETALL").arg(&keys[0]).query(&mut r).unwrap();
+    let on_primary: Vec<u8> = redis::cmd("GET").arg(&keys[0]).query(&mut p).unwrap();
+    let on_replica: Vec<u8> = redis::cmd("GET").arg(&keys[0]).query(&mut r).unwrap();
     assert_eq!(on_primary, on_replica);
+    assert_eq!(decode_entry(&on_replica).unwrap()["answer"], want);
     let exp_p: i64 = redis::cmd("PEXPIRETIME")
         .arg(&keys[0])
         .query(&mut p)
@@ -71,14 +72,21 @@ fn entries_replicate_and_persist_as_plain_writes() {
     assert_eq!(b.calls(), 1);
     assert_eq!(dbsize(&mut r), 1);
 
-    // The AOF holds plain writes, never the module command.
-    let aof = aof_text(&primary);
-    assert!(aof.contains("HSET") || aof.contains("hset"), "{aof}");
-    assert!(aof.to_ascii_lowercase().contains("pexpireat"), "{aof}");
-    assert!(!aof.to_ascii_lowercase().contains("qa.get"), "{aof}");
+    // The AOF holds plain writes, never the module command: the entry and its absolute
+    // expiry in one command.
+    let aof = aof_text(&primary).to_ascii_lowercase();
+    assert!(!aof.contains("qa.get"), "{aof}");
+    let set_at = aof.find("\r\nset\r\n").expect("a SET");
     assert!(
-        aof.contains("MULTI") && aof.contains("EXEC"),
-        "entry and expiry in one transaction"
+        aof[set_at..].contains(&format!(
+            "\r\npxat\r\n${}\r\n{exp_p}\r\n",
+            exp_p.to_string().len()
+        )),
+        "{aof}"
+    );
+    assert!(
+        !aof.contains("\r\nmulti\r\n"),
+        "one command needs no transaction: {aof}"
     );
 
     // kill -9 and restart: the entry is back from the AOF, same expiry, no backend call.
@@ -132,7 +140,7 @@ fn a_miss_that_ends_during_a_write_pause_answers_at_once_and_writes_after_it() {
     );
     assert_eq!(b.calls(), 1);
     let aof = aof_text(&s);
-    assert!(aof.to_ascii_lowercase().contains("pexpireat"), "{aof}");
+    assert!(aof.to_ascii_lowercase().contains("\r\npxat\r\n"), "{aof}");
 }
 
 fn role(con: &mut redis::Connection) -> String {
@@ -194,13 +202,7 @@ fn a_promoted_replica_serves_cached_entries_and_takes_misses_as_a_primary() {
         .into_iter()
         .find(|k| *k != k1)
         .expect("the new entry");
-    let created: i64 = redis::cmd("HGET")
-        .arg(&k2)
-        .arg("created")
-        .query::<String>(&mut r)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let created: i64 = entry_fields(&mut r, &k2)["created"].parse().unwrap();
     let exp2: i64 = redis::cmd("PEXPIRETIME").arg(&k2).query(&mut r).unwrap();
     assert_eq!(exp2, created + 120_000);
     assert_eq!(qa_get(&mut r, &["faq", q2]).unwrap(), a2);

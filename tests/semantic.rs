@@ -78,8 +78,9 @@ fn a_paraphrase_is_served_from_the_stored_entry_with_its_similarity() {
         .arg(&["faq", Q])
         .query(&mut con)
         .unwrap();
-    let fields: Vec<String> = redis::cmd("HKEYS").arg(&key[3]).query(&mut con).unwrap();
-    assert!(fields.contains(&"sem".to_string()), "{fields:?}");
+    let fields = entry_fields(&mut con, &key[3]);
+    assert!(fields["sem"].starts_with("qav1"), "{fields:?}");
+    assert_eq!(fields["answer"], A);
 
     let m = meta(&mut con, &["faq", PARAPHRASE]);
     assert_eq!(field(&m, "answer"), A);
@@ -353,9 +354,26 @@ fn the_index_follows_delete_expiry_invalidation_and_flush() {
         .arg(&["faq", Q])
         .query(&mut con)
         .unwrap();
-    let _: i64 = redis::cmd("HSET")
+    let raw: Vec<u8> = redis::cmd("GET").arg(&key[3]).query(&mut con).unwrap();
+    let nl = raw.iter().position(|b| *b == b'\n').unwrap();
+    let other = "something else entirely";
+    let header = String::from_utf8(raw[..nl].to_vec()).unwrap().replacen(
+        &format!(" q={} ", Q.len()),
+        &format!(" q={} ", other.len()),
+        1,
+    );
+    let edited = [
+        header.as_bytes(),
+        b"\n",
+        other.as_bytes(),
+        &raw[nl + 1 + Q.len()..],
+    ]
+    .concat();
+    assert_eq!(decode_entry(&edited).unwrap()["question"], other);
+    let _: () = redis::cmd("SET")
         .arg(&key[3])
-        .arg(&["question", "something else entirely"])
+        .arg(edited)
+        .arg("KEEPTTL")
         .query(&mut con)
         .unwrap();
     assert!(!is_semantic(&mut con));

@@ -11,6 +11,7 @@ use redis_qa::backend::{
 };
 use redis_qa::commands::args::{self, Allowed};
 use redis_qa::config::{valid_model, valid_system, MAX_TTL_SECS};
+use redis_qa::entry::v2;
 use redis_qa::keys::{entry_key_into, key_len, prefix_state, validate_cache_name};
 use redis_qa::normalize::{normalize, NORMALIZATION_VERSION};
 use sha2::{Digest, Sha256};
@@ -88,7 +89,11 @@ fn reference_digest(model: &str, system: &str, generation: &[u8], question: &str
     h.update(&header);
     lp(&mut h, generation);
     lp(&mut h, question.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    // Keys carry the first 128 bits of the digest.
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn key(cache: &[u8], model: &str, system: &str, generation: &[u8], question: &str) -> Vec<u8> {
@@ -225,6 +230,7 @@ const GET: Allowed = Allowed {
     stale: true,
     refresh: true,
     withmeta: true,
+    semantic: true,
     unknown: "ERR unknown option (expected TTL, STALE, MODEL, SYSTEM, REFRESH or WITHMETA)",
 };
 const SET: Allowed = Allowed {
@@ -232,6 +238,7 @@ const SET: Allowed = Allowed {
     stale: false,
     refresh: false,
     withmeta: false,
+    semantic: true,
     unknown: "ERR unknown option (expected TTL, MODEL or SYSTEM)",
 };
 
@@ -287,4 +294,32 @@ pub fn excerpt(data: &[u8]) {
     if secret.len() >= 8 && !"[redacted]".contains(secret.as_str()) {
         assert!(!out.contains(&secret), "{secret:?} in {out:?}");
     }
+}
+
+/// Entry format v2 on arbitrary bytes (the value at an entry key may be anything a client
+/// wrote): decoding never panics and accepts exactly what encoding writes; the bytes are
+/// also read as the parts of an entry that is encoded then decoded back.
+pub fn entry_v2(data: &[u8]) {
+    if let Some(e) = v2::decode(data) {
+        let again = v2::encode(
+            &e.meta,
+            &v2::unescape(e.model_escaped),
+            e.question,
+            e.answer,
+            e.sem,
+        );
+        assert_eq!(again, data, "decode accepted what encode would not write");
+    }
+    let n = data.len();
+    let (a, b, c) = (n / 4, n / 2, 3 * n / 4);
+    let meta = v2::Meta {
+        created_ms: n as u64,
+        ..v2::Meta::default()
+    };
+    let (model, question, answer, sem) = (&data[..a], &data[a..b], &data[b..c], &data[c..]);
+    let encoded = v2::encode(&meta, model, question, answer, sem);
+    let e = v2::decode(&encoded).expect("an encoded entry decodes");
+    assert_eq!(e.meta, meta);
+    assert_eq!(v2::unescape(e.model_escaped), model);
+    assert_eq!((e.question, e.answer, e.sem), (question, answer, sem));
 }

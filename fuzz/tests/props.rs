@@ -14,6 +14,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("parse_webhook", redis_qa_fuzz::parse_webhook),
     ("args", redis_qa_fuzz::args),
     ("excerpt", redis_qa_fuzz::excerpt),
+    ("entry_v2", redis_qa_fuzz::entry_v2),
 ];
 
 struct Rng(u64);
@@ -75,6 +76,12 @@ const INTERESTING: &[&[u8]] = &[
     b"315360000",
     b"315360001",
     b"redacted",
+    b"qa2 c=1 f=0 i=0 o=0 l=0 m=m q=1 a=1 s=0\nq\na",
+    b"qa2 c=",
+    b" q=",
+    b" a=",
+    b" s=",
+    b"%20",
 ];
 
 fn generate(rng: &mut Rng) -> Vec<u8> {

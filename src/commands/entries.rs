@@ -36,7 +36,7 @@ pub(crate) extern "C" fn qa_peek(
         match entry::lookup(ctx, &s.key, false) {
             Lookup::Hit(hit) => {
                 super::replied();
-                raw::RedisModule_ReplyWithString.unwrap()(ctx, hit.answer);
+                reply_str(ctx, hit.answer());
             }
             Lookup::Miss => {
                 super::replied();
@@ -225,5 +225,62 @@ pub(crate) extern "C" fn qa_invalidate(
             }
             Err(e) => reply_error(ctx, e),
         }
+    })
+}
+
+/// `QA.ENTRY <cache> <question> [MODEL <name>] [SYSTEM <prompt>]`: the whole entry as a map
+/// (RESP3; a flat array in RESP2), or nil: `key`, `format` (1: a hash written by an older
+/// build, 2: one string), `question` (as first asked), `model`, `answer`, `created_ms`,
+/// `fresh_until_ms` (0: no stale grace), `tokens_in`, `tokens_out`, `latency_ms`, `ttl_ms`
+/// (-1: none), `sem_bytes` (0: no embedding).
+pub(crate) extern "C" fn qa_entry(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    with_entry_args(ctx, argv, argc, 2, LOOKUP_ONLY, |a, s| unsafe {
+        if let Err(e) = resolve(ctx, a, s) {
+            return reply_error(ctx, e);
+        }
+        super::replied();
+        if s.no_generation {
+            raw::RedisModule_ReplyWithNull.unwrap()(ctx);
+            return OK;
+        }
+        let d = match entry::describe(ctx, &s.key) {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                raw::RedisModule_ReplyWithNull.unwrap()(ctx);
+                return OK;
+            }
+            Err(entry::NotAnEntry) => return reply_error(ctx, error::WRONG_ENTRY_TYPE),
+        };
+        let m = &d.meta;
+        let texts: [(&str, &[u8]); 4] = [
+            ("key", &s.key),
+            ("question", &d.question),
+            ("model", &d.model),
+            ("answer", &d.answer),
+        ];
+        let ints: [(&str, i64); 8] = [
+            ("created_ms", m.created_ms.min(i64::MAX as u64) as i64),
+            ("fresh_until_ms", m.fresh_until.min(i64::MAX as u64) as i64),
+            ("tokens_in", m.tokens_in.min(i64::MAX as u64) as i64),
+            ("tokens_out", m.tokens_out.min(i64::MAX as u64) as i64),
+            ("latency_ms", m.latency_ms.min(i64::MAX as u64) as i64),
+            ("ttl_ms", d.ttl_ms),
+            ("sem_bytes", d.sem_bytes as i64),
+            ("format", d.format),
+        ];
+        raw::reply_with_map(ctx, (texts.len() + ints.len()) as _);
+        for (name, v) in texts {
+            reply_str(ctx, name.as_bytes());
+            reply_str(ctx, v);
+        }
+        for (name, v) in ints {
+            reply_str(ctx, name.as_bytes());
+            raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, v);
+        }
+        OK
     })
 }

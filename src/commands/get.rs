@@ -97,12 +97,12 @@ unsafe fn miss_refused(ctx: *mut raw::RedisModuleCtx) -> Option<&'static str> {
 
 /// Replies a hit: the answer, or with `WITHMETA` the answer and how it was served.
 unsafe fn reply_hit(ctx: *mut raw::RedisModuleCtx, hit: &Hit, withmeta: bool) {
+    let answer = hit.answer();
     if !withmeta {
         super::replied();
-        raw::RedisModule_ReplyWithString.unwrap()(ctx, hit.answer);
+        raw::RedisModule_ReplyWithStringBuffer.unwrap()(ctx, answer.as_ptr().cast(), answer.len());
         return;
     }
-    let answer = entry::bytes_of(hit.answer).unwrap_or_default();
     let now = raw::RedisModule_Milliseconds.unwrap()();
     let age = hit.created_ms.map_or(0, |c| (now - c).max(0));
     let served = if hit.stale { "stale" } else { "hit" };

@@ -274,6 +274,17 @@ const COMMANDS: &[CommandDef] = &[
         args: "cache:key question:string ?MODEL:string ?SYSTEM:string",
     },
     CommandDef {
+        name: "qa.entry",
+        handler: entries::qa_entry,
+        flags: "readonly",
+        arity: -3,
+        write: false,
+        summary: "Returns the whole entry of a question as a map (answer, question, model, times, tokens), or nil",
+        complexity: "O(N) in the question's and the entry's length",
+        acl: "read",
+        args: "cache:key question:string ?MODEL:string ?SYSTEM:string",
+    },
+    CommandDef {
         name: "qa.set",
         handler: entries::qa_set,
         flags: "write deny-oom",

@@ -94,13 +94,16 @@ pub fn scope_of(b: &[u8]) -> Option<[u8; 16]> {
     b.strip_prefix(MAGIC)?.get(..16)?.try_into().ok()
 }
 
-/// The cache of an entry key `qa:{<cache>}:<64 hex>` (not a generation key).
+/// The cache of an entry key `qa:{<cache>}:<32 hex>` (not a generation key); keys of
+/// older builds (64 hex digits, see `keys`) too, so that old entries are still indexed.
 pub fn cache_of_entry(key: &[u8]) -> Option<&[u8]> {
     let rest = key.strip_prefix(b"qa:{")?;
     let close = rest.iter().position(|b| *b == b'}')?;
     let (cache, tail) = rest.split_at(close);
     let hex = tail.strip_prefix(b"}:")?;
-    (hex.len() == 64 && hex.iter().all(u8::is_ascii_hexdigit)).then_some(cache)
+    ((hex.len() == crate::keys::DIGEST_HEX || hex.len() == 64)
+        && hex.iter().all(u8::is_ascii_hexdigit))
+    .then_some(cache)
 }
 
 /// A similarity threshold from `qa.semantic-threshold`: a decimal in [0, 1].
@@ -166,12 +169,19 @@ mod tests {
 
     #[test]
     fn entry_keys() {
-        let hex = "0".repeat(64);
+        let hex = "0".repeat(32);
         let k = format!("qa:{{faq}}:{hex}");
         assert_eq!(cache_of_entry(k.as_bytes()), Some(&b"faq"[..]));
         assert_eq!(cache_of_entry(b"qa:{faq}:gen"), None);
         assert_eq!(
             cache_of_entry(format!("qa:{{faq}}:{hex}0").as_bytes()),
+            None
+        );
+        // Keys of older builds (64 digits) too.
+        let v1 = format!("qa:{{faq}}:{hex}{hex}");
+        assert_eq!(cache_of_entry(v1.as_bytes()), Some(&b"faq"[..]));
+        assert_eq!(
+            cache_of_entry(format!("qa:{{faq}}:{hex}x").as_bytes()),
             None
         );
         assert_eq!(cache_of_entry(format!("qa:{{faq:{hex}").as_bytes()), None);

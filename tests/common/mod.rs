@@ -503,3 +503,92 @@ pub fn entry_keys(con: &mut redis::Connection) -> Vec<String> {
     let keys: Vec<String> = redis::cmd("KEYS").arg("qa:*").query(con).unwrap();
     keys.into_iter().filter(|k| !k.ends_with(":gen")).collect()
 }
+
+/// The fields of the entry at `key`, read with plain commands and decoded here, apart from
+/// the module's own decoder: a v2 string (`GET`, see docs/entry-format.md) or a hash written
+/// by an older build (`HGETALL`). Names as in the hash: `answer`, `question`, `model`,
+/// `created`, `tokens_in`, `tokens_out`, `latency_ms`, `fresh_until` (absent: no stale
+/// grace), `sem` (absent: no embedding; as lossy text). Empty: no key, or not an entry.
+pub fn entry_fields(
+    con: &mut redis::Connection,
+    key: &str,
+) -> std::collections::HashMap<String, String> {
+    let kind: String = redis::cmd("TYPE").arg(key).query(con).unwrap();
+    if kind == "hash" {
+        return redis::cmd("HGETALL").arg(key).query(con).unwrap();
+    }
+    if kind != "string" {
+        return Default::default();
+    }
+    let v: Vec<u8> = redis::cmd("GET").arg(key).query(con).unwrap();
+    decode_entry(&v).unwrap_or_default()
+}
+
+/// Decodes a v2 entry string (see [`entry_fields`]); `None` if it is not one.
+pub fn decode_entry(v: &[u8]) -> Option<std::collections::HashMap<String, String>> {
+    let nl = v.iter().position(|b| *b == b'\n')?;
+    let header = std::str::from_utf8(&v[..nl]).ok()?;
+    let mut words = header.split(' ');
+    if words.next()? != "qa2" {
+        return None;
+    }
+    let names = ["c", "f", "i", "o", "l", "m", "q", "a", "s"];
+    let mut h = std::collections::HashMap::new();
+    for (want, word) in names.iter().zip(words.by_ref()) {
+        let (name, value) = word.split_once('=')?;
+        if name != *want {
+            return None;
+        }
+        h.insert(name, value.to_string());
+    }
+    if h.len() != names.len() || words.next().is_some() {
+        return None;
+    }
+    let len = |n: &str| h[n].parse::<usize>().ok();
+    let (q, a, s) = (len("q")?, len("a")?, len("s")?);
+    let body = &v[nl + 1..];
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let mut out = std::collections::HashMap::new();
+    out.insert("question".to_string(), text(body.get(..q)?));
+    if body.get(q) != Some(&b'\n') {
+        return None;
+    }
+    out.insert("answer".to_string(), text(body.get(q + 1..q + 1 + a)?));
+    let rest = &body[q + 1 + a..];
+    if s > 0 {
+        if rest.len() != s + 1 || rest[0] != b'\n' {
+            return None;
+        }
+        out.insert("sem".to_string(), text(&rest[1..]));
+    } else if !rest.is_empty() {
+        return None;
+    }
+    // The model's %XX escapes.
+    let m = h["m"].as_bytes();
+    let mut model = Vec::new();
+    let mut i = 0;
+    while i < m.len() {
+        if m[i] == b'%' {
+            model.push(
+                u8::from_str_radix(std::str::from_utf8(m.get(i + 1..i + 3)?).ok()?, 16).ok()?,
+            );
+            i += 3;
+        } else {
+            model.push(m[i]);
+            i += 1;
+        }
+    }
+    out.insert("model".to_string(), text(&model));
+    for (name, field) in [
+        ("c", "created"),
+        ("i", "tokens_in"),
+        ("o", "tokens_out"),
+        ("l", "latency_ms"),
+    ] {
+        out.insert(field.to_string(), h[name].clone());
+    }
+    if h["f"] != "0" {
+        out.insert("fresh_until".to_string(), h["f"].clone());
+    }
+    Some(out)
+}

@@ -86,7 +86,7 @@ def entry_keys(client, cache):
                   if not (k.endswith(":gen") if isinstance(k, str) else k.endswith(b":gen")))
 
 
-def test_miss_then_hit_returns_the_backend_answer_and_stores_a_hash(r, cache):
+def test_miss_then_hit_returns_the_backend_answer_and_stores_a_string(r, cache):
     q = "What is our refund policy?"
     before = qa_info(r)
     first = r.execute_command("QA.GET", cache, q)
@@ -100,22 +100,31 @@ def test_miss_then_hit_returns_the_backend_answer_and_stores_a_hash(r, cache):
     assert (d1["misses"], d1["backend_calls"], d1["hits"]) == (1, 1, 0), d1
     assert (d2["misses"], d2["backend_calls"], d2["hits"]) == (0, 0, 1), d2
 
-    # One native hash, readable with plain commands: qa:{<cache>}:<64 hex>.
+    # One native string, readable with plain commands: qa:{<cache>}:<32 hex>.
     keys = entry_keys(r, cache)
     assert len(keys) == 1, keys
     key = keys[0]
     prefix = f"qa:{{{cache}}}:"
     assert key.startswith(prefix)
     digest = key[len(prefix):]
-    assert len(digest) == 64 and all(c in "0123456789abcdef" for c in digest), key
-    assert r.type(key) == "hash"
-    h = r.hgetall(key)
-    assert {"answer", "question", "model", "created", "tokens_in", "tokens_out"} <= set(h), h
-    assert h["answer"] == first
-    assert h["question"] == q
-    assert h["model"] == MODEL
-    assert int(h["created"]) > 0
+    assert len(digest) == 32 and all(c in "0123456789abcdef" for c in digest), key
+    assert r.type(key) == "string"
+    # A text header line, the question, the answer (docs/entry-format.md).
+    header, question, answer = r.get(key).split("\n", 2)
+    words = header.split(" ")
+    assert words[0] == "qa2", header
+    h = dict(w.split("=", 1) for w in words[1:])
+    assert list(h) == ["c", "f", "i", "o", "l", "m", "q", "a", "s"], header
+    assert (question, answer) == (q, first)
+    assert (int(h["q"]), int(h["a"]), h["s"]) == (len(q), len(first), "0")
+    assert h["m"] == MODEL
+    assert int(h["c"]) > 0
     assert r.ttl(key) > 0
+    # QA.ENTRY shows it whole: a map (RESP3), or a flat array of pairs (RESP2).
+    e = r.execute_command("QA.ENTRY", cache, q)
+    if not isinstance(e, dict):
+        e = dict(zip(e[::2], e[1::2]))
+    assert (e["answer"], e["question"], e["model"], e["format"]) == (first, q, MODEL, 2), e
 
 
 def test_normalized_variants_hit_the_same_entry(r, cache):
@@ -169,9 +178,9 @@ def test_resp3_returns_the_same_answer_as_str(port, cache):
         hit = r3.execute_command("QA.GET", cache, q)
         assert isinstance(miss, str) and isinstance(hit, str)
         assert miss == hit == answer_for(q)
-        # RESP3 map reply for the entry hash.
-        (key,) = entry_keys(r3, cache)
-        assert r3.hgetall(key)["answer"] == miss
+        # RESP3 map reply for the whole entry.
+        e = r3.execute_command("QA.ENTRY", cache, q)
+        assert isinstance(e, dict) and e["answer"] == miss and e["format"] == 2, e
         with pytest.raises(redis.ResponseError) as e:
             r3.execute_command("QA.GET", cache, "   ")
         assert str(e.value) == "question is empty"
