@@ -636,3 +636,48 @@ fn calibration_raises_the_threshold_on_a_disagreement_and_lowers_it_while_audits
     wait_info(&mut con, "audited", audited + 1);
     assert_eq!(threshold(&mut con, "faq"), "0.5700");
 }
+
+#[test]
+fn settings_are_validated_and_listed() {
+    let s = Server::start(&[]);
+    let mut con = s.conn();
+    let got: Vec<String> = redis::cmd("CONFIG")
+        .arg(&["GET", "qa.semantic-*"])
+        .query(&mut con)
+        .unwrap();
+    for (name, default) in [
+        ("qa.semantic-verify", "none"),
+        ("qa.semantic-verify-threshold", "0.5"),
+        ("qa.semantic-audit-rate", "0.02"),
+        ("qa.semantic-target-precision", "0"),
+    ] {
+        let at = got
+            .iter()
+            .position(|x| x == name)
+            .unwrap_or_else(|| panic!("{name}: {got:?}"));
+        assert_eq!(got[at + 1], default, "{name}");
+    }
+    // (setting, value, accepted)
+    let rows = [
+        ("qa.semantic-verify", "llm", true),
+        ("qa.semantic-verify", "rerank", true),
+        ("qa.semantic-verify", "none", true),
+        ("qa.semantic-verify", "maybe", false),
+        ("qa.rerank-url", "http://127.0.0.1:1/v1", true),
+        ("qa.rerank-url", "ftp://x", false),
+        ("qa.rerank-model", "bge-reranker-v2-m3", true),
+        ("qa.rerank-model", "", false),
+        ("qa.semantic-audit-rate", "1", true),
+        ("qa.semantic-audit-rate", "1.5", false),
+        ("qa.semantic-audit-rate", "-0.1", false),
+        ("qa.semantic-target-precision", "0.97", true),
+        ("qa.semantic-target-precision", "97%", false),
+        ("qa.semantic-verify-threshold", "nan", false),
+    ];
+    for (name, value, ok) in rows {
+        let r = redis::cmd("CONFIG")
+            .arg(&["SET", name, value])
+            .query::<()>(&mut con);
+        assert_eq!(r.is_ok(), ok, "{name} {value}: {r:?}");
+    }
+}
