@@ -3,8 +3,9 @@
 
 Starts its own redis-server (module loaded, semantic tier on) and a stand-in embeddings +
 webhook server on free loopback ports, fills N entries whose `sem` field holds a random
-unit vector of D dimensions (plain HSETs, pipelined: the index follows them through keyspace
-events), then:
+unit vector of D dimensions (plain HSETs, pipelined, under a generation token set first
+with QA.INVALIDATE ... TOKEN; DEBUG RELOAD then indexes them by the rebuild scan, as after a
+restart: the index learns only of the module's own writes directly), then:
   * index memory: INFO qa_semantic_index_bytes vs the raw float32 vectors;
   * search time: Q semantic misses with unique questions (their random vectors match nothing,
     so every search scans the whole scope); INFO qa_semantic_search_p50_us / p99_us, which
@@ -129,7 +130,8 @@ def main():
     port = free_port()
     cmd = [
         server_bin, "--port", str(port), "--bind", "127.0.0.1", "--dir", work,
-        "--save", "", "--appendonly", "no", "--loadmodule", module,
+        "--save", "", "--appendonly", "no", "--enable-debug-command", "yes",
+        "--loadmodule", module,
         "--qa.backend-format", "webhook", "--qa.backend-url", f"http://127.0.0.1:{hp}/hook",
         "--qa.embed-url", f"http://127.0.0.1:{hp}/v1", "--qa.semantic", "yes",
         "--qa.max-inflight", "2",
@@ -140,7 +142,9 @@ def main():
     try:
         r = redis.Redis(port=port)
         assert wait(lambda: r.ping(), 10)
-        scope = scope_digest("gpt-4o-mini", "")
+        token = b"0123456789abcdef0123456789abcdef"
+        r.execute_command("QA.INVALIDATE", "bench", "TOKEN", token)
+        scope = scope_digest("gpt-4o-mini", "", token)
         t0 = time.monotonic()
         vecs = random_vectors(args.entries, args.dims, 1)
         results["make vectors (s)"] = time.monotonic() - t0
@@ -159,6 +163,7 @@ def main():
                 pipe.execute()
         pipe.execute()
         del vecs
+        r.execute_command("DEBUG", "RELOAD")
         assert wait(lambda: info(r)["qa_semantic_index_entries"] == args.entries, 120)
         results["fill + index %d entries (s)" % args.entries] = time.monotonic() - t0
         i = info(r)
