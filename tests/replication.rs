@@ -296,7 +296,9 @@ fn a_primary_turned_replica_mid_miss_answers_every_waiter_and_drops_its_write() 
 
 #[test]
 fn a_coordinated_failover_during_a_miss_unblocks_the_client_and_leaves_no_divergence() {
-    let b = Backend::start(Duration::from_millis(1000));
+    // Longer than a failover, which waits for the replica's acknowledgement (sent once a
+    // second).
+    let b = Backend::start(Duration::from_millis(3000));
     let url = b.url();
     let (p, r) = primary_and_replica(&["--qa.backend-url", &url], &["--qa.backend-url", &url]);
     let mut cp = p.conn();
@@ -312,7 +314,7 @@ fn a_coordinated_failover_during_a_miss_unblocks_the_client_and_leaves_no_diverg
     assert!(wait_until(Duration::from_secs(10), || role(&mut cr)
         == "master"
         && role(&mut cp) == "slave"));
-    // The call (1 s) outlasts the failover (milliseconds): the waiting client is unblocked by
+    // The call (3 s) outlasts the failover (about a second): the waiting client is unblocked by
     // Redis when the roles change.
     let e = asker.join().unwrap().unwrap_err();
     assert_eq!(
