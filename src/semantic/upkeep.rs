@@ -1,12 +1,14 @@
 //! Keeping the semantic index in step with the keyspace, and searching it.
 //!
-//! The index mirrors the `sem` fields of entries on a primary. The main thread only queues
-//! changes: the module's own writes ([`indexed`]), keyspace events (deletes, expiry,
+//! The index mirrors the `sem` fields of entries on a primary. Its changes come from the main
+//! thread: the module's own writes ([`indexed`]), keyspace events (deletes, expiry,
 //! eviction, renames, moves, restores: generic events only, so writes to other keys pay
-//! nothing for them) and server events (flush, loading, swapdb, role changes). The queue is
-//! applied in order by whoever holds the index for writing: the `qa-index` thread, or a
-//! search that finds changes waiting. So the main thread never waits for the index and never
-//! frees a large part of it (`QA.INVALIDATE` of a cache with 100k vectors, `FLUSHALL`).
+//! nothing for them) and server events (flush, loading, swapdb, role changes). A change of
+//! one entry is applied at once when the index is free and nothing older waits; anything else
+//! is queued and applied in order by whoever next holds the index for writing: the `qa-index`
+//! thread, or a search that finds changes waiting. So the main thread never waits for the
+//! index and never frees a large part of it (`QA.INVALIDATE` of a cache with 100k vectors,
+//! `FLUSHALL`).
 //!
 //! A replica keeps no index (it never searches: misses are refused there, and it would see
 //! the primary's writes only through write events on every key); a replica promoted to
@@ -57,8 +59,28 @@ fn apply_to(ix: &mut Index, op: Op) {
     }
 }
 
-/// Queues `op` for the `qa-index` thread (never blocks on the index).
+/// Applies `op`: at once if it is cheap (one entry in or out), the index is free and no
+/// older change waits (so the memory of an evicted entry's vector is freed with it: it counts
+/// against `maxmemory`); else queued for the `qa-index` thread, in order. Never blocks on the
+/// index; freeing a whole cache or database always goes to the thread.
 fn apply(op: Op) {
+    if matches!(op, Op::Insert(..) | Op::Remove(..)) {
+        if let Ok(mut ix) = INDEX.try_write() {
+            let mut queue = pending();
+            if queue.is_empty() {
+                drop(queue);
+                apply_to(&mut ix, op);
+                LEN.store(ix.len(), Ordering::Relaxed);
+                return;
+            }
+            queue.push(op);
+            drop(queue);
+            drop(ix);
+            start_thread();
+            WAKE.notify_one();
+            return;
+        }
+    }
     start_thread();
     pending().push(op);
     WAKE.notify_one();
