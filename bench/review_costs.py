@@ -115,7 +115,7 @@ def sem_blob(i, dims=384):
 
 
 def invalidate_cost(module, n):
-    s = Server(module, ["--qa.semantic", "yes"])
+    s = Server(module, ["--qa.semantic", "yes", "--enable-debug-command", "yes"])
     try:
         p = s.r.pipeline(transaction=False)
         for i in range(n):

@@ -29,6 +29,7 @@ impl crate::stats::CounterIndex for guard::Refusal {
 
 /// Builds the guards' word lists at load time, so no request pays for it.
 pub fn init() {
+    upkeep::start_thread();
     let _ = guard::check("warm up", "warm up the word lists");
 }
 

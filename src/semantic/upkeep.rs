@@ -96,24 +96,42 @@ fn drain(ix: &mut Index) {
     LEN.store(ix.len(), Ordering::Relaxed);
 }
 
-fn start_thread() {
+/// Starts the `qa-index` thread (at load: it is then asleep, at its low priority, before the
+/// first change that needs it). Idempotent.
+pub fn start_thread() {
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {
         let _ = std::thread::Builder::new()
             .name("qa-index".into())
-            .spawn(|| loop {
-                {
-                    let mut q = pending();
-                    while q.is_empty() {
-                        q = WAKE.wait(q).unwrap_or_else(|p| p.into_inner());
-                    }
+            .spawn(|| {
+                // Freeing a whole cache's vectors takes milliseconds: on a core it shares with
+                // Redis's main thread, this thread must never run ahead of it (SCHED_IDLE: it
+                // does not preempt the main thread when woken, and still gets a share).
+                #[cfg(target_os = "linux")]
+                // SAFETY: both change the calling thread only (Linux).
+                unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+                    let param = libc::sched_param { sched_priority: 0 };
+                    libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
                 }
-                let _ = std::panic::catch_unwind(|| {
-                    let mut ix = INDEX.write().unwrap_or_else(|p| p.into_inner());
-                    drain(&mut ix);
-                });
+                index_loop()
             });
     });
+}
+
+fn index_loop() -> ! {
+    loop {
+        {
+            let mut q = pending();
+            while q.is_empty() {
+                q = WAKE.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        let _ = std::panic::catch_unwind(|| {
+            let mut ix = INDEX.write().unwrap_or_else(|p| p.into_inner());
+            drain(&mut ix);
+        });
+    }
 }
 
 /// The best matches for `query` (a unit vector) in `scope`, best first. Worker threads.
