@@ -295,6 +295,8 @@ pub static BREAKER_OPENED: Counter = Counter::new();
 pub static BREAKER_REJECTED: Counter = Counter::new();
 pub static TRUNCATED: Counter = Counter::new();
 pub static NOT_STORED: Counter = Counter::new();
+/// Semantic searches that gave up: the index stayed held past half the askers' time.
+pub static SEMANTIC_INDEX_BUSY: Counter = Counter::new();
 /// Keyspace events that reached the module (generic, expired, evicted: see `lib.rs`).
 pub static KEYSPACE_EVENTS: Counter = Counter::new();
 
@@ -302,7 +304,7 @@ pub static KEYSPACE_EVENTS: Counter = Counter::new();
 pub static ERRORS_BY_KIND: [Counter; 9] = [const { Counter::new() }; 9];
 
 /// Every counter of this module, for [`reset_all`]. A new counter goes here too.
-static ALL_COUNTERS: [&Counter; 42] = [
+static ALL_COUNTERS: [&Counter; 43] = [
     &HITS,
     &MISSES,
     &COALESCED,
@@ -330,6 +332,7 @@ static ALL_COUNTERS: [&Counter; 42] = [
     &TRUNCATED,
     &NOT_STORED,
     &KEYSPACE_EVENTS,
+    &SEMANTIC_INDEX_BUSY,
     &VERIFY_CALLS,
     &VERIFY_ACCEPTED,
     &VERIFY_REFUSED,

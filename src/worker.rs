@@ -632,7 +632,15 @@ fn run_semantic(job: Job, sem: SemanticJob) {
         sem.settings.threshold,
         sem.settings.target_precision,
     );
-    let found = upkeep::search(&sem.scope, &v, threshold, 4 * MAX_CANDIDATES);
+    // At most half the time left for the search: the backend call must still fit.
+    let left = job.deadline.saturating_duration_since(Instant::now());
+    let found = upkeep::search(
+        &sem.scope,
+        &v,
+        threshold,
+        4 * MAX_CANDIDATES,
+        Instant::now() + left / 2,
+    );
     let mut accepted = Vec::new();
     for f in found {
         if sem.settings.guards {

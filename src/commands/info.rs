@@ -82,6 +82,7 @@ pub fn info(ctx: &InfoContext, for_crash_report: bool) -> RedisResult<()> {
         .field("semantic_hits", stats::SEMANTIC_HITS.get())?
         .field("semantic_no_match", stats::SEMANTIC_NO_MATCH.get())?
         .field("semantic_stale_index", stats::SEMANTIC_STALE_INDEX.get())?
+        .field("semantic_index_busy", stats::SEMANTIC_INDEX_BUSY.get())?
         .field("embed_calls", stats::EMBED_CALLS.get())?
         .field("embed_errors", stats::EMBED_ERRORS.get())?
         .field("embed_tokens", stats::EMBED_TOKENS.get())?

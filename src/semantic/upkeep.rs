@@ -105,8 +105,11 @@ pub fn start_thread() {
             .name("qa-index".into())
             .spawn(|| {
                 // Freeing a whole cache's vectors takes milliseconds: on a core it shares with
-                // Redis's main thread, this thread must never run ahead of it (SCHED_IDLE: it
-                // does not preempt the main thread when woken, and still gets a share).
+                // Redis's main thread, this thread must never run ahead of it. SCHED_IDLE (and
+                // nice 19): woken, it does not preempt the main thread (nice 19 alone sometimes
+                // did: 1.7 ms of a QA.INVALIDATE). Starved on a saturated machine while it
+                // holds the index, it cannot stall a search: searches give up at their
+                // deadline (see `search_now`).
                 #[cfg(target_os = "linux")]
                 // SAFETY: both change the calling thread only (Linux).
                 unsafe {
@@ -135,19 +138,45 @@ fn index_loop() -> ! {
 }
 
 /// The best matches for `query` (a unit vector) in `scope`, best first. Worker threads.
-pub fn search(scope: &ScopeKey, query: &[f32], threshold: f32, limit: usize) -> Vec<Found> {
+pub fn search(
+    scope: &ScopeKey,
+    query: &[f32],
+    threshold: f32,
+    limit: usize,
+    deadline: std::time::Instant,
+) -> Vec<Found> {
     let started = std::time::Instant::now();
-    let found = search_now(scope, query, threshold, limit);
+    let found = search_now(scope, query, threshold, limit, deadline);
     crate::stats::record_search_us(started.elapsed().as_micros() as u64);
     found
 }
 
-fn search_now(scope: &ScopeKey, query: &[f32], threshold: f32, limit: usize) -> Vec<Found> {
-    if !pending().is_empty() {
-        drain(&mut INDEX.write().unwrap_or_else(|p| p.into_inner()));
+/// Searches once the index is free, applying waiting changes first when it can; nothing
+/// (the exact path) if the index stays held past `deadline` (the `qa-index` thread may be
+/// starved while it frees a cache). A change not applied yet can only make a match be skipped
+/// at read-back, never served wrongly.
+fn search_now(
+    scope: &ScopeKey,
+    query: &[f32],
+    threshold: f32,
+    limit: usize,
+    deadline: std::time::Instant,
+) -> Vec<Found> {
+    loop {
+        if !pending().is_empty() {
+            if let Ok(mut ix) = INDEX.try_write() {
+                drain(&mut ix);
+            }
+        }
+        if let Ok(ix) = INDEX.try_read() {
+            return ix.search(scope, query, threshold, limit);
+        }
+        if std::time::Instant::now() >= deadline {
+            crate::stats::SEMANTIC_INDEX_BUSY.bump();
+            return Vec::new();
+        }
+        std::thread::sleep(Duration::from_micros(200));
     }
-    let ix = INDEX.read().unwrap_or_else(|p| p.into_inner());
-    ix.search(scope, query, threshold, limit)
 }
 
 /// Forgets one entry (a match found gone or changed when read back).
