@@ -163,8 +163,7 @@ fn has_invisible(q: &str) -> bool {
 /// taken through the byte table of the ASCII path: the iterator chain costs about 20 ns a
 /// character, most of a non-ASCII question's time.
 fn push_lowercase_words(nfkc: &str, out: &mut String) {
-    let mut in_word = false;
-    let mut word_start = 0;
+    let mut words = Words(None);
     let bytes = nfkc.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
@@ -172,20 +171,10 @@ fn push_lowercase_words(nfkc: &str, out: &mut String) {
         if b < 0x80 {
             i += 1;
             if ASCII_CLASS[b as usize] == WHITESPACE {
-                if in_word {
-                    end_word(out, word_start);
-                    in_word = false;
-                }
-                continue;
+                words.space(out);
+            } else {
+                words.push(out, b.to_ascii_lowercase() as char);
             }
-            if !in_word {
-                in_word = true;
-                if !out.is_empty() {
-                    out.push(' ');
-                }
-                word_start = out.len();
-            }
-            out.push(b.to_ascii_lowercase() as char);
             continue;
         }
         let Some(c) = nfkc[i..].chars().next() else {
@@ -195,37 +184,43 @@ fn push_lowercase_words(nfkc: &str, out: &mut String) {
         // Two-byte letters by table (`to_lowercase` searches a table of all of Unicode).
         if let Some(&l) = LOWER_2B.get(c as usize) {
             if l != 0 {
-                if !in_word {
-                    in_word = true;
-                    if !out.is_empty() {
-                        out.push(' ');
-                    }
-                    word_start = out.len();
-                }
-                out.push(char::from_u32(u32::from(l)).unwrap_or(c));
+                words.push(out, char::from_u32(u32::from(l)).unwrap_or(c));
                 continue;
             }
         }
         for c in c.to_lowercase().map(fold_quote) {
             if c.is_whitespace() {
-                if in_word {
-                    end_word(out, word_start);
-                    in_word = false;
-                }
+                words.space(out);
             } else {
-                if !in_word {
-                    in_word = true;
-                    if !out.is_empty() {
-                        out.push(' ');
-                    }
-                    word_start = out.len();
-                }
-                out.push(c);
+                words.push(out, c);
             }
         }
     }
-    if in_word {
-        end_word(out, word_start);
+    words.space(out);
+}
+
+/// The word state of [`push_lowercase_words`]: where the open word starts in `out`, if one is
+/// open. The separator space before a word is written only once the word turns out to be
+/// non-empty, and [`end_word`] strips its trailing punctuation when it ends.
+struct Words(Option<usize>);
+
+impl Words {
+    #[inline(always)]
+    fn push(&mut self, out: &mut String, c: char) {
+        if self.0.is_none() {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            self.0 = Some(out.len());
+        }
+        out.push(c);
+    }
+
+    #[inline(always)]
+    fn space(&mut self, out: &mut String) {
+        if let Some(start) = self.0.take() {
+            end_word(out, start);
+        }
     }
 }
 
@@ -320,8 +315,8 @@ pub fn normalize(question: &str) -> String {
     out
 }
 
-/// The word rules over any characters: the reference `push_lowercase_words` is tested
-/// against.
+/// The word rules over any characters, written out on their own (not with [`Words`]): the
+/// independent reference `push_lowercase_words` is tested against.
 #[cfg(test)]
 fn push_words(chars: impl Iterator<Item = char>, out: &mut String) {
     // `word_start` is where the current word begins in `out`; the separator space before a
