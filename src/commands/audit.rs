@@ -4,7 +4,7 @@ use std::os::raw::c_int;
 
 use redis_module::{raw, Context};
 
-use super::{args, guarded, reply_error, Args};
+use super::{guarded, reply_error, Args};
 use crate::semantic::audit;
 use crate::{config, error, stats};
 
@@ -24,20 +24,18 @@ pub(crate) extern "C" fn qa_audit(
 ) -> c_int {
     guarded(ctx, || unsafe {
         let args = Args::new(argv, argc);
-        let cache = args.get(1);
-        if let Err(e) = args::cache_name(cache) {
-            return reply_error(ctx, e);
-        }
-        let count = match argc {
-            2 => 10,
-            4 if args.get(2).eq_ignore_ascii_case(b"COUNT") => match parse_count(args.get(3)) {
-                Some(n) => n,
-                None => return reply_error(ctx, error::AUDIT_COUNT),
-            },
-            _ => return reply_error(ctx, error::SYNTAX),
+        let (cache, count) = match args.cache_and_option(b"COUNT") {
+            Ok(parsed) => parsed,
+            Err(e) => return reply_error(ctx, e),
+        };
+        let count = match count.map(parse_count) {
+            None => 10,
+            Some(Some(n)) => n,
+            Some(None) => return reply_error(ctx, error::AUDIT_COUNT),
         };
         let latest = audit::of(cache).map(|a| a.latest).unwrap_or_default();
         let n = latest.len().min(count);
+        super::replied();
         raw::RedisModule_ReplyWithArray.unwrap()(ctx, n as _);
         for d in latest.iter().take(n) {
             raw::reply_with_map(ctx, 6);

@@ -203,20 +203,14 @@ pub(crate) extern "C" fn qa_invalidate(
 ) -> c_int {
     guarded(ctx, || unsafe {
         let args = Args::new(argv, argc);
-        let cache = args.get(1);
-        if let Err(e) = args::cache_name(cache) {
-            return reply_error(ctx, e);
-        }
-        let token = match argc {
-            2 => generation::new_token(),
-            4 if args.get(2).eq_ignore_ascii_case(b"TOKEN") => {
-                let t = args.get(3);
-                if !generation::valid_token(t) {
-                    return reply_error(ctx, error::TOKEN_INVALID);
-                }
-                t.to_vec()
-            }
-            _ => return reply_error(ctx, error::SYNTAX),
+        let (cache, token) = match args.cache_and_option(b"TOKEN") {
+            Ok(parsed) => parsed,
+            Err(e) => return reply_error(ctx, e),
+        };
+        let token = match token {
+            None => generation::new_token(),
+            Some(t) if generation::valid_token(t) => t.to_vec(),
+            Some(_) => return reply_error(ctx, error::TOKEN_INVALID),
         };
         match generation::set(ctx, cache, &token) {
             Ok(()) => {

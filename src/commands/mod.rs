@@ -159,6 +159,18 @@ impl Args {
         unsafe { crate::entry::bytes_of(*self.argv.add(i)).unwrap_or_default() }
     }
 
+    /// `<command> <cache> [<keyword> <value>]`: the cache name (checked) and the option's
+    /// value if it was given; anything else is a syntax error.
+    pub fn cache_and_option(&self, keyword: &[u8]) -> Result<(&[u8], Option<&[u8]>), &'static str> {
+        let cache = self.get(1);
+        args::cache_name(cache)?;
+        match self.argc {
+            2 => Ok((cache, None)),
+            4 if self.get(2).eq_ignore_ascii_case(keyword) => Ok((cache, Some(self.get(3)))),
+            _ => Err(error::SYNTAX),
+        }
+    }
+
     /// Calls `f` with the arguments after the command name, without allocating for the usual
     /// short commands.
     pub fn with_slices<R>(&self, f: impl FnOnce(&[&[u8]]) -> R) -> R {
