@@ -38,8 +38,10 @@ THRESHOLDS = [round(0.50 + 0.01 * i, 2) for i in range(49)]
 DEFAULT_PAIRS = [os.path.join(ROOT, "tests", "data", "semantic_pairs.csv"),
                  os.path.join(ROOT, "tests", "data", "semantic_tune_extra.csv"),
                  os.path.join(ROOT, "tests", "data", "semantic_heldout.csv")]
+# --strict: the strict rule set (`wording` too), what the module runs with no verifier.
+STRICT = False
 RULES = ["length", "language", "number", "negation", "modal", "antonym", "role", "person", "scope",
-         "entity", "swap"]
+         "entity", "swap", "wording"]
 
 
 def load_pairs(paths, split):
@@ -71,6 +73,8 @@ def guard_verdicts(queries_stored, skip=""):
     cmd = [os.path.join(tgt, "release", "examples", "guard_eval")]
     if skip:
         cmd += ["--skip", skip]
+    if STRICT:
+        cmd += ["--strict"]
     out = subprocess.run(cmd, input=data, capture_output=True, text=True, check=True)
     verdicts = out.stdout.split("\n")[: len(queries_stored)]
     assert len(verdicts) == len(queries_stored), "guard_eval lost lines"
@@ -220,6 +224,8 @@ def main():
     ap.add_argument("--at", type=float, help="threshold for the breakdowns (default: chosen)")
     ap.add_argument("--choose", type=float, default=0.97,
                     help="target precision for the threshold choice (both directions)")
+    ap.add_argument("--strict", action="store_true",
+                    help="strict rules (qa.semantic-verify none): the `wording` rule too")
     ap.add_argument("--skip", default="", help="rules to leave out, comma-separated")
     ap.add_argument("--ablate", action="store_true", help="what each rule catches and costs")
     ap.add_argument("--show-fp", action="store_true", help="list served negatives at --at")
@@ -229,6 +235,8 @@ def main():
     args = ap.parse_args()
 
     pairs = load_pairs(args.pairs or DEFAULT_PAIRS, args.split)
+    global STRICT
+    STRICT = args.strict
     ab, ba = both_ways(pairs, args.skip)
     sims = cosines(pairs, args.model)
     n, pos = len(pairs), sum(r["d"] for r in pairs)

@@ -298,7 +298,7 @@ pub static SEMANTIC_THRESHOLD: StrSetting = StrSetting {
     default: DEFAULT_THRESHOLD,
     id: StrId::Threshold,
 };
-pub const DEFAULT_THRESHOLD: &str = "0.96";
+pub const DEFAULT_THRESHOLD: &str = "0.80";
 
 /// Where `qa.semantic-verify rerank` posts (`{url}/rerank`); the backend's key and CA file.
 pub static RERANK_URL: StrSetting = StrSetting {

@@ -644,7 +644,13 @@ fn run_semantic(job: Job, sem: SemanticJob) {
     let mut accepted = Vec::new();
     for f in found {
         if sem.settings.guards {
-            if let Err(r) = guard::check(&job.request.normalized, &f.question) {
+            // With no verifier after them, the guards are strict (guard::check_strict).
+            let checked = if sem.settings.verify == crate::config::VerifyMode::none {
+                guard::check_strict(&job.request.normalized, &f.question)
+            } else {
+                guard::check(&job.request.normalized, &f.question)
+            };
+            if let Err(r) = checked {
                 stats::count_refusal(r);
                 continue;
             }

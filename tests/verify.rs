@@ -502,7 +502,7 @@ fn audits_count_agreements_and_list_disagreements() {
     assert_eq!(field(&st, "audit_precision_low"), "0.0945");
     assert_eq!(field(&st, "audit_precision_high"), "0.9055");
     // No target: the configured threshold.
-    assert_eq!(field(&st, "semantic_threshold"), "0.9600");
+    assert_eq!(field(&st, "semantic_threshold"), "0.8000");
 
     let list: Vec<redis::Value> = redis::cmd("QA.AUDIT").arg("faq").query(&mut con).unwrap();
     assert_eq!(list.len(), 1);

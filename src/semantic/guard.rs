@@ -57,6 +57,11 @@ pub enum Refusal {
     /// The questions are the same but for one content word each ("track my parcel" / "track
     /// my return"): a swapped object or action.
     Swap,
+    /// Strict mode only ([`check_strict`], the default when no verifier checks the match):
+    /// the questions do not say the same words in the same order, once filler words
+    /// (articles, greetings, auxiliaries: the language's `filler` list), word endings,
+    /// typos and UK/US spellings are set aside.
+    Wording,
 }
 
 impl Refusal {
@@ -73,6 +78,7 @@ impl Refusal {
         Refusal::Entity,
         Refusal::Scope,
         Refusal::Swap,
+        Refusal::Wording,
     ];
 
     /// Short snake_case name, for stats and logs.
@@ -89,6 +95,7 @@ impl Refusal {
             Refusal::Entity => "entity",
             Refusal::Scope => "scope",
             Refusal::Swap => "swap",
+            Refusal::Wording => "wording",
         }
     }
 
@@ -108,7 +115,20 @@ pub const MAX_WORDS: usize = 96;
 /// embeddings already cleared the similarity threshold. The rules run in the order of
 /// [`Refusal::ALL`]; the first that objects names the refusal. Symmetric: the verdict does not
 /// depend on which question is the stored one.
+///
+/// This is the loose set, for a match a verifier confirms next: every rule but
+/// [`Refusal::Wording`].
 pub fn check(query: &str, stored: &str) -> Result<(), Refusal> {
+    check_skipping(query, stored, &[Refusal::Wording])
+}
+
+/// [`check`] plus [`Refusal::Wording`]: the set for serving with no verifier. Sentence
+/// embeddings cannot tell a paraphrase from the same words with one role, condition or object
+/// changed, and no list of such changes is ever complete on questions it has not seen; so,
+/// without a verifier, a match may differ from the stored question only in what cannot change
+/// the answer (filler words, word endings, typos, spelling), never in a content word or in the
+/// order of the content words. Paraphrases in other words are left to the backend.
+pub fn check_strict(query: &str, stored: &str) -> Result<(), Refusal> {
     check_skipping(query, stored, &[])
 }
 
@@ -137,6 +157,7 @@ pub fn check_skipping(query: &str, stored: &str, skip: &[Refusal]) -> Result<(),
     } else {
         q.lang
     };
+
     let english = q.lang == Lang::En && s.lang == Lang::En;
     if on(Refusal::Number) && !same_numbers(&q, &s, english) {
         return Err(Refusal::Number);
@@ -160,8 +181,16 @@ pub fn check_skipping(query: &str, stored: &str, skip: &[Refusal]) -> Result<(),
             return Err(Refusal::Swap);
         }
     }
+    // Strict mode's rule comes last, so that a pair the other rules name keeps its name.
+    let strict = || {
+        if on(Refusal::Wording) && reworded(&q, &s, table) {
+            Err(Refusal::Wording)
+        } else {
+            Ok(())
+        }
+    };
     if !english {
-        return Ok(());
+        return strict();
     }
     let en = &tables.en;
     if on(Refusal::Antonym) && opposite(&q, &s, en) {
@@ -179,7 +208,7 @@ pub fn check_skipping(query: &str, stored: &str, skip: &[Refusal]) -> Result<(),
     if on(Refusal::Swap) && one_word_swapped(&q, &s, en) {
         return Err(Refusal::Swap);
     }
-    Ok(())
+    strict()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -295,6 +324,11 @@ struct Table {
     /// Third-party word to the person it stands for (`his` is `he`).
     third_party: HashMap<&'static str, &'static str>,
     stop: HashSet<&'static str>,
+    /// Words whose presence never changes what is asked (strict mode; by character for
+    /// Chinese).
+    filler: HashSet<&'static str>,
+    /// Pronouns read as their person in strict mode (`my` is `1`, `your` is `2`).
+    person: HashMap<&'static str, &'static str>,
     /// Stem (or `stem_word` phrase) to the antonym pairs it is on: (side a bits, side b bits).
     antonym: HashMap<String, (u128, u128)>,
     antonym_pairs: usize,
@@ -340,6 +374,8 @@ fn tables() -> &'static Tables {
 #[cfg(test)]
 const LIST_NAMES: &[&str] = &[
     "marker",
+    "filler",
+    "person",
     "negation",
     "must",
     "alternative",
@@ -392,6 +428,8 @@ fn parse(text: &'static str) -> Table {
             }
             "third_party" => t.third_party.extend(items.map(pair)),
             "stop" => t.stop.extend(items),
+            "filler" => t.filler.extend(items),
+            "person" => t.person.extend(items.map(pair)),
             "antonym" => {
                 let bit = 1u128.checked_shl(t.antonym_pairs as u32).unwrap_or(0);
                 t.antonym_pairs += 1;
@@ -531,13 +569,19 @@ fn near(a: &str, b: &str) -> bool {
     if a.len().min(b.len()) >= 3 && (a.starts_with(b) || b.starts_with(a)) {
         return true;
     }
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    let shortest = a.len().min(b.len());
+    let shortest = a.chars().count().min(b.chars().count());
     let allowed = match shortest {
         0..=3 => return false,
         4..=7 => 1,
         _ => 2,
     };
+    within(a, b, allowed)
+}
+
+/// Whether the optimal-string-alignment distance (edits and swaps of neighbours) between two
+/// words is at most `allowed`.
+fn within(a: &str, b: &str, allowed: usize) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
     if a.len().abs_diff(b.len()) > allowed {
         return false;
     }
@@ -973,6 +1017,67 @@ fn content<'a>(q: &Question<'a>, t: &Table) -> Vec<&'a str> {
     c
 }
 
+/// A question's words as strict mode compares them: filler words left out, pronouns read as
+/// their person, negations as one word, number words as digits, the rest stemmed (Chinese: each run of characters
+/// without its filler characters, compared whole).
+fn wording<'a>(q: &Question<'a>, t: Option<&Table>) -> Vec<std::borrow::Cow<'a, str>> {
+    use std::borrow::Cow;
+    let Some(t) = t else {
+        return q.words.iter().map(|w| Cow::Borrowed(stem(w))).collect();
+    };
+    q.words
+        .iter()
+        .filter_map(|&w| {
+            if t.by_char {
+                let kept: String = w
+                    .chars()
+                    .filter(|c| {
+                        let mut b = [0u8; 4];
+                        !t.filler.contains(&*c.encode_utf8(&mut b))
+                    })
+                    .collect();
+                return (!kept.is_empty()).then_some(Cow::Owned(kept));
+            }
+            if t.filler.contains(w) || t.filler.contains(base(w)) {
+                return None;
+            }
+            // Every negation reads the same (`won't`, `doesn't`, `not`): their count is the
+            // negation rule's.
+            if t.negation.contains(w) || w.ends_with("n't") {
+                return Some(Cow::Borrowed("not"));
+            }
+            let w = t.person.get(w).copied().unwrap_or(w);
+            let w = t.number.get(w).copied().unwrap_or(w);
+            Some(Cow::Borrowed(stem(w)))
+        })
+        .collect()
+}
+
+/// Whether two words count as one in strict mode: equal, or (letters only, 5+ of them) one
+/// typo or UK/US spelling apart (2 from 9 letters). No shortened forms: `car`/`card`.
+fn same_word(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    let letters = |w: &str| w.chars().all(|c| c.is_alphabetic() && !is_han(c));
+    if !(letters(a) && letters(b)) {
+        return false;
+    }
+    let allowed = match a.chars().count().min(b.chars().count()) {
+        0..=4 => return false,
+        5..=8 => 1,
+        _ => 2,
+    };
+    within(a, b, allowed)
+}
+
+/// Strict mode: the two questions' words (see [`wording`]) differ in number, in a word, or in
+/// order.
+fn reworded(q: &Question, s: &Question, t: Option<&Table>) -> bool {
+    let (a, b) = (wording(q, t), wording(s, t));
+    a.len() != b.len() || a.iter().zip(&b).any(|(x, y)| !same_word(x, y))
+}
+
 /// Content words two questions must share before a one-word difference counts as a swap.
 const SWAP_MIN_SHARED: usize = 1;
 
@@ -1077,6 +1182,58 @@ mod tests {
         for (q, c, want) in CASES {
             assert_eq!(run(q, c), *want, "query {q:?} stored {c:?}");
             assert_eq!(run(c, q), *want, "query {c:?} stored {q:?} (swapped)");
+        }
+    }
+
+    /// Strict mode (no verifier): only filler words, endings, typos and spelling may differ.
+    /// A served row next to each refusal, so a rule that refuses everything fails too; every
+    /// row is also checked the other way round.
+    #[rustfmt::skip]
+    const STRICT: &[(&str, &str, Result<(), Refusal>)] = &[
+        ("How do I reset my password?", "how can i reset the pasword", Ok(())),
+        ("How do I reset my password?", "How do I recover my password?", Err(Refusal::Swap)),
+        ("How do I reset my password?", "How do I get my password back?", Err(Refusal::Swap)),
+        ("How do I reset my password?", "Is there a way to reset a password I forgot?", Err(Refusal::Wording)),
+        ("What is our refund policy?", "What is your refund policy?", Ok(())),
+        ("Why won't my device turn on?", "Why doesn't my device turn on?", Ok(())),
+        ("How do I change the colour of my avatar?", "How do I change the color of my avatar?", Ok(())),
+        ("Is the battery covered by the warranty?", "Does the warranty cover the battery?", Err(Refusal::Wording)),
+        // A condition added, an object added: refused with no verifier.
+        ("How do I delete my account?", "How can I permanently delete my account?", Err(Refusal::Wording)),
+        ("I lost my SSH key", "I lost my SSH key and my password", Err(Refusal::Wording)),
+        // Roles moved without a relation word the loose rules know.
+        ("Can parents see their child's grades?", "Can children see their parents' grades?", Err(Refusal::Wording)),
+        // No shortened forms in strict mode (`car`/`card`).
+        ("Can I pay by car?", "Can I pay by card?", Err(Refusal::Wording)),
+        // A named rule still names its refusal.
+        ("Is shipping free?", "Is shipping not free?", Err(Refusal::Negation)),
+        // Other languages: their fillers; Chinese by character.
+        ("Wie kann ich mein Passwort ändern?", "Wie kann ich das Passwort ändern?", Ok(())),
+        ("Wie kann ich mein Passwort ändern?", "Wie kann ich mein Passwort löschen?", Err(Refusal::Swap)),
+        ("Wie kann ich mein Passwort ändern?", "Wie kann ich mein altes Passwort ändern?", Err(Refusal::Wording)),
+        ("如何取消我的订单", "如何取消我的订单吗", Ok(())),
+        ("如何取消我的订单", "如何确认我的订单", Err(Refusal::Wording)),
+    ];
+
+    #[test]
+    fn strict_table() {
+        for (q, c, want) in STRICT {
+            let (q, c) = (normalize(q), normalize(c));
+            assert_eq!(check_strict(&q, &c), *want, "query {q:?} stored {c:?}");
+            assert_eq!(
+                check_strict(&c, &q),
+                *want,
+                "query {c:?} stored {q:?} (swapped)"
+            );
+        }
+        // Strict never serves what the loose set refuses.
+        for (q, c, want) in CASES {
+            if want.is_err() {
+                assert!(
+                    check_strict(&normalize(q), &normalize(c)).is_err(),
+                    "{q:?} / {c:?}"
+                );
+            }
         }
     }
 
@@ -1230,7 +1387,16 @@ mod tests {
     fn skipping_a_rule_lets_its_pairs_through() {
         let (q, s) = ("is shipping free", "is shipping not free");
         assert_eq!(check(q, s), Err(Refusal::Negation));
-        assert_eq!(check_skipping(q, s, &[Refusal::Negation]), Ok(()));
+        assert_eq!(
+            check_skipping(q, s, &[Refusal::Negation, Refusal::Wording]),
+            Ok(())
+        );
+        // Strict mode names the rule that objects first; its own rule only what is left.
+        assert_eq!(check_strict(q, s), Err(Refusal::Negation));
+        assert_eq!(
+            check_skipping(q, s, &[Refusal::Negation]),
+            Err(Refusal::Wording)
+        );
     }
 
     /// Never panics, on anything: random strings over an alphabet dense in what the word
@@ -1263,12 +1429,16 @@ mod tests {
             for (q, c) in [(q.clone(), c.clone()), (normalize(&q), normalize(&c))] {
                 assert_eq!(check(&q, &c), check(&c, &q), "{q:?} vs {c:?}");
                 assert_eq!(check(&q, &q), Ok(()), "{q:?}");
+                let strict = check_strict(&q, &c);
+                assert_eq!(strict, check_strict(&c, &q), "strict: {q:?} vs {c:?}");
+                assert!(check(&q, &c).is_ok() || strict.is_err(), "{q:?} vs {c:?}");
             }
         }
         for _ in 0..5_000 {
             let bytes: Vec<u8> = (0..(next() % 64)).map(|_| next() as u8).collect();
             let s = String::from_utf8_lossy(&bytes);
             let _ = check(&s, "how do i enable 2fa");
+            let _ = check_strict(&s, "how do i enable 2fa");
             let _ = check("how do i enable 2fa", &s);
         }
     }
