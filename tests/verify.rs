@@ -681,3 +681,48 @@ fn settings_are_validated_and_listed() {
         assert_eq!(r.is_ok(), ok, "{name} {value}: {r:?}");
     }
 }
+
+/// With no verifier the guards are strict: a question in other words is asked of the backend
+/// (`guard_refused_wording`), one that differs only in filler words and a typo is served. With
+/// a verifier the same reworded question reaches it and, accepted, is served.
+#[test]
+fn with_no_verifier_only_fillers_and_typos_may_differ_and_a_verifier_sees_the_rest() {
+    const STORED: &str = "How do I delete my account?";
+    const REWORDED: &str = "How can I permanently delete my account?";
+    const TYPO: &str = "how can i delete the acount";
+    let b = Backend::start(Duration::ZERO);
+    // A low threshold: the mock's bag-of-words cosine of STORED and TYPO is 1/3.
+    let s = server(&b, &["--qa.semantic-threshold", "0.3"]);
+    let mut con = s.conn();
+    set(&mut con, &["faq", STORED, A]);
+    let m = meta(&mut con, &["faq", REWORDED]);
+    assert_eq!(field(&m, "served"), "miss");
+    assert_eq!(field(&m, "answer"), fresh(REWORDED));
+    assert_eq!(info_field(&mut con, "guard_refused_wording"), 1);
+    let m = meta(&mut con, &["faq", TYPO]);
+    assert_eq!(field(&m, "served"), "semantic");
+    assert_eq!(field(&m, "answer"), A);
+    assert_eq!(field(&m, "matched"), STORED);
+    // The miss stored REWORDED too; it is nearer to TYPO and was refused on the way.
+    assert_eq!(info_field(&mut con, "guard_refused_wording"), 2);
+    assert_eq!(info_field(&mut con, "verify_calls"), 0);
+
+    let b = Backend::start(Duration::ZERO);
+    let s = server(
+        &b,
+        &[
+            "--qa.semantic-threshold",
+            "0.4",
+            "--qa.semantic-verify",
+            "llm",
+        ],
+    );
+    let mut con = s.conn();
+    set(&mut con, &["faq", STORED, A]);
+    let m = meta(&mut con, &["faq", REWORDED]);
+    assert_eq!(field(&m, "served"), "semantic");
+    assert_eq!(field(&m, "answer"), A);
+    assert_eq!(info_field(&mut con, "guard_refused_wording"), 0);
+    assert_eq!(info_field(&mut con, "verify_calls"), 1);
+    assert_eq!(answer_calls(&b), 0);
+}
