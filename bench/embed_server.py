@@ -9,6 +9,10 @@ Serves, on 127.0.0.1 only:
   or [str]}`` -> ``{"object": "list", "data": [{"object": "embedding", "index", "embedding"}],
   "model", "usage": {"prompt_tokens", "total_tokens"}}``, with real all-MiniLM-L6-v2 int8
   embeddings (384 dimensions, mean-pooled over the attention mask, L2-normalized).
+- ``POST /rerank``: the rerank API's shape (``{query, documents, top_n}`` ->
+  ``{results: [{index, relevance_score}]}``), scored by embedding cosine: a stand-in to try
+  ``qa.semantic-verify rerank`` (``QA_EVAL_VERIFY_URL=embed make eval-semantic``), not a
+  cross-encoder.
 - ``POST /webhook``: redis-qa's webhook format, always ``{"answer": "BACKEND ANSWER",
   "cache": false}``, so a miss during an evaluation never stores anything.
 - ``GET /health``: ``ok``.
@@ -133,6 +137,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._error(400, f"bad request body: {e}")
         if path in ("/v1/embeddings", "/embeddings"):
             return self._embeddings(req)
+        if path in ("/rerank", "/v1/rerank"):
+            return self._rerank(req)
         if path == "/webhook":
             self.server.webhook_calls += 1
             return self._reply(200, {"answer": "BACKEND ANSWER", "cache": False})
@@ -164,6 +170,28 @@ class Handler(BaseHTTPRequestHandler):
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             },
         )
+
+
+    def _rerank(self, req):
+        # A stand-in with the rerank API's shape, scored by the cosine of the MiniLM
+        # embeddings (a bi-encoder, not a cross-encoder): it lets `make eval-semantic` try the
+        # `qa.semantic-verify rerank` plumbing here; it is no verifier worth measuring.
+        if not isinstance(req, dict):
+            return self._error(400, "body must be a JSON object")
+        query, docs = req.get("query"), req.get("documents")
+        if not isinstance(query, str) or not isinstance(docs, list) or not docs \
+                or len(docs) > MAX_INPUTS or not all(isinstance(d, str) for d in docs):
+            return self._error(400, "query must be a string, documents an array of strings")
+        vecs, _ = self.server.embedder.embed([query] + docs)
+        q = vecs[0]
+        scores = [float(sum(a * b for a, b in zip(q, v))) for v in vecs[1:]]
+        order = sorted(range(len(docs)), key=lambda i: -scores[i])
+        top_n = req.get("top_n")
+        if isinstance(top_n, int) and top_n > 0:
+            order = order[:top_n]
+        self.server.rerank_calls = getattr(self.server, "rerank_calls", 0) + 1
+        self._reply(200, {"results": [{"index": i, "relevance_score": scores[i]}
+                                      for i in order]})
 
 
 def main():

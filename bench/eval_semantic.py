@@ -20,6 +20,21 @@ Three runs over the labelled pairs:
    question2 asked once; any served answer that is not its own pair's question1's counts as a
    false positive.
 
+A verifier of your own (`qa.semantic-verify`, docs/verify.md) is measured with:
+
+    QA_EVAL_VERIFY_URL=http://127.0.0.1:8080 [QA_EVAL_VERIFY=rerank] [QA_EVAL_VERIFY_MODEL=m] \
+        make eval-semantic
+    QA_EVAL_VERIFY=llm QA_EVAL_VERIFY_URL=https://llm.example/v1 QA_EVAL_VERIFY_MODEL=m \
+        [QA_EVAL_API_KEY_FILE=path] make eval-semantic
+
+`rerank` (the default) posts the rerank API (Cohere, Jina, TEI, vLLM, Infinity, llama.cpp) at
+`{url}/rerank`; `llm` makes that OpenAI-compatible endpoint the chat backend, so the verifier's
+yes/no questions *and every miss* go to it (one completion per pair and run: it costs what your
+provider charges). `QA_EVAL_VERIFY_URL=embed` uses bench/embed_server.py's own `/rerank`, an
+embedding-cosine stand-in that only shows the plumbing works. With a verifier the guards are
+the loose set; without one, strict (docs/semantic.md). Results with a verifier are printed and
+not written into docs/semantic.md unless --docs is given.
+
 Prints the tables and, unless --no-docs, writes them into docs/semantic.md between the
 `<!-- live-eval:begin -->` and `<!-- live-eval:end -->` markers.
 """
@@ -198,6 +213,27 @@ def shared_run(r, pairs):
     return tp, fp, positives, wrong
 
 
+def verifier_settings(eport):
+    """CONFIG SET pairs for the verifier named by QA_EVAL_VERIFY[_URL|_MODEL] (none if unset)."""
+    url = os.environ.get("QA_EVAL_VERIFY_URL")
+    if not url:
+        return []
+    kind = os.environ.get("QA_EVAL_VERIFY", "rerank")
+    model = os.environ.get("QA_EVAL_VERIFY_MODEL")
+    if url == "embed":
+        url = f"http://127.0.0.1:{eport}"
+    if kind == "rerank":
+        out = [("qa.semantic-verify", "rerank"), ("qa.rerank-url", url)]
+        return out + ([("qa.rerank-model", model)] if model else [])
+    if kind == "llm":
+        out = [("qa.semantic-verify", "llm"), ("qa.backend-format", "openai"),
+               ("qa.backend-url", url)]
+        if os.environ.get("QA_EVAL_API_KEY_FILE"):
+            out.append(("qa.api-key-file", os.environ["QA_EVAL_API_KEY_FILE"]))
+        return out + ([("qa.model", model)] if model else [])
+    sys.exit(f"QA_EVAL_VERIFY must be rerank or llm, not {kind!r}")
+
+
 def main():
     import redis
 
@@ -213,6 +249,9 @@ def main():
     ap.add_argument("--docs", default=os.path.join(ROOT, "docs", "semantic.md"))
     ap.add_argument("--no-docs", action="store_true")
     args = ap.parse_args()
+    verifier = os.environ.get("QA_EVAL_VERIFY_URL")
+    if verifier and "--docs" not in sys.argv and not args.no_docs:
+        args.no_docs = True
     if not os.path.exists(args.module):
         sys.exit(f"{args.module} is missing: cargo build --release --lib (or set QA_MODULE)")
     if not shutil.which("redis-server"):
@@ -232,7 +271,8 @@ def main():
                          ("qa.backend-url", f"http://127.0.0.1:{eport}/webhook"),
                          ("qa.embed-url", f"http://127.0.0.1:{eport}/v1"),
                          ("qa.embed-model", "all-MiniLM-L6-v2"),
-                         ("qa.semantic", "yes"), ("qa.semantic-guards", "yes")]:
+                         ("qa.semantic", "yes"), ("qa.semantic-guards", "yes"),
+                         ("qa.semantic-audit-rate", "0")] + verifier_settings(eport):
                 try:
                     r.config_set(k, v)
                 except redis.ResponseError as e:
@@ -261,7 +301,10 @@ def main():
     out = [f"Live run, {args.split} side: {n} pairs ({pos} duplicates) from {sources}, "
            f"{elapsed:.0f} s, module `{os.path.basename(args.module)}`, MiniLM int8 embeddings.",
            "", "Plain cosine (`qa.semantic-guards no`):", "", table(plain), "",
-           "Cosine + guards (`qa.semantic-guards yes`):", "", table(guarded), ""]
+           "Cosine + guards (`qa.semantic-guards yes`" + (
+               f", verifier `{os.environ.get('QA_EVAL_VERIFY', 'rerank')}` at "
+               f"{os.environ['QA_EVAL_VERIFY_URL']}):" if verifier else ", strict: no verifier):"),
+           "", table(guarded), ""]
     shared_p = tp / (tp + fp) if tp + fp else 1.0
     out += [f"Shared cache at threshold {shared_t} (every question1 in one cache): "
             f"{tp + fp} served, {tp} right, {fp} wrong: precision {shared_p:.3f}, "
