@@ -375,8 +375,14 @@ pub fn on_key_event(ctx: &Context, kind: NotifyEvent, event: &str, key: &[u8]) {
             }
         }
         forget(ctx, db, cache);
-        // The old generation's vectors can never match again: free them.
-        crate::semantic::upkeep::drop_cache(db as i32, cache);
+        // A generation key that arrives (restore: its slot migrated here with the entries;
+        // rename_to, move_to, copy_to) may be the very generation of vectors indexed a moment
+        // ago from entries that came with it: keep them (the index scope holds the token, so a
+        // vector of another generation can never match anyway). Any other change ends the
+        // generation: its vectors can never match again, free them.
+        if !matches!(event, "restore" | "rename_to" | "move_to" | "copy_to") {
+            crate::semantic::upkeep::drop_cache(db as i32, cache);
+        }
     }
 }
 

@@ -264,3 +264,149 @@ fn qa_get_is_routed_to_the_node_owning_the_cache_slot() {
         .sum();
     assert_eq!(hits, 6);
 }
+
+/// `QA.GET ... WITHMETA` as (field, value) pairs (RESP2).
+fn meta(con: &mut redis::Connection, args: &[&str]) -> Vec<(String, String)> {
+    let flat: Vec<redis::Value> = redis::cmd("QA.GET")
+        .arg(args)
+        .arg("WITHMETA")
+        .query(con)
+        .expect("QA.GET WITHMETA");
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::Int(n) => n.to_string(),
+        redis::Value::SimpleString(s) => s.clone(),
+        other => format!("{other:?}"),
+    };
+    flat.chunks(2).map(|p| (text(&p[0]), text(&p[1]))).collect()
+}
+
+fn meta_field(m: &[(String, String)], name: &str) -> String {
+    m.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("no {name} in {m:?}"))
+}
+
+fn node_id(con: &mut redis::Connection) -> String {
+    redis::cmd("CLUSTER").arg("MYID").query(con).unwrap()
+}
+
+/// The semantic tier in a cluster: caches on two primaries serve paraphrases on their owners;
+/// moving a cache's slot to the third primary (which had no index at all) moves its entries,
+/// the new owner indexes them as they arrive and serves the paraphrase, and the old owner's
+/// index lets them go.
+#[test]
+fn semantic_hits_follow_a_cache_whose_slot_is_moved() {
+    const Q: &str = "What is our refund policy?";
+    const PARAPHRASE: &str = "what is YOUR refund policy";
+    let b = Backend::start(Duration::ZERO);
+    let url = b.url();
+    let nodes = start_cluster_with(
+        &url,
+        &["--qa.semantic", "yes", "--qa.semantic-audit-rate", "0"],
+    );
+    let cluster = Cluster { nodes };
+    let mut any = cluster.nodes[0].conn();
+    let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
+    // One cache on each of the first two nodes; the third node gets none.
+    let (from, to, other) = (ports[0], ports[2], ports[1]);
+    let mut caches = Vec::new();
+    for owner in [from, other] {
+        let cache = (0..)
+            .map(|i| format!("sem-{i}"))
+            .find(|c| cluster.owner(keyslot(&mut any, c)) == owner)
+            .unwrap();
+        caches.push((cache, owner));
+    }
+    for (cache, owner) in &caches {
+        let mut con = cluster.node(*owner).conn();
+        let answer = format!("Refunds for {cache} within 30 days.");
+        let ok: String = redis::cmd("QA.SET")
+            .arg(&[cache.as_str(), Q, &answer])
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(ok, "OK");
+        assert!(wait_until(Duration::from_secs(10), || info_field(
+            &mut con,
+            "semantic_index_entries"
+        ) == 1));
+        let m = meta(&mut con, &[cache, PARAPHRASE]);
+        assert_eq!(meta_field(&m, "served"), "semantic", "{cache} on {owner}");
+        assert_eq!(meta_field(&m, "answer"), answer);
+    }
+    let mut on_to = cluster.node(to).conn();
+    assert_eq!(info_field(&mut on_to, "semantic_index_entries"), 0);
+
+    // Move the first cache's slot from its owner to the third node, as a resharding does:
+    // IMPORTING / MIGRATING, MIGRATE of its keys (entry and generation), then the new owner.
+    let (cache, _) = &caches[0];
+    let slot = keyslot(&mut any, cache);
+    let mut on_from = cluster.node(from).conn();
+    let (from_id, to_id) = (node_id(&mut on_from), node_id(&mut on_to));
+    let setslot = |con: &mut redis::Connection, how: &str, id: &str| {
+        let ok: String = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(how)
+            .arg(id)
+            .query(con)
+            .unwrap();
+        assert_eq!(ok, "OK");
+    };
+    setslot(&mut on_to, "IMPORTING", &from_id);
+    setslot(&mut on_from, "MIGRATING", &to_id);
+    let keys: Vec<String> = redis::cmd("CLUSTER")
+        .arg("GETKEYSINSLOT")
+        .arg(slot)
+        .arg(100)
+        .query(&mut on_from)
+        .unwrap();
+    assert_eq!(keys.len(), 2, "the entry and the generation key: {keys:?}");
+    let moved: String = redis::cmd("MIGRATE")
+        .arg(&["127.0.0.1", &to.to_string(), "", "0", "5000", "KEYS"])
+        .arg(&keys)
+        .query(&mut on_from)
+        .unwrap();
+    assert_eq!(moved, "OK");
+    for n in &cluster.nodes {
+        setslot(&mut n.conn(), "NODE", &to_id);
+    }
+    assert!(wait_until(Duration::from_secs(10), || cluster
+        .nodes
+        .iter()
+        .all(|n| slot_owners(&mut n.conn())
+            .iter()
+            .any(|(a, z, p)| (*a..=*z).contains(&slot) && *p == to))));
+
+    // The new owner indexed what arrived and serves the paraphrase; no backend call.
+    assert!(wait_until(Duration::from_secs(10), || info_field(
+        &mut on_to,
+        "semantic_index_entries"
+    ) == 1));
+    let chat_calls = || {
+        b.requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/chat/completions"))
+            .count()
+    };
+    let calls = chat_calls();
+    let m = meta(&mut on_to, &[cache, PARAPHRASE]);
+    assert_eq!(meta_field(&m, "served"), "semantic");
+    assert_eq!(
+        meta_field(&m, "answer"),
+        format!("Refunds for {cache} within 30 days.")
+    );
+    assert_eq!(chat_calls(), calls);
+    // The old owner let them go and redirects; the other cache is untouched.
+    assert!(wait_until(Duration::from_secs(10), || info_field(
+        &mut on_from,
+        "semantic_index_entries"
+    ) == 0));
+    assert_eq!(dbsize(&mut on_from), 0);
+    let e = qa_get(&mut on_from, &[cache, PARAPHRASE]).unwrap_err();
+    assert_eq!(err_text(&e), format!("MOVED {slot} 127.0.0.1:{to}"));
+    let (cache2, owner2) = &caches[1];
+    let m = meta(&mut cluster.node(*owner2).conn(), &[cache2, PARAPHRASE]);
+    assert_eq!(meta_field(&m, "served"), "semantic");
+}

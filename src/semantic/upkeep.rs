@@ -247,7 +247,15 @@ pub fn on_key_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u8]) 
     let Some(cache) = cache_of_entry(key) else {
         return;
     };
-    if LEN.load(Ordering::Relaxed) == 0
+    // An entry that arrives (restore: a slot migrated here, rename_to, move_to, copy_to) is
+    // read even when the index is empty: the first semantic entries of a node can come by
+    // MIGRATE. Removals and TTL changes need an index to act on.
+    let arrives = !matches!(
+        event,
+        "expire" | "persist" | "del" | "expired" | "evicted" | "rename_from" | "move_from"
+    );
+    if !arrives
+        && LEN.load(Ordering::Relaxed) == 0
         && pending().is_empty()
         && !REBUILDING.load(Ordering::Relaxed)
     {

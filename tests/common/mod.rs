@@ -433,9 +433,14 @@ pub fn slot_owners(con: &mut redis::Connection) -> Vec<(u16, u16, u16)> {
 /// Three cluster primaries (no replicas) with the module, created with
 /// `redis-cli --cluster create`, every slot covered and every node agreeing.
 pub fn start_cluster(backend_url: &str) -> Vec<Server> {
+    start_cluster_with(backend_url, &[])
+}
+
+/// [`start_cluster`] with more arguments for every node.
+pub fn start_cluster_with(backend_url: &str, extra: &[&str]) -> Vec<Server> {
     let nodes: Vec<Server> = (0..3)
         .map(|_| {
-            Server::start_cluster_node(&[
+            let mut args = vec![
                 "--qa.backend-url",
                 backend_url,
                 "--cluster-enabled",
@@ -445,7 +450,9 @@ pub fn start_cluster(backend_url: &str) -> Vec<Server> {
                 "nodes.conf",
                 "--cluster-node-timeout",
                 "5000",
-            ])
+            ];
+            args.extend_from_slice(extra);
+            Server::start_cluster_node(&args)
         })
         .collect();
     let addrs: Vec<String> = nodes
