@@ -11,6 +11,8 @@ pub mod http;
 pub mod judge;
 pub mod openai;
 pub mod rerank;
+pub mod sse;
+pub mod stream;
 pub mod retry;
 pub mod webhook;
 
