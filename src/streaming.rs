@@ -387,7 +387,9 @@ mod tests {
         let mut written = String::new();
         let mut all = String::new();
         for i in 0..5000 {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             now += Duration::from_micros(seed >> 54);
             if due.is_some_and(|d| d <= now) {
                 written.push_str(&b.take(now));

@@ -349,7 +349,8 @@ struct Ending {
 
 impl Ending {
     fn run(mut self, ctx: &redis_module::Context) {
-        let paused = self.flight.end_stream(ctx, &self.outcome, self.how) == streaming::Writable::Paused;
+        let paused =
+            self.flight.end_stream(ctx, &self.outcome, self.how) == streaming::Writable::Paused;
         if paused && self.since.elapsed() < MAX_PAUSE_WAIT {
             mainthread::post_after(ctx, PAUSE_RETRY, Box::new(move |ctx| self.run(ctx)));
             return;

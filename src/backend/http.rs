@@ -352,9 +352,7 @@ fn send(
     for (name, value) in headers {
         builder = builder.header(name, value);
     }
-    builder
-        .send(body)
-        .map_err(|e| failed(e, timeout_ms, key))
+    builder.send(body).map_err(|e| failed(e, timeout_ms, key))
 }
 
 /// Reads a whole reply (up to `qa.max-answer-bytes`); a non-2xx status is a failure quoting

@@ -11,9 +11,9 @@ pub mod http;
 pub mod judge;
 pub mod openai;
 pub mod rerank;
+pub mod retry;
 pub mod sse;
 pub mod stream;
-pub mod retry;
 pub mod webhook;
 
 use std::fmt;

@@ -174,10 +174,7 @@ mod tests {
                 vec![ev("ping", "{}"), ev("message_stop", "{\"t\":2}")],
             ),
             // Bare CR line ends, comments, a field without a colon, no space after it.
-            (
-                b": keep-alive\rdata:x\rdata\r\r",
-                vec![ev("", "x\n")],
-            ),
+            (b": keep-alive\rdata:x\rdata\r\r", vec![ev("", "x\n")]),
             // Multi-line data, unknown fields ignored, an event without data dropped.
             (
                 b"id: 7\nevent: e\n\ndata: a\ndata: b\nretry: 5\n\n",

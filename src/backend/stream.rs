@@ -152,8 +152,7 @@ impl Reader {
             "content_block_delta" => {
                 let delta = v.get("delta");
                 // Other deltas (tool input, thinking) carry no answer text.
-                if delta.and_then(|d| d.get("type")).and_then(Value::as_str) == Some("text_delta")
-                {
+                if delta.and_then(|d| d.get("type")).and_then(Value::as_str) == Some("text_delta") {
                     match delta.and_then(|d| d.get("text")) {
                         Some(Value::String(s)) => self.push(s)?,
                         _ => {
@@ -484,7 +483,10 @@ data: {\"end\": true, \"ttl\": 60, \"tokens_in\": 3, \"tokens_out\": 4}\n\n";
         assert_eq!(o["stream_options"], json!({"include_usage": true}));
         assert_eq!(o["model"], "m");
         let a = body(Format::Anthropic);
-        assert_eq!((a["stream"].clone(), a["max_tokens"].clone()), (json!(true), json!(5)));
+        assert_eq!(
+            (a["stream"].clone(), a["max_tokens"].clone()),
+            (json!(true), json!(5))
+        );
         assert!(a.get("stream_options").is_none());
         assert_eq!(body(Format::Webhook)["stream"], true);
         assert!(is_event_stream(Some("text/event-stream; charset=utf-8")));
