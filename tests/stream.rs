@@ -473,3 +473,66 @@ fn multi_serves_hits_only_and_options_are_checked() {
     assert_eq!(err_text(&e), "ERR question is empty");
     assert_eq!(b.calls(), 1);
 }
+
+/// examples/python/stream.py (redis-py, sync and asyncio): a typed miss, a whole hit, and
+/// three asyncio readers sharing one call. Skipped with `QA_SKIP_PYTHON=1`; needs redis-py
+/// >= 5 (`pip install -r tests/python/requirements.txt`) otherwise.
+#[test]
+fn the_python_example_types_a_miss_and_shows_a_hit_at_once() {
+    if std::env::var("QA_SKIP_PYTHON").as_deref() == Ok("1") {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "python stream example: SKIPPED (QA_SKIP_PYTHON=1)"
+        );
+        return;
+    }
+    let b = Backend::start(Duration::from_millis(100));
+    b.set_pace(Duration::from_millis(40));
+    let s = server_for(&b, &[]);
+    let python = std::env::var("QA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut cmd = std::process::Command::new(python);
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONUNBUFFERED", "1")
+        .args(["examples/python/stream.py", "--port", &s.port.to_string()]);
+    let run = run_with_deadline(cmd, Duration::from_secs(60));
+    assert!(run.ok, "stream.py failed\n{}", run.shown());
+    println!("{}", run.shown());
+    let q = "What is retrieval-augmented generation?";
+    let want = answer_for(q, MODEL, "");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines[0], format!("Q: {q}"));
+    // The miss, typed piece by piece, then the hit, whole.
+    assert_eq!(lines[1], format!("A: {want}"));
+    let miss = lines[2].trim();
+    assert!(miss.starts_with("(miss: first piece after "), "{miss}");
+    let pieces: usize = miss
+        .split(", ")
+        .nth(1)
+        .and_then(|p| p.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{miss}"));
+    assert!(pieces > 1, "{miss}");
+    assert_eq!(lines[3], format!("A: {want}"));
+    assert!(
+        lines[4].trim().starts_with("(hit: first piece after "),
+        "{}",
+        lines[4]
+    );
+    assert!(lines[4].contains(", 1 piece(s), "), "{}", lines[4]);
+    // Three asyncio readers: one call, the same pieces.
+    let rq = "How do I reset my password?";
+    assert_eq!(lines[5], format!("Q: {rq} (3 asyncio readers at once)"));
+    assert_eq!(lines[6].trim(), "served: coalesced, coalesced, miss");
+    assert!(
+        lines[7].trim().starts_with("identical pieces: yes ("),
+        "{}",
+        lines[7]
+    );
+    assert_eq!(
+        lines[8].trim(),
+        format!("answer: {}", answer_for(rq, MODEL, ""))
+    );
+    assert_eq!(b.calls(), 2);
+}
