@@ -474,9 +474,46 @@ fn multi_serves_hits_only_and_options_are_checked() {
     assert_eq!(b.calls(), 1);
 }
 
-/// examples/python/stream.py (redis-py, sync and asyncio): a typed miss, a whole hit, and
-/// three asyncio readers sharing one call. Skipped with `QA_SKIP_PYTHON=1`; needs redis-py
-/// >= 5 (`pip install -r tests/python/requirements.txt`) otherwise.
+/// Checks the output of examples/python/stream.py and examples/node/stream.js (the same
+/// shape): a typed miss, a whole hit, then three readers sharing one call (`who`).
+fn check_example_output(out: &str, who: &str) {
+    let q = "What is retrieval-augmented generation?";
+    let want = answer_for(q, MODEL, "");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.len() >= 9, "{out}");
+    assert_eq!(lines[0], format!("Q: {q}"));
+    // The miss, typed piece by piece, then the hit, whole.
+    assert_eq!(lines[1], format!("A: {want}"));
+    let miss = lines[2].trim();
+    assert!(miss.starts_with("(miss: first piece after "), "{miss}");
+    let pieces: usize = miss
+        .split(", ")
+        .nth(1)
+        .and_then(|p| p.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{miss}"));
+    assert!(pieces > 1, "{miss}");
+    assert_eq!(lines[3], format!("A: {want}"));
+    let hit = lines[4].trim();
+    assert!(hit.starts_with("(hit: first piece after "), "{hit}");
+    assert!(hit.contains(", 1 piece(s), "), "{hit}");
+    // Three readers at once: one call, the same pieces.
+    let rq = "How do I reset my password?";
+    assert_eq!(lines[5], format!("Q: {rq} (3 {who} at once)"));
+    assert_eq!(lines[6].trim(), "served: coalesced, coalesced, miss");
+    assert!(
+        lines[7].trim().starts_with("identical pieces: yes ("),
+        "{}",
+        lines[7]
+    );
+    assert_eq!(
+        lines[8].trim(),
+        format!("answer: {}", answer_for(rq, MODEL, ""))
+    );
+}
+
+/// examples/python/stream.py (redis-py, sync and asyncio). Skipped with `QA_SKIP_PYTHON=1`;
+/// needs redis-py >= 5 (`pip install -r tests/python/requirements.txt`) otherwise.
 #[test]
 fn the_python_example_types_a_miss_and_shows_a_hit_at_once() {
     if std::env::var("QA_SKIP_PYTHON").as_deref() == Ok("1") {
@@ -499,40 +536,136 @@ fn the_python_example_types_a_miss_and_shows_a_hit_at_once() {
     let run = run_with_deadline(cmd, Duration::from_secs(60));
     assert!(run.ok, "stream.py failed\n{}", run.shown());
     println!("{}", run.shown());
-    let q = "What is retrieval-augmented generation?";
-    let want = answer_for(q, MODEL, "");
-    let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(lines[0], format!("Q: {q}"));
-    // The miss, typed piece by piece, then the hit, whole.
-    assert_eq!(lines[1], format!("A: {want}"));
-    let miss = lines[2].trim();
-    assert!(miss.starts_with("(miss: first piece after "), "{miss}");
-    let pieces: usize = miss
-        .split(", ")
-        .nth(1)
-        .and_then(|p| p.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{miss}"));
-    assert!(pieces > 1, "{miss}");
-    assert_eq!(lines[3], format!("A: {want}"));
-    assert!(
-        lines[4].trim().starts_with("(hit: first piece after "),
-        "{}",
-        lines[4]
-    );
-    assert!(lines[4].contains(", 1 piece(s), "), "{}", lines[4]);
-    // Three asyncio readers: one call, the same pieces.
-    let rq = "How do I reset my password?";
-    assert_eq!(lines[5], format!("Q: {rq} (3 asyncio readers at once)"));
-    assert_eq!(lines[6].trim(), "served: coalesced, coalesced, miss");
-    assert!(
-        lines[7].trim().starts_with("identical pieces: yes ("),
-        "{}",
-        lines[7]
-    );
-    assert_eq!(
-        lines[8].trim(),
-        format!("answer: {}", answer_for(rq, MODEL, ""))
-    );
+    check_example_output(&run.stdout, "asyncio readers");
     assert_eq!(b.calls(), 2);
+}
+
+/// examples/node/stream.js (node-redis). Skipped with `QA_SKIP_NODE=1`; otherwise needs
+/// Node >= 18.19 and node-redis in examples/node (`npm ci` there, run here if missing).
+#[test]
+fn the_node_example_types_a_miss_and_shows_a_hit_at_once() {
+    if std::env::var("QA_SKIP_NODE").as_deref() == Ok("1") {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "node stream example: SKIPPED (QA_SKIP_NODE=1)"
+        );
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/node");
+    if !dir.join("node_modules/redis/package.json").exists() {
+        let npm = std::env::var("QA_NPM").unwrap_or_else(|_| "npm".into());
+        let out = std::process::Command::new(npm)
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .output()
+            .expect("run npm (or set QA_SKIP_NODE=1)");
+        assert!(out.status.success(), "npm ci: {out:?}");
+    }
+    let b = Backend::start(Duration::from_millis(100));
+    b.set_pace(Duration::from_millis(40));
+    let s = server_for(&b, &[]);
+    let node = std::env::var("QA_NODE").unwrap_or_else(|_| "node".into());
+    let mut cmd = std::process::Command::new(node);
+    cmd.current_dir(&dir)
+        .args(["stream.js", "--port", &s.port.to_string()]);
+    let run = run_with_deadline(cmd, Duration::from_secs(60));
+    assert!(run.ok, "stream.js failed\n{}", run.shown());
+    println!("{}", run.shown());
+    check_example_output(&run.stdout, "clients");
+    assert_eq!(b.calls(), 2);
+}
+
+#[test]
+fn writes_wait_out_a_client_pause() {
+    let b = Backend::start(Duration::from_millis(10));
+    b.set_pace(Duration::from_millis(50));
+    let s = server_for(&b, &[]);
+    let mut con = s.conn();
+    let q = "Paused mid-stream?";
+    let key = qa_stream(&mut con, &["faq", q]).unwrap()["stream"].clone();
+    assert!(wait_until(Duration::from_secs(10), || {
+        redis::cmd("XLEN").arg(&key).query::<u64>(&mut con).unwrap() >= 1
+    }));
+    // Redis 7.0 aborts if a module propagates a write while clients are paused: the pieces
+    // and the end must wait, then arrive whole.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(400)
+        .arg("WRITE")
+        .query(&mut con)
+        .unwrap();
+    let entries = read_all(&mut con, &key);
+    let (answer, end) = answer_and_end(&entries);
+    assert_eq!(answer, answer_for(q, MODEL, ""));
+    assert_eq!(end["end"], "stop");
+    assert_eq!(qa_get(&mut con, &["faq", q]).unwrap(), answer);
+    assert_eq!(b.calls(), 1);
+}
+
+/// In a cluster, `QA.STREAM` routes by the cache name and the `XREAD` by the stream key,
+/// which hash to the same slot: redis-py's `RedisCluster` reads the stream from the node that
+/// made it. Skipped with `QA_SKIP_PYTHON=1` (the routing part).
+#[test]
+fn cluster_clients_route_the_command_and_the_read_to_one_node() {
+    let b = Backend::start(Duration::from_millis(20));
+    b.set_pace(Duration::from_millis(10));
+    let nodes = start_cluster(&b.url());
+    let mut con = nodes[0].conn();
+    for cache in ["faq", "support", "sales"] {
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(cache)
+            .query(&mut con)
+            .unwrap();
+        let stream_slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(format!(
+                "qa:{{{cache}}}:00112233445566778899aabbccddeeff:stream"
+            ))
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(slot, stream_slot);
+    }
+    if std::env::var("QA_SKIP_PYTHON").as_deref() == Ok("1") {
+        return;
+    }
+    const PY: &str = r#"
+import sys
+from redis.cluster import RedisCluster
+rc = RedisCluster(host="127.0.0.1", port=int(sys.argv[1]), decode_responses=True)
+for cache in ["faq", "support", "sales"]:
+    q = f"Routed for {cache}?"
+    reply = rc.execute_command("QA.STREAM", cache, q)
+    reply = reply if isinstance(reply, dict) else dict(zip(reply[0::2], reply[1::2]))
+    key, last, text = reply["stream"], "0", ""
+    done = False
+    while not done:
+        for _, entries in rc.xread({key: last}, block=5000) or []:
+            for last, f in entries:
+                if "error" in f:
+                    raise SystemExit(f["error"])
+                done = "end" in f
+                text += f.get("text", "")
+    print(cache, rc.get_node_from_key(cache).port, rc.get_node_from_key(key).port, text)
+"#;
+    let python = std::env::var("QA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut cmd = std::process::Command::new(python);
+    cmd.args(["-c", PY, &nodes[0].port.to_string()]);
+    let run = run_with_deadline(cmd, Duration::from_secs(60));
+    assert!(run.ok, "{}", run.shown());
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", run.shown());
+    for line in lines {
+        let mut parts = line.splitn(4, ' ');
+        let (cache, node, stream_node, text) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        assert_eq!(node, stream_node, "{line}");
+        assert_eq!(text, answer_for(&format!("Routed for {cache}?"), MODEL, ""));
+    }
+    assert_eq!(b.calls(), 3);
 }
