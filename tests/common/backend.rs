@@ -84,6 +84,9 @@ pub struct Shared {
     calls: AtomicUsize,
     /// Between two pieces of a streamed reply.
     pace_ms: AtomicUsize,
+    /// Before the first piece of a streamed reply, instead of the delay (`usize::MAX`: the
+    /// delay).
+    first_ms: AtomicUsize,
     delay_ms: AtomicUsize,
     reply: Mutex<Reply>,
     queue: Mutex<VecDeque<Reply>>,
@@ -159,6 +162,7 @@ impl Backend {
         let shared = Arc::new(Shared {
             calls: AtomicUsize::new(0),
             pace_ms: AtomicUsize::new(0),
+            first_ms: AtomicUsize::new(usize::MAX),
             delay_ms: AtomicUsize::new(delay.as_millis() as usize),
             reply: Mutex::new(Reply::Answer),
             queue: Mutex::new(VecDeque::new()),
@@ -220,6 +224,14 @@ impl Backend {
     pub fn set_pace(&self, d: Duration) {
         self.shared
             .pace_ms
+            .store(d.as_millis() as usize, Ordering::SeqCst);
+    }
+
+    /// The wait before the first piece of a streamed reply (a model's time to first token),
+    /// instead of the delay every other reply waits.
+    pub fn set_stream_first(&self, d: Duration) {
+        self.shared
+            .first_ms
             .store(d.as_millis() as usize, Ordering::SeqCst);
     }
 
@@ -336,11 +348,15 @@ fn serve<S: Read + Write>(conn: S, raw: &TcpStream, s: &Shared) -> std::io::Resu
             .pop_front()
             .unwrap_or_else(|| s.reply.lock().unwrap().clone())
     };
-    std::thread::sleep(Duration::from_millis(
-        s.delay_ms.load(Ordering::SeqCst) as u64
-    ));
-    let conn = reader.get_mut();
     let streamed = body["stream"] == serde_json::Value::Bool(true);
+    let first = s.first_ms.load(Ordering::SeqCst);
+    let wait = if streamed && first != usize::MAX {
+        first
+    } else {
+        s.delay_ms.load(Ordering::SeqCst)
+    };
+    std::thread::sleep(Duration::from_millis(wait as u64));
+    let conn = reader.get_mut();
     let pace = Duration::from_millis(s.pace_ms.load(Ordering::SeqCst) as u64);
     if streamed {
         let plain = match &reply {
