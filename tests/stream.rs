@@ -377,6 +377,10 @@ fn errors_mid_stream_end_it_with_the_qa_get_error() {
     // No reply in time.
     b.set_reply(Reply::Hang);
     fails_then_retries(&b, &s, "Hanging?", "ERR backend timeout after 1500 ms");
+    // Pieces, then silence: the call's time runs out mid-stream.
+    b.set_pace(Duration::from_millis(20));
+    b.set_reply(Reply::StreamStall(2));
+    fails_then_retries(&b, &s, "Stalling?", "ERR backend timeout after 1500 ms");
 }
 
 #[test]

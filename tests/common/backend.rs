@@ -52,6 +52,8 @@ pub enum Reply {
     /// To a streamed request: this many pieces of the answer, then an error event with this
     /// message.
     StreamError(usize, String),
+    /// To a streamed request: this many pieces of the answer, then nothing for a minute.
+    StreamStall(usize),
 }
 
 /// `max_tokens` at or under this marks a chat request as a yes/no question (the verifier's or
@@ -360,9 +362,10 @@ fn serve<S: Read + Write>(conn: S, raw: &TcpStream, s: &Shared) -> std::io::Resu
     let pace = Duration::from_millis(s.pace_ms.load(Ordering::SeqCst) as u64);
     if streamed {
         let plain = match &reply {
-            Reply::Answer | Reply::StreamDrop(_) | Reply::StreamError(..) => {
-                answer(&path, &body, false)
-            }
+            Reply::Answer
+            | Reply::StreamDrop(_)
+            | Reply::StreamError(..)
+            | Reply::StreamStall(_) => answer(&path, &body, false),
             Reply::Truncated => answer(&path, &body, true),
             Reply::Says(text) => Some(says(&path, &body, text)),
             _ => None,
@@ -371,6 +374,7 @@ fn serve<S: Read + Write>(conn: S, raw: &TcpStream, s: &Shared) -> std::io::Resu
             let cut = match &reply {
                 Reply::StreamDrop(n) => Cut::Drop(*n),
                 Reply::StreamError(n, m) => Cut::Error(*n, m.clone()),
+                Reply::StreamStall(n) => Cut::Stall(*n),
                 _ => Cut::None,
             };
             return stream_reply(conn, &path, &plain, pace, cut);
@@ -389,10 +393,12 @@ fn serve<S: Read + Write>(conn: S, raw: &TcpStream, s: &Shared) -> std::io::Resu
         Reply::StatusWith(code, headers, text) => (code, headers, text),
         Reply::Raw(text) => (200, Vec::new(), text),
         Reply::Says(text) => (200, Vec::new(), says(&path, &body, &text)),
-        Reply::StreamDrop(_) | Reply::StreamError(..) => match answer(&path, &body, false) {
-            Some(text) => (200, Vec::new(), text),
-            None => (404, Vec::new(), "{\"error\":\"not found\"}".to_string()),
-        },
+        Reply::StreamDrop(_) | Reply::StreamError(..) | Reply::StreamStall(_) => {
+            match answer(&path, &body, false) {
+                Some(text) => (200, Vec::new(), text),
+                None => (404, Vec::new(), "{\"error\":\"not found\"}".to_string()),
+            }
+        }
         Reply::Hang => {
             std::thread::sleep(Duration::from_secs(60));
             return Ok(());
@@ -434,6 +440,7 @@ enum Cut {
     None,
     Drop(usize),
     Error(usize, String),
+    Stall(usize),
 }
 
 /// The pieces of an answer as a streaming model would send them: word by word, spaces kept.
@@ -508,6 +515,10 @@ fn stream_reply<W: Write>(
     for (i, piece) in pieces_of(&text).iter().enumerate() {
         match &cut {
             Cut::Drop(n) if i == *n => return Ok(()),
+            Cut::Stall(n) if i == *n => {
+                std::thread::sleep(Duration::from_secs(60));
+                return Ok(());
+            }
             Cut::Error(n, message) if i == *n => {
                 let data = if anthropic {
                     json!({"type": "error", "error": {"type": "overloaded_error", "message": message}})
