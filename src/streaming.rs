@@ -164,7 +164,7 @@ impl Sink {
         }
         select_db(ctx, self.db);
         let first = st.written == 0;
-        if xadd(ctx, &self.key, &[(b"text", text.as_bytes())]) {
+        if xadd(ctx, &self.key, &[(b"text", text.as_bytes())], true) {
             st.written += text.len();
             if first {
                 self.expire(ctx, self.settings.running_ms);
@@ -198,7 +198,7 @@ impl Sink {
             } if !st.broken => {
                 // The pieces written are the answer's first bytes: write the rest of it.
                 let rest = text.get(written..).unwrap_or_default();
-                if !rest.is_empty() && !xadd(ctx, &self.key, &[(b"text", rest.as_bytes())]) {
+                if !rest.is_empty() && !xadd(ctx, &self.key, &[(b"text", rest.as_bytes())], true) {
                     return self.error_end(ctx, crate::error::OOM.as_bytes());
                 }
                 let mut fields: Vec<(&[u8], Vec<u8>)> = vec![(b"end", finish.as_bytes().to_vec())];
@@ -214,13 +214,14 @@ impl Sink {
             End::Error(text) => vec![(b"error", text.to_vec())],
         };
         let fields: Vec<(&[u8], &[u8])> = last.iter().map(|(k, v)| (*k, &v[..])).collect();
-        xadd(ctx, &self.key, &fields);
+        // Past maxmemory too: a few bytes, without which readers would wait for the expiry.
+        xadd(ctx, &self.key, &fields, false);
         self.expire(ctx, self.settings.linger_ms);
         Writable::Yes
     }
 
     fn error_end(&self, ctx: &Context, text: &[u8]) -> Writable {
-        xadd(ctx, &self.key, &[(b"error", text)]);
+        xadd(ctx, &self.key, &[(b"error", text)], false);
         self.expire(ctx, self.settings.linger_ms);
         Writable::Yes
     }
@@ -276,10 +277,10 @@ fn select_db(ctx: &Context, db: i32) {
     unsafe { raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db) };
 }
 
-/// `XADD <key> * <fields...>`, replicated, refused on OOM like the entry's own write (see
-/// `entry::write`). False if refused.
-fn xadd(ctx: &Context, key: &[u8], fields: &[(&[u8], &[u8])]) -> bool {
-    let evicts = ctx.get_flags().contains(ContextFlags::EVICTED);
+/// `XADD <key> * <fields...>`, replicated; with `check_oom`, refused on OOM like the entry's
+/// own write (see `entry::write`). False if refused.
+fn xadd(ctx: &Context, key: &[u8], fields: &[(&[u8], &[u8])], check_oom: bool) -> bool {
+    let evicts = !check_oom || ctx.get_flags().contains(ContextFlags::EVICTED);
     let builder = CallOptionsBuilder::new()
         .replicate()
         .script_mode()

@@ -673,3 +673,36 @@ for cache in ["faq", "support", "sales"]:
     }
     assert_eq!(b.calls(), 3);
 }
+
+#[test]
+fn a_stream_past_maxmemory_ends_with_the_oom_error() {
+    let b = Backend::start(Duration::from_millis(10));
+    b.set_pace(Duration::from_millis(50));
+    let s = server_for(&b, &["--maxmemory-policy", "noeviction"]);
+    let mut con = s.conn();
+    let q = "Out of memory mid-stream?";
+    let key = qa_stream(&mut con, &["faq", q]).unwrap()["stream"].clone();
+    assert!(wait_until(Duration::from_secs(10), || {
+        redis::cmd("XLEN").arg(&key).query::<u64>(&mut con).unwrap() >= 1
+    }));
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(1)
+        .query(&mut con)
+        .unwrap();
+    let entries = read_all(&mut con, &key);
+    let (_, end) = answer_and_end(&entries);
+    assert_eq!(
+        end.get("error").map(String::as_str),
+        Some("OOM command not allowed when used memory > 'maxmemory'"),
+        "{entries:?}"
+    );
+    assert!(stored_entries(&mut con).is_empty());
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(0)
+        .query(&mut con)
+        .unwrap();
+}
