@@ -706,3 +706,47 @@ fn a_stream_past_maxmemory_ends_with_the_oom_error() {
         .query(&mut con)
         .unwrap();
 }
+
+/// Hostile arguments: every reply is an error or a two-field map, and the server lives.
+#[test]
+fn hostile_arguments_get_replies_not_crashes() {
+    let b = Backend::start(Duration::ZERO);
+    let s = server_for(&b, &[]);
+    let mut con = s.conn();
+    let words: [&[u8]; 14] = [
+        b"faq",
+        b"",
+        b"{x}",
+        b"TTL",
+        b"STALE",
+        b"MODEL",
+        b"SYSTEM",
+        b"REFRESH",
+        b"SEMANTIC",
+        b"EXACT",
+        b"-1",
+        b"99999999999999999999",
+        b"\xff\xfe\x00",
+        b"what is it",
+    ];
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..500 {
+        let mut cmd = redis::cmd("QA.STREAM");
+        for _ in 0..(seed % 7 + 1) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            cmd.arg(words[(seed % words.len() as u64) as usize]);
+        }
+        match cmd.query::<redis::Value>(&mut con) {
+            Ok(redis::Value::Array(v)) => assert_eq!(v.len(), 4, "{v:?}"),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => assert!(
+                e.code().is_some_and(|c| c == "ERR" || c == "WRONGTYPE"),
+                "{e:?}"
+            ),
+        }
+    }
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
+}
