@@ -137,4 +137,32 @@ if times["miss"] and times["hit"]:
     hit = hits[len(hits) // 2]
     print(f"\nA miss took {fmt(miss)} (the backend), a hit {fmt(hit)} (median of {len(hits)}): "
           f"{miss / hit:,.0f}x faster, for every spelling of the same question.")
+
+# QA.STREAM: a miss read as the model writes it (the demo backend streams one word every
+# 200 ms after 300 ms), then the same question again: a hit, whole.
+q = "How do streamed answers work?"
+print(f"\nQA.STREAM faq {q!r}: the answer as it is written (XREAD BLOCK on the stream), then "
+      "the same question again")
+for attempt in range(2):
+    t0 = time.perf_counter()
+    reply = dict(zip(*[iter(r.call("QA.STREAM", "faq", q))] * 2))
+    print(f"  {reply['served']:<5} ", end="", flush=True)
+    first = None
+    if "answer" in reply:
+        first = time.perf_counter() - t0
+        print(reply["answer"], end="")
+    else:
+        key, last, done = reply["stream"], "0", False
+        while not done:
+            for _, entries in r.call("XREAD", "BLOCK", 5000, "STREAMS", key, last) or []:
+                for last, flat in entries:
+                    f = dict(zip(flat[::2], flat[1::2]))
+                    if "error" in f:
+                        sys.exit(f["error"])
+                    done = "end" in f
+                    if "text" in f:
+                        first = first or time.perf_counter() - t0
+                        print(f["text"], end="", flush=True)
+    print(f"\n        first words after {fmt(first)}, whole answer after "
+          f"{fmt(time.perf_counter() - t0)}")
 PY

@@ -31,6 +31,12 @@ pub const SYSTEM_INVALID: &str = "ERR SYSTEM must be valid UTF-8 of at most 6553
 pub const IN_MULTI: &str =
     "ERR cache miss inside MULTI or a script: QA.GET cannot wait for the backend there";
 pub const ON_REPLICA: &str = "ERR cache miss on a read-only replica: send QA.GET to the primary";
+pub const UNKNOWN_OPTION_STREAM: &str =
+    "ERR unknown option (expected TTL, STALE, MODEL, SYSTEM, REFRESH, SEMANTIC or EXACT)";
+pub const STREAM_IN_MULTI: &str =
+    "ERR cache miss inside MULTI or a script: QA.STREAM cannot start a backend call there";
+pub const STREAM_ON_REPLICA: &str =
+    "ERR cache miss on a read-only replica: send QA.STREAM to the primary";
 pub const WRONG_ENTRY_TYPE: &str =
     "WRONGTYPE the entry key holds a value that is not a redis-qa entry";
 pub const SET_SEMANTIC_IN_MULTI: &str =

@@ -15,6 +15,7 @@ pub mod normalize;
 pub mod pool;
 pub mod semantic;
 pub mod stats;
+pub mod streaming;
 pub mod worker;
 
 #[cfg(not(any(test, feature = "core-only")))]
@@ -73,6 +74,9 @@ mod module {
                 [BACKEND_RETRIES.name, &BACKEND_RETRIES, BACKEND_RETRIES.default, BACKEND_RETRIES.min, BACKEND_RETRIES.max, ConfigurationFlags::DEFAULT, None],
                 [BREAKER_FAILURES.name, &BREAKER_FAILURES, BREAKER_FAILURES.default, BREAKER_FAILURES.min, BREAKER_FAILURES.max, ConfigurationFlags::DEFAULT, None],
                 [BREAKER_COOLDOWN_MS.name, &BREAKER_COOLDOWN_MS, BREAKER_COOLDOWN_MS.default, BREAKER_COOLDOWN_MS.min, BREAKER_COOLDOWN_MS.max, ConfigurationFlags::DEFAULT, None],
+                [STREAM_BATCH_MS.name, &STREAM_BATCH_MS, STREAM_BATCH_MS.default, STREAM_BATCH_MS.min, STREAM_BATCH_MS.max, ConfigurationFlags::DEFAULT, None],
+                [STREAM_BATCH_BYTES.name, &STREAM_BATCH_BYTES, STREAM_BATCH_BYTES.default, STREAM_BATCH_BYTES.min, STREAM_BATCH_BYTES.max, ConfigurationFlags::DEFAULT, None],
+                [STREAM_LINGER.name, &STREAM_LINGER, STREAM_LINGER.default, STREAM_LINGER.min, STREAM_LINGER.max, ConfigurationFlags::DEFAULT, None],
             ],
             string: [
                 [BACKEND_URL.name, &BACKEND_URL, BACKEND_URL.default, ConfigurationFlags::DEFAULT, None],

@@ -19,6 +19,7 @@ use crate::pool::{Pool, QueueFull};
 use crate::semantic::calibrate;
 use crate::semantic::index::{Found, ScopeKey};
 use crate::semantic::{self, audit, guard, upkeep, verify};
+use crate::streaming::{self, Sink};
 use crate::{config, entry, generation, mainthread, normalize, stats};
 
 /// Everything one backend call needs, copied on the main thread when the miss is seen.
@@ -119,7 +120,7 @@ impl Drop for Probe {
 }
 
 /// Flights are per (database, entry key): the same key in two databases is two entries.
-type FlightKey = (i32, Vec<u8>);
+type FlightKey = streaming::FlightKey;
 type Flights = SingleFlight<FlightKey, Waiter>;
 
 fn flight_table() -> MutexGuard<'static, Flights> {
@@ -191,6 +192,28 @@ pub fn join(db: i32, key: &[u8], mut waiter: Waiter, refresh: bool) -> Joined {
         "miss"
     };
     table.join(key, waiter)
+}
+
+/// A `QA.STREAM` miss: gives the flight of `key` a stream (`make` builds it unless the flight
+/// has one), opening the flight if none runs: a `Leader` must start the call. Also says
+/// whether the stream was made now (then the caller clears what an earlier flight left under
+/// its key) and how the asker is served (`miss`, `refresh` or `coalesced`).
+pub fn join_stream(
+    db: i32,
+    key: &[u8],
+    refresh: bool,
+    make: impl FnOnce() -> Arc<Sink>,
+) -> (Joined, bool, &'static str) {
+    let mut table = flight_table();
+    let key = (db, key.to_vec());
+    let (joined, served) = if table.open(key.clone()) {
+        (Joined::Leader, if refresh { "refresh" } else { "miss" })
+    } else {
+        (Joined::Follower, "coalesced")
+    };
+    // Under the table's lock: a flight ending now either sees this sink or is already gone.
+    let made = streaming::attach(&key, make);
+    (joined, made, served)
 }
 
 /// Starts the call for a flight just created; on refusal (circuit breaker open, queue
@@ -287,11 +310,64 @@ fn back_off(key: &FlightKey) {
 
 /// Ends the flight of `key` and unblocks all its waiters with `outcome`.
 fn finish(key: &FlightKey, outcome: Outcome) {
-    let waiters = flight_table().finish(key);
+    finish_with(key, outcome, None)
+}
+
+/// [`finish`], with how the answer ended for the flight's stream if it has one (from the
+/// worker: a flight with a stream ends on the main thread, after its last entry, so that no
+/// new flight can start a new stream under the same key before).
+fn finish_with(key: &FlightKey, outcome: Outcome, how: Option<(&'static str, &Answer)>) {
     let outcome = Arc::new(outcome);
-    for w in waiters {
-        w.finish(&outcome);
+    let mut table = flight_table();
+    if streaming::attached(key).is_none() {
+        let waiters = table.finish(key);
+        drop(table);
+        for w in waiters {
+            w.finish(&outcome);
+        }
+        return;
     }
+    drop(table);
+    let ending = Ending {
+        flight: OwnedFlight(Some(key.clone())),
+        outcome,
+        how: how.map(|(f, a)| (f, a.tokens_in, a.tokens_out)),
+        since: Instant::now(),
+    };
+    if let Err(task) = mainthread::post(Box::new(move |ctx| ending.run(ctx))) {
+        drop(task);
+    }
+}
+
+/// The end of a flight with a stream, on the main thread.
+struct Ending {
+    flight: OwnedFlight,
+    outcome: Arc<Outcome>,
+    how: Option<(&'static str, Option<u64>, Option<u64>)>,
+    since: Instant,
+}
+
+impl Ending {
+    fn run(mut self, ctx: &redis_module::Context) {
+        let paused =
+            self.flight.end_stream(ctx, &self.outcome, self.how) == streaming::Writable::Paused;
+        if paused && self.since.elapsed() < MAX_PAUSE_WAIT {
+            mainthread::post_after(ctx, PAUSE_RETRY, Box::new(move |ctx| self.run(ctx)));
+            return;
+        }
+        let outcome = Arc::clone(&self.outcome);
+        self.flight.finish(&outcome);
+    }
+}
+
+/// Ends flight `key` and takes out its waiters and its stream (together, under the table's
+/// lock: a `QA.STREAM` for the key then starts a new flight with a new stream). A stream
+/// taken out here without its last entry expires with the lifetime it was given. Waiters
+/// dropped unanswered reply the internal error themselves (see Waiter's Drop).
+fn end_flight(key: &FlightKey) -> Vec<Waiter> {
+    let mut table = flight_table();
+    streaming::detach(key);
+    table.finish(key)
 }
 
 /// Ends the flight if the job unwinds before doing so, so no later miss joins a dead flight.
@@ -300,8 +376,7 @@ struct FlightGuard<'a>(Option<&'a FlightKey>);
 impl Drop for FlightGuard<'_> {
     fn drop(&mut self) {
         if let Some(key) = self.0.take() {
-            // Dropped waiters reply the internal error themselves (see Waiter's Drop).
-            drop(flight_table().finish(key));
+            end_flight(key);
         }
     }
 }
@@ -321,7 +396,13 @@ fn run_backend(mut job: Job, sem: Option<Vec<u8>>) {
     let probe = job.probe.take();
     stats::BACKEND_CALLS.bump();
     let started = Instant::now();
-    let (result, attempts) = http::call(&job.settings, &job.request, job.deadline);
+    // A flight some `QA.STREAM` asked for (before its call starts) streams its reply.
+    let (result, attempts) = match streaming::attached(&flight) {
+        Some(sink) => http::call_streaming(&job.settings, &job.request, job.deadline, &mut |p| {
+            sink.push(p)
+        }),
+        None => http::call(&job.settings, &job.request, job.deadline),
+    };
     let result = result.map_err(|e| match e {
         BackendError::Timeout(_) => BackendError::Timeout(job.timeout_ms),
         other => other,
@@ -383,7 +464,9 @@ fn run_backend(mut job: Job, sem: Option<Vec<u8>>) {
             });
         }
         guard.0 = None;
-        finish(&flight, Outcome::Answer(answer.text, -1));
+        let how = crate::backend::stream::finish_reason(&answer);
+        let text = answer.text.clone();
+        finish_with(&flight, Outcome::Answer(text, -1), Some((how, &answer)));
         return;
     }
     // The write, and the end of the flight, happen on the main thread: a miss seen after
@@ -416,18 +499,48 @@ impl OwnedFlight {
     /// Ends the flight now and answers its waiters with `outcome`.
     fn finish(&mut self, outcome: &Arc<Outcome>) {
         if let Some(key) = self.0.take() {
-            for w in flight_table().finish(&key) {
+            for w in end_flight(&key) {
                 w.finish(outcome);
             }
         }
+    }
+
+    /// Main thread, before [`finish`](Self::finish): the last entries of the flight's stream,
+    /// if it has one (`how`: the finish reason and token counts of an answer).
+    fn end_stream(
+        &self,
+        ctx: &redis_module::Context,
+        outcome: &Outcome,
+        how: Option<(&'static str, Option<u64>, Option<u64>)>,
+    ) -> streaming::Writable {
+        let Some(sink) = self.0.as_ref().and_then(streaming::attached) else {
+            return streaming::Writable::Yes;
+        };
+        let (finish, tokens_in, tokens_out) = how.unwrap_or(("stop", None, None));
+        let end = match outcome {
+            Outcome::Answer(text, _) => streaming::End::Answer {
+                text,
+                finish,
+                tokens_in,
+                tokens_out,
+            },
+            Outcome::Semantic(hit) => streaming::End::Answer {
+                text: &hit.answer,
+                finish: "semantic",
+                tokens_in: None,
+                tokens_out: None,
+            },
+            Outcome::Error(e) => streaming::End::Error(e.to_bytes()),
+            Outcome::Ok => return streaming::Writable::Yes,
+        };
+        sink.end(ctx, &end)
     }
 }
 
 impl Drop for OwnedFlight {
     fn drop(&mut self) {
         if let Some(key) = self.0.take() {
-            // Dropped waiters reply the internal error themselves (see Waiter's Drop).
-            drop(flight_table().finish(&key));
+            end_flight(&key);
         }
     }
 }
@@ -499,6 +612,13 @@ impl Write {
             stats::STORE_ERRORS.bump();
         }
         let outcome = self.outcome.clone();
+        let how = (
+            crate::backend::stream::finish_reason(&self.answer),
+            self.answer.tokens_in,
+            self.answer.tokens_out,
+        );
+        // Not paused now (the entry's write just said so): the stream's end is written.
+        self.flight.end_stream(ctx, &outcome, Some(how));
         self.flight.finish(&outcome);
         if let Some(w) = self.setter.take() {
             let reply = match stored {
@@ -803,7 +923,11 @@ impl Check {
                     // The breaker's probe never reached the backend: another miss probes.
                     drop(self.job.probe.take());
                     let audit = self.audit_of(&hit);
-                    self.flight.finish(&Arc::new(Outcome::Semantic(hit)));
+                    let outcome = Arc::new(Outcome::Semantic(hit));
+                    // A pause only delays a backend answer's stream; this one has no entry
+                    // to wait for, so its end is written now or never.
+                    self.flight.end_stream(ctx, &outcome, None);
+                    self.flight.finish(&outcome);
                     if let Some(audit) = audit {
                         start_audit(audit);
                     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
 use super::retry::{self, Policy};
-use super::{excerpt, Answer, BackendError, Format, Request};
+use super::{excerpt, sse, stream, Answer, BackendError, Format, Request};
 use crate::stats;
 
 /// What a worker needs to make one call; copied out of the config when the job is made.
@@ -225,6 +225,41 @@ pub fn exchange<E: Exchange>(
     ex: &E,
     deadline: Instant,
 ) -> (Result<E::Output, BackendError>, u32) {
+    retrying(settings, deadline, |agent, key, budget| {
+        attempt(agent, settings, key, ex, budget)
+    })
+}
+
+/// A chat call asking for a streamed reply (see `stream`): `on_piece` gets each piece of the
+/// answer as it arrives, on this thread. A reply that is not an event stream is read whole
+/// and given as one piece. An attempt that failed after giving a piece is not retried (what
+/// was given cannot be taken back). The answer is the one [`call`] would give.
+pub fn call_streaming(
+    settings: &CallSettings,
+    req: &Request,
+    deadline: Instant,
+    on_piece: &mut dyn FnMut(&str),
+) -> (Result<Answer, BackendError>, u32) {
+    retrying(settings, deadline, |agent, key, budget| {
+        let mut gave = false;
+        let mut give = |p: &str| {
+            gave = true;
+            on_piece(p);
+        };
+        stream_attempt(agent, settings, key, req, budget, &mut give).map_err(|mut f| {
+            f.transient &= !gave;
+            f
+        })
+    })
+}
+
+/// Runs `once` (one attempt) again after transient failures while there is time before
+/// `deadline`; says how many attempts were made.
+fn retrying<T>(
+    settings: &CallSettings,
+    deadline: Instant,
+    mut once: impl FnMut(&ureq::Agent, &str, Duration) -> Result<T, Failed>,
+) -> (Result<T, BackendError>, u32) {
     if settings.url.is_empty() {
         return (Err(BackendError::NotConfigured), 0);
     }
@@ -241,7 +276,7 @@ pub fn exchange<E: Exchange>(
             return (Err(BackendError::Timeout(0)), attempts);
         }
         attempts += 1;
-        let failed = match attempt(&agent, settings, &key, ex, budget) {
+        let failed = match once(&agent, &key, budget) {
             Ok(out) => return (Ok(out), attempts),
             Err(f) => f,
         };
@@ -260,16 +295,53 @@ pub fn exchange<E: Exchange>(
     }
 }
 
-/// One HTTP exchange, bounded by `budget` (connect included).
-fn attempt<E: Exchange>(
+/// What a ureq failure becomes.
+fn failed(e: ureq::Error, timeout_ms: u64, key: &str) -> Failed {
+    use std::io::ErrorKind as K;
+    let error = match e {
+        ureq::Error::Timeout(_) => BackendError::Timeout(timeout_ms),
+        ureq::Error::BodyExceedsLimit(n) => BackendError::TooLarge(n),
+        ureq::Error::Io(io) if io.kind() == K::TimedOut => BackendError::Timeout(timeout_ms),
+        ureq::Error::Io(io) => {
+            // The connection was made and then lost: the one network failure a second
+            // attempt often fixes (a stale pooled connection, a restarting proxy).
+            let transient = matches!(
+                io.kind(),
+                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
+            );
+            // TLS failures come as InvalidData wrapping rustls's error, which says what
+            // was wrong with the certificate: worth more than "invalid data".
+            let reason = match (io.kind(), io.get_ref()) {
+                (K::InvalidData, Some(inner)) => redact(&inner.to_string(), key),
+                (K::UnexpectedEof, _) => "connection closed before the reply".to_string(),
+                (kind, _) => kind.to_string(),
+            };
+            return Failed {
+                error: BackendError::Unreachable(reason),
+                transient,
+                retry_after: None,
+            };
+        }
+        ureq::Error::ConnectionFailed => BackendError::Unreachable("connection failed".into()),
+        ureq::Error::HostNotFound => BackendError::Unreachable("host not found".into()),
+        ureq::Error::BadUri(_) => BackendError::Unreachable("bad URL".into()),
+        // Other ureq errors (TLS, protocol) name protocol details, never the request's
+        // headers; redacted anyway.
+        other => BackendError::Unreachable(redact(&other.to_string(), key)),
+    };
+    error.into()
+}
+
+/// Posts `body` to `settings.url` + `path`, bounded by `budget` (connect included).
+fn send(
     agent: &ureq::Agent,
     settings: &CallSettings,
     key: &str,
-    ex: &E,
+    (path, headers, body): (&str, Vec<(&'static str, String)>, Vec<u8>),
     budget: Duration,
-) -> Result<E::Output, Failed> {
+) -> Result<ureq::http::Response<ureq::Body>, Failed> {
     let timeout_ms = budget.as_millis() as u64;
-    let url = format!("{}{}", settings.url.trim_end_matches('/'), ex.path());
+    let url = format!("{}{}", settings.url.trim_end_matches('/'), path);
     let mut builder = agent
         .post(&url)
         .config()
@@ -277,45 +349,20 @@ fn attempt<E: Exchange>(
         .timeout_connect(Some(settings.connect_timeout.min(budget)))
         .build()
         .header("Content-Type", "application/json");
-    for (name, value) in ex.headers(key) {
+    for (name, value) in headers {
         builder = builder.header(name, value);
     }
-    let map_err = |e: ureq::Error| -> Failed {
-        use std::io::ErrorKind as K;
-        let error = match e {
-            ureq::Error::Timeout(_) => BackendError::Timeout(timeout_ms),
-            ureq::Error::BodyExceedsLimit(n) => BackendError::TooLarge(n),
-            ureq::Error::Io(io) if io.kind() == K::TimedOut => BackendError::Timeout(timeout_ms),
-            ureq::Error::Io(io) => {
-                // The connection was made and then lost: the one network failure a second
-                // attempt often fixes (a stale pooled connection, a restarting proxy).
-                let transient = matches!(
-                    io.kind(),
-                    K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
-                );
-                // TLS failures come as InvalidData wrapping rustls's error, which says what
-                // was wrong with the certificate: worth more than "invalid data".
-                let reason = match (io.kind(), io.get_ref()) {
-                    (K::InvalidData, Some(inner)) => redact(&inner.to_string(), key),
-                    (K::UnexpectedEof, _) => "connection closed before the reply".to_string(),
-                    (kind, _) => kind.to_string(),
-                };
-                return Failed {
-                    error: BackendError::Unreachable(reason),
-                    transient,
-                    retry_after: None,
-                };
-            }
-            ureq::Error::ConnectionFailed => BackendError::Unreachable("connection failed".into()),
-            ureq::Error::HostNotFound => BackendError::Unreachable("host not found".into()),
-            ureq::Error::BadUri(_) => BackendError::Unreachable("bad URL".into()),
-            // Other ureq errors (TLS, protocol) name protocol details, never the request's
-            // headers; redacted anyway.
-            other => BackendError::Unreachable(redact(&other.to_string(), key)),
-        };
-        error.into()
-    };
-    let mut resp = builder.send(ex.body()).map_err(map_err)?;
+    builder.send(body).map_err(|e| failed(e, timeout_ms, key))
+}
+
+/// Reads a whole reply (up to `qa.max-answer-bytes`); a non-2xx status is a failure quoting
+/// the body.
+fn read_whole(
+    resp: &mut ureq::http::Response<ureq::Body>,
+    settings: &CallSettings,
+    key: &str,
+    timeout_ms: u64,
+) -> Result<Vec<u8>, Failed> {
     let status = resp.status().as_u16();
     let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
     let retry_after = retry::parse_retry_after(header("retry-after"), header("retry-after-ms"));
@@ -329,7 +376,7 @@ fn attempt<E: Exchange>(
         .with_config()
         .limit(settings.max_answer_bytes)
         .read_to_vec()
-        .map_err(map_err)?;
+        .map_err(|e| failed(e, timeout_ms, key))?;
     if !(200..300).contains(&status) {
         return Err(Failed {
             error: BackendError::Status {
@@ -340,7 +387,90 @@ fn attempt<E: Exchange>(
             retry_after,
         });
     }
+    Ok(body)
+}
+
+/// One HTTP exchange, bounded by `budget` (connect included).
+fn attempt<E: Exchange>(
+    agent: &ureq::Agent,
+    settings: &CallSettings,
+    key: &str,
+    ex: &E,
+    budget: Duration,
+) -> Result<E::Output, Failed> {
+    let timeout_ms = budget.as_millis() as u64;
+    let request = (ex.path(), ex.headers(key), ex.body());
+    let mut resp = send(agent, settings, key, request, budget)?;
+    let body = read_whole(&mut resp, settings, key, timeout_ms)?;
     ex.parse(&body).map_err(Failed::from)
+}
+
+/// One streamed chat exchange, bounded by `budget`: events are decoded as they arrive and
+/// each piece of text handed to `on_piece`.
+fn stream_attempt(
+    agent: &ureq::Agent,
+    settings: &CallSettings,
+    key: &str,
+    req: &Request,
+    budget: Duration,
+    on_piece: &mut dyn FnMut(&str),
+) -> Result<Answer, Failed> {
+    use std::io::Read;
+    let timeout_ms = budget.as_millis() as u64;
+    let wire = settings.format.wire();
+    let mut headers = wire.headers(key);
+    headers.push(("Accept", "text/event-stream, application/json".to_string()));
+    let body = stream::request_body(settings.format, req);
+    let mut resp = send(agent, settings, key, (wire.path(), headers, body), budget)?;
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok());
+    let status = resp.status().as_u16();
+    if !(200..300).contains(&status) || !stream::is_event_stream(content_type) {
+        // An error, or a server that answers streamed requests whole: one piece.
+        let body = read_whole(&mut resp, settings, key, timeout_ms)?;
+        let answer = wire.parse_reply(&body)?;
+        on_piece(&answer.text);
+        return Ok(answer);
+    }
+    let max = usize::try_from(settings.max_answer_bytes).unwrap_or(usize::MAX);
+    // An event may hold a whole answer, escaped (JSON at most doubles most text), plus its
+    // fields.
+    let mut decoder = sse::Decoder::new(max.saturating_mul(2).saturating_add(64 << 10));
+    let mut reader = stream::Reader::new(settings.format, max);
+    // Only the decoder and the reader bound what is kept: the stream's length in bytes is
+    // bounded by the time it may take.
+    let mut body = resp.body_mut().with_config().limit(u64::MAX).reader();
+    let mut buf = vec![0u8; 16 << 10];
+    let mut events = Vec::new();
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => return Err(failed(ureq::Error::from(e), timeout_ms, key)),
+        };
+        decoder.feed(&buf[..n], &mut events)?;
+        for ev in events.drain(..) {
+            let piece = reader.event(&ev)?;
+            if !piece.is_empty() {
+                on_piece(piece);
+            }
+        }
+        if reader.is_done() {
+            break;
+        }
+    }
+    if !reader.is_done() {
+        decoder.finish(&mut events)?;
+        for ev in events.drain(..) {
+            let piece = reader.event(&ev)?;
+            if !piece.is_empty() {
+                on_piece(piece);
+            }
+        }
+    }
+    Ok(reader.finish()?)
 }
 
 /// `text` with every occurrence of the API key replaced; unchanged when there is no key (an

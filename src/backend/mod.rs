@@ -12,6 +12,8 @@ pub mod judge;
 pub mod openai;
 pub mod rerank;
 pub mod retry;
+pub mod sse;
+pub mod stream;
 pub mod webhook;
 
 use std::fmt;

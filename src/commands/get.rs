@@ -113,7 +113,7 @@ unsafe fn reply_hit(ctx: *mut raw::RedisModuleCtx, hit: &Hit, withmeta: bool) {
 /// A stale entry was served: refresh it with one background call (single-flight), unless
 /// this server cannot write now. If the refresh fails, the stale entry is served until its
 /// grace period ends.
-unsafe fn refresh_stale(
+pub(crate) unsafe fn refresh_stale(
     ctx: *mut raw::RedisModuleCtx,
     a: &EntryArgs<'_>,
     question: &str,
@@ -196,7 +196,7 @@ pub(crate) unsafe fn make_job(
 }
 
 /// Counts a hit, with what it saved: the tokens and backend time the entry cost.
-fn count_hit(ctx: *mut raw::RedisModuleCtx, slot: Option<usize>, hit: &Hit) {
+pub(crate) fn count_hit(ctx: *mut raw::RedisModuleCtx, slot: Option<usize>, hit: &Hit) {
     stats::HITS.bump_main();
     stats::TOKENS_IN_SAVED.add_main(hit.tokens_in);
     stats::TOKENS_OUT_SAVED.add_main(hit.tokens_out);

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod entries;
 pub mod get;
 pub mod info;
+pub mod stream;
 
 use std::ffi::CString;
 use std::os::raw::c_int;
@@ -262,6 +263,19 @@ const COMMANDS: &[CommandDef] = &[
         complexity: "O(N) in the question's length on a hit",
         acl: "read",
         args: "cache:key question:string ?TTL:integer ?STALE:integer ?MODEL:string ?SYSTEM:string ?REFRESH ?WITHMETA",
+    },
+    CommandDef {
+        name: "qa.stream",
+        handler: stream::qa_stream,
+        // As QA.GET: served on replicas for hits; a miss's writes (the stream, the entry)
+        // are replicated writes of the module.
+        flags: "readonly may-replicate",
+        arity: -3,
+        write: false,
+        summary: "Returns the cached answer to a question, or on a miss the name of a stream the LLM's answer is written to as it arrives",
+        complexity: "O(N) in the question's length",
+        acl: "read",
+        args: "cache:key question:string ?TTL:integer ?STALE:integer ?MODEL:string ?SYSTEM:string ?REFRESH",
     },
     CommandDef {
         name: "qa.peek",

@@ -46,6 +46,14 @@ pub enum Reply {
     /// A well-formed chat reply in the format of the request's path whose text is this
     /// (for the verifier's and the audit's yes/no questions).
     Says(String),
+    /// To a streamed request (`"stream": true`): this many pieces of the answer, then the
+    /// connection closes without the stream's end.
+    StreamDrop(usize),
+    /// To a streamed request: this many pieces of the answer, then an error event with this
+    /// message.
+    StreamError(usize, String),
+    /// To a streamed request: this many pieces of the answer, then nothing for a minute.
+    StreamStall(usize),
 }
 
 /// `max_tokens` at or under this marks a chat request as a yes/no question (the verifier's or
@@ -76,6 +84,11 @@ impl Recorded {
 
 pub struct Shared {
     calls: AtomicUsize,
+    /// Between two pieces of a streamed reply.
+    pace_ms: AtomicUsize,
+    /// Before the first piece of a streamed reply, instead of the delay (`usize::MAX`: the
+    /// delay).
+    first_ms: AtomicUsize,
     delay_ms: AtomicUsize,
     reply: Mutex<Reply>,
     queue: Mutex<VecDeque<Reply>>,
@@ -150,6 +163,8 @@ impl Backend {
         let addr = listener.local_addr().expect("backend addr");
         let shared = Arc::new(Shared {
             calls: AtomicUsize::new(0),
+            pace_ms: AtomicUsize::new(0),
+            first_ms: AtomicUsize::new(usize::MAX),
             delay_ms: AtomicUsize::new(delay.as_millis() as usize),
             reply: Mutex::new(Reply::Answer),
             queue: Mutex::new(VecDeque::new()),
@@ -203,6 +218,22 @@ impl Backend {
     pub fn set_delay(&self, d: Duration) {
         self.shared
             .delay_ms
+            .store(d.as_millis() as usize, Ordering::SeqCst);
+    }
+
+    /// The time between two pieces of a streamed reply (`"stream": true` requests are
+    /// answered with server-sent events in the format of the path, one word a piece).
+    pub fn set_pace(&self, d: Duration) {
+        self.shared
+            .pace_ms
+            .store(d.as_millis() as usize, Ordering::SeqCst);
+    }
+
+    /// The wait before the first piece of a streamed reply (a model's time to first token),
+    /// instead of the delay every other reply waits.
+    pub fn set_stream_first(&self, d: Duration) {
+        self.shared
+            .first_ms
             .store(d.as_millis() as usize, Ordering::SeqCst);
     }
 
@@ -319,10 +350,36 @@ fn serve<S: Read + Write>(conn: S, raw: &TcpStream, s: &Shared) -> std::io::Resu
             .pop_front()
             .unwrap_or_else(|| s.reply.lock().unwrap().clone())
     };
-    std::thread::sleep(Duration::from_millis(
-        s.delay_ms.load(Ordering::SeqCst) as u64
-    ));
+    let streamed = body["stream"] == serde_json::Value::Bool(true);
+    let first = s.first_ms.load(Ordering::SeqCst);
+    let wait = if streamed && first != usize::MAX {
+        first
+    } else {
+        s.delay_ms.load(Ordering::SeqCst)
+    };
+    std::thread::sleep(Duration::from_millis(wait as u64));
     let conn = reader.get_mut();
+    let pace = Duration::from_millis(s.pace_ms.load(Ordering::SeqCst) as u64);
+    if streamed {
+        let plain = match &reply {
+            Reply::Answer
+            | Reply::StreamDrop(_)
+            | Reply::StreamError(..)
+            | Reply::StreamStall(_) => answer(&path, &body, false),
+            Reply::Truncated => answer(&path, &body, true),
+            Reply::Says(text) => Some(says(&path, &body, text)),
+            _ => None,
+        };
+        if let Some(plain) = plain {
+            let cut = match &reply {
+                Reply::StreamDrop(n) => Cut::Drop(*n),
+                Reply::StreamError(n, m) => Cut::Error(*n, m.clone()),
+                Reply::StreamStall(n) => Cut::Stall(*n),
+                _ => Cut::None,
+            };
+            return stream_reply(conn, &path, &plain, pace, cut);
+        }
+    }
     let (status, extra, text) = match reply {
         Reply::Answer => match answer(&path, &body, false) {
             Some(text) => (200, Vec::new(), text),
@@ -336,6 +393,12 @@ fn serve<S: Read + Write>(conn: S, raw: &TcpStream, s: &Shared) -> std::io::Resu
         Reply::StatusWith(code, headers, text) => (code, headers, text),
         Reply::Raw(text) => (200, Vec::new(), text),
         Reply::Says(text) => (200, Vec::new(), says(&path, &body, &text)),
+        Reply::StreamDrop(_) | Reply::StreamError(..) | Reply::StreamStall(_) => {
+            match answer(&path, &body, false) {
+                Some(text) => (200, Vec::new(), text),
+                None => (404, Vec::new(), "{\"error\":\"not found\"}".to_string()),
+            }
+        }
         Reply::Hang => {
             std::thread::sleep(Duration::from_secs(60));
             return Ok(());
@@ -370,6 +433,153 @@ fn serve<S: Read + Write>(conn: S, raw: &TcpStream, s: &Shared) -> std::io::Resu
     conn.write_all(head.as_bytes())?;
     conn.write_all(text.as_bytes())?;
     conn.flush()
+}
+
+/// How a streamed reply ends.
+enum Cut {
+    None,
+    Drop(usize),
+    Error(usize, String),
+    Stall(usize),
+}
+
+/// The pieces of an answer as a streaming model would send them: word by word, spaces kept.
+pub fn pieces_of(answer: &str) -> Vec<String> {
+    answer.split_inclusive(' ').map(str::to_string).collect()
+}
+
+/// Writes `plain` (a whole reply in the format of `path`) as the server-sent events of a
+/// streamed reply in that format, `pace` between pieces; no `Content-Length`, the stream
+/// ends when the connection closes.
+fn stream_reply<W: Write>(
+    conn: &mut W,
+    path: &str,
+    plain: &str,
+    pace: Duration,
+    cut: Cut,
+) -> std::io::Result<()> {
+    use serde_json::json;
+    let v: serde_json::Value = serde_json::from_str(plain).unwrap_or_default();
+    let anthropic = path.ends_with("/messages");
+    let hook = path.ends_with("/hook");
+    let text: String = if anthropic {
+        v["content"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| b["text"].as_str())
+            .collect()
+    } else if hook {
+        v["answer"].as_str().unwrap_or("").to_string()
+    } else {
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    write!(
+        conn,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n"
+    )?;
+    let event = |conn: &mut W, name: &str, data: serde_json::Value| -> std::io::Result<()> {
+        if name.is_empty() {
+            write!(conn, "data: {data}\n\n")?;
+        } else {
+            write!(conn, "event: {name}\ndata: {data}\n\n")?;
+        }
+        conn.flush()
+    };
+    if anthropic {
+        event(
+            conn,
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_test", "type": "message",
+                   "role": "assistant", "content": [], "model": v["model"], "stop_reason": null,
+                   "usage": {"input_tokens": v["usage"]["input_tokens"], "output_tokens": 1}}}),
+        )?;
+        event(
+            conn,
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0,
+                   "content_block": {"type": "text", "text": ""}}),
+        )?;
+    } else if !hook {
+        event(
+            conn,
+            "",
+            json!({"id": "chatcmpl-test", "object": "chat.completion.chunk",
+                   "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                "finish_reason": null}]}),
+        )?;
+    }
+    for (i, piece) in pieces_of(&text).iter().enumerate() {
+        match &cut {
+            Cut::Drop(n) if i == *n => return Ok(()),
+            Cut::Stall(n) if i == *n => {
+                std::thread::sleep(Duration::from_secs(60));
+                return Ok(());
+            }
+            Cut::Error(n, message) if i == *n => {
+                let data = if anthropic {
+                    json!({"type": "error", "error": {"type": "overloaded_error", "message": message}})
+                } else if hook {
+                    json!({ "error": message })
+                } else {
+                    json!({"error": {"message": message, "type": "server_error"}})
+                };
+                return event(conn, if anthropic { "error" } else { "" }, data);
+            }
+            _ => {}
+        }
+        if i > 0 {
+            std::thread::sleep(pace);
+        }
+        let data = if anthropic {
+            json!({"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "text_delta", "text": piece}})
+        } else if hook {
+            json!({ "text": piece })
+        } else {
+            json!({"id": "chatcmpl-test", "object": "chat.completion.chunk",
+                   "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]})
+        };
+        event(
+            conn,
+            if anthropic { "content_block_delta" } else { "" },
+            data,
+        )?;
+    }
+    if anthropic {
+        event(
+            conn,
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        )?;
+        event(
+            conn,
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": v["stop_reason"],
+                   "stop_sequence": null}, "usage": {"output_tokens": v["usage"]["output_tokens"]}}),
+        )?;
+        event(conn, "message_stop", json!({"type": "message_stop"}))
+    } else if hook {
+        event(conn, "", json!({"end": true}))
+    } else {
+        event(
+            conn,
+            "",
+            json!({"id": "chatcmpl-test", "object": "chat.completion.chunk",
+                   "choices": [{"index": 0, "delta": {}, "finish_reason": v["choices"][0]["finish_reason"]}]}),
+        )?;
+        event(
+            conn,
+            "",
+            json!({"id": "chatcmpl-test", "object": "chat.completion.chunk", "choices": [],
+                   "usage": v["usage"]}),
+        )?;
+        write!(conn, "data: [DONE]\n\n")?;
+        conn.flush()
+    }
 }
 
 /// Writes `n` bytes of a JSON-looking string; stops quietly when the client hangs up.
