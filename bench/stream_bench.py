@@ -244,7 +244,7 @@ def main():
             n = xadds(r) - before
             print(f"| {batch_ms} | {pace_ms} ms | {took:.1f} s | {n} | "
                   f"{1000 / max(1, n - 1):.1f} |")
-        r.config_set("qa.stream-batch-ms", 5)
+        r.config_set("qa.stream-batch-ms", 50)
 
         idle, busy = [], []
         load = lambda: asyncio.run(stream_load(port, 200, 100, 20))  # noqa: E731

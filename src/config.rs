@@ -81,7 +81,7 @@ pub static BREAKER_FAILURES: IntSetting = IntSetting::new("breaker-failures", 5,
 pub static BREAKER_COOLDOWN_MS: IntSetting =
     IntSetting::new("breaker-cooldown-ms", 10_000, 100, 3_600_000);
 /// `QA.STREAM`: pieces are written at most this often (ms; 0: each as it arrives)...
-pub static STREAM_BATCH_MS: IntSetting = IntSetting::new("stream-batch-ms", 5, 0, 1000);
+pub static STREAM_BATCH_MS: IntSetting = IntSetting::new("stream-batch-ms", 50, 0, 1000);
 /// ...or as soon as this many bytes wait.
 pub static STREAM_BATCH_BYTES: IntSetting = IntSetting::new("stream-batch-bytes", 256, 1, 1 << 20);
 /// Seconds a stream key lives after its last entry.

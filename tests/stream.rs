@@ -140,7 +140,7 @@ fn pieces_arrive_in_order_and_make_the_stored_answer() {
     let (answer, end) = answer_and_end(&entries);
     let want = answer_for(q, MODEL, "");
     assert_eq!(answer, want);
-    // Word by word, 30 ms apart, batched every 5 ms: more than one piece.
+    // Word by word, 30 ms apart, batched every 50 ms: more than one piece.
     assert!(entries.len() > 2, "{entries:?}");
     assert_eq!(end["end"], "stop");
     assert_eq!(end["tokens_out"], (want.len() / 4 + 1).to_string());
