@@ -8,10 +8,11 @@
 #   bench/run.sh memory scale       only these sections (or SECTIONS=memory,scale bench/run.sh),
 #                                   into bench/out/ unless OUT is set
 #
-# Sections: hit miss resp stampede client profile memory scale costs (see bench/README.md);
+# Sections: hit miss resp stampede client profile memory scale costs stream (bench/README.md);
 # charts are drawn for whichever ran (CHARTS=0: none). `costs` (bench/review_costs.py) is what
 # the module costs the rest of Redis: unrelated writes with and without the module, and
-# QA.INVALIDATE / FLUSHALL ASYNC with a 100k-vector semantic index; it is appended to OUT.
+# QA.INVALIDATE / FLUSHALL ASYNC with a 100k-vector semantic index; it is appended to OUT, as
+# `stream` is (bench/stream_bench.py: QA.STREAM's time to the first piece, XADDs, PING).
 #
 # Settings (environment):
 #   SERVER_CPU=0 CLIENT_CPU=1  cores for redis-server (with its module threads) and for every
@@ -33,7 +34,7 @@ export SERVER_CPU="${SERVER_CPU:-0}"
 export CLIENT_CPU="${CLIENT_CPU:-1}"
 export REPS="${REPS:-5}"
 export PROFILER="${PROFILER:-auto}"
-ALL_SECTIONS="hit,miss,resp,stampede,client,profile,memory,scale,costs"
+ALL_SECTIONS="hit,miss,resp,stampede,client,profile,memory,scale,costs,stream"
 if [ "$#" -gt 0 ]; then
     SECTIONS="$(IFS=,; echo "$*")"
 fi
@@ -49,7 +50,12 @@ RUN_COSTS=0
 case ",$SECTIONS," in
     *,costs,*) RUN_COSTS=1 ;;
 esac
-SECTIONS="$(echo ",$SECTIONS," | sed 's/,costs,/,/g; s/^,//; s/,$//')"
+# `stream` too (bench/stream_bench.py, its own server and streaming backend).
+RUN_STREAM=0
+case ",$SECTIONS," in
+    *,stream,*) RUN_STREAM=1 ;;
+esac
+SECTIONS="$(echo ",$SECTIONS," | sed 's/,costs,/,/g; s/,stream,/,/g; s/^,//; s/,$//')"
 [ "${CHARTS:-1}" = 0 ] || [ -z "$SECTIONS" ] || SECTIONS="$SECTIONS,charts"
 # Read before anything is pinned (nproc reports the affinity mask).
 export BENCH_NPROC="$(nproc)"
@@ -183,6 +189,15 @@ if [ "$RUN_COSTS" = 1 ]; then
     { printf '\n## What the module costs the rest of Redis\n\n'
       printf 'Command: `bench/run.sh costs` (or `python3 bench/review_costs.py`), run %s.\n\n' "$(date -u '+%Y-%m-%d %H:%M UTC')"
       timeout --kill-after=10 900 python3 bench/review_costs.py --module "$MODULE" --reps "$REPS"
+    } >>"$OUT"
+fi
+
+if [ "$RUN_STREAM" = 1 ]; then
+    log "streaming (bench/stream_bench.py)"
+    { printf '\n## Streaming (QA.STREAM)\n\n'
+      printf 'Command: `bench/run.sh stream` (or `python3 bench/stream_bench.py --reps 20`), run %s.\n\n' "$(date -u '+%Y-%m-%d %H:%M UTC')"
+      QA_MODULE="$MODULE" timeout --kill-after=10 600 python3 bench/stream_bench.py --reps 20 \
+          | sed 's/^## /### /'
     } >>"$OUT"
 fi
 
