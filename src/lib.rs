@@ -14,6 +14,7 @@ pub mod mainthread;
 pub mod normalize;
 pub mod pool;
 pub mod semantic;
+pub mod sources;
 pub mod stats;
 pub mod worker;
 
@@ -73,6 +74,7 @@ mod module {
                 [BACKEND_RETRIES.name, &BACKEND_RETRIES, BACKEND_RETRIES.default, BACKEND_RETRIES.min, BACKEND_RETRIES.max, ConfigurationFlags::DEFAULT, None],
                 [BREAKER_FAILURES.name, &BREAKER_FAILURES, BREAKER_FAILURES.default, BREAKER_FAILURES.min, BREAKER_FAILURES.max, ConfigurationFlags::DEFAULT, None],
                 [BREAKER_COOLDOWN_MS.name, &BREAKER_COOLDOWN_MS, BREAKER_COOLDOWN_MS.default, BREAKER_COOLDOWN_MS.min, BREAKER_COOLDOWN_MS.max, ConfigurationFlags::DEFAULT, None],
+                [MAX_CONTEXT_BYTES.name, &MAX_CONTEXT_BYTES, MAX_CONTEXT_BYTES.default, MAX_CONTEXT_BYTES.min, MAX_CONTEXT_BYTES.max, ConfigurationFlags::DEFAULT, None],
             ],
             string: [
                 [BACKEND_URL.name, &BACKEND_URL, BACKEND_URL.default, ConfigurationFlags::DEFAULT, None],
@@ -90,6 +92,7 @@ mod module {
                 [SEMANTIC_VERIFY_THRESHOLD.name, &SEMANTIC_VERIFY_THRESHOLD, SEMANTIC_VERIFY_THRESHOLD.default, ConfigurationFlags::DEFAULT, None],
                 [SEMANTIC_AUDIT_RATE.name, &SEMANTIC_AUDIT_RATE, SEMANTIC_AUDIT_RATE.default, ConfigurationFlags::DEFAULT, None],
                 [SEMANTIC_TARGET_PRECISION.name, &SEMANTIC_TARGET_PRECISION, SEMANTIC_TARGET_PRECISION.default, ConfigurationFlags::DEFAULT, None],
+                [CONTEXT_TEMPLATE.name, &CONTEXT_TEMPLATE, CONTEXT_TEMPLATE.default, ConfigurationFlags::DEFAULT, None],
             ],
             bool: [
                 [CACHE_TRUNCATED.name, &CACHE_TRUNCATED, CACHE_TRUNCATED.default, ConfigurationFlags::DEFAULT, None],

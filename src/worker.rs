@@ -45,6 +45,28 @@ pub struct Job {
     pub generation: Vec<u8>,
     /// The semantic tier, when on for this call.
     pub semantic: Option<SemanticJob>,
+    /// The sources the asker tagged the answer with (`SOURCES`), as an entry's sources
+    /// part; empty: the backend's (webhook `"sources"`), if any.
+    pub sources: Vec<u8>,
+}
+
+impl Job {
+    /// The sources the entry made from `answer` cites.
+    fn sources_of<'a>(&'a self, answer: &'a Answer) -> &'a [u8] {
+        if self.sources.is_empty() {
+            &answer.sources
+        } else {
+            &self.sources
+        }
+    }
+
+    /// What the askers of `answer` are replied (with its sources in `WITHMETA`).
+    fn outcome(&self, answer: &Answer, ttl_ms: i64) -> Outcome {
+        match self.sources_of(answer) {
+            [] => Outcome::Answer(answer.text.clone(), ttl_ms),
+            s => Outcome::Cited(answer.text.clone(), ttl_ms, s.to_vec()),
+        }
+    }
 }
 
 /// What the semantic tier needs for one miss.
@@ -383,7 +405,7 @@ fn run_backend(mut job: Job, sem: Option<Vec<u8>>) {
             });
         }
         guard.0 = None;
-        finish(&flight, Outcome::Answer(answer.text, -1));
+        finish(&flight, job.outcome(&answer, -1));
         return;
     }
     // The write, and the end of the flight, happen on the main thread: a miss seen after
@@ -391,7 +413,7 @@ fn run_backend(mut job: Job, sem: Option<Vec<u8>>) {
     // even if every asker has gone.
     guard.0 = None;
     let write = Write {
-        outcome: Arc::new(Outcome::Answer(answer.text.clone(), ttl_secs * 1000)),
+        outcome: Arc::new(job.outcome(&answer, ttl_secs * 1000)),
         flight: OwnedFlight(Some(flight.clone())),
         setter: None,
         job,
@@ -570,6 +592,8 @@ fn store(
             ttl_secs: answer.ttl_secs.unwrap_or(job.ttl_secs),
             stale_secs: job.stale_secs,
             sem,
+            sources: job.sources_of(answer),
+            generation: &job.generation,
         },
     );
     if written.is_err() {

@@ -75,6 +75,7 @@ const SET_ALLOWED: Allowed = Allowed {
     refresh: false,
     withmeta: false,
     semantic: true,
+    cited: true,
     unknown: error::UNKNOWN_OPTION_SET,
 };
 
@@ -97,11 +98,22 @@ pub(crate) extern "C" fn qa_set(
             Ok(q) => q,
             Err(e) => return reply_error(ctx, e),
         };
-        if a.semantic.unwrap_or_else(|| config::SEMANTIC.get()) {
+        // With the app's context the semantic tier is off (see `get::make_job`).
+        if a.context.is_none() && a.semantic.unwrap_or_else(|| config::SEMANTIC.get()) {
             return set_semantic(ctx, a, question, &s.normalized, &s.key, answer);
         }
         let context = Context::new(ctx);
         let model = config::with_strings(&context, |c| a.model.unwrap_or(&c.model).to_string());
+        let sources = a
+            .sources
+            .as_ref()
+            .and_then(|ids| crate::sources::encode(ids.iter().copied()))
+            .unwrap_or_default();
+        // Names the per-source sets (of this entry, or of the one it replaces).
+        let generation = match generation::with_generation(ctx, a.cache, |g, _| g.to_vec()) {
+            Ok(g) => g,
+            Err(e) => return reply_error(ctx, e),
+        };
         let written = entry::write(
             &context,
             &entry::NewEntry {
@@ -115,6 +127,8 @@ pub(crate) extern "C" fn qa_set(
                 ttl_secs: a.ttl.unwrap_or_else(|| config::TTL.get()),
                 stale_secs: 0,
                 sem: None,
+                sources: &sources,
+                generation: &generation,
             },
         );
         match written {

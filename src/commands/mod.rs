@@ -76,6 +76,11 @@ pub unsafe fn resolve<'a>(
 ) -> Result<&'a str, &'static str> {
     let max_q = config::MAX_QUESTION_BYTES.get().max(0) as usize;
     let question = args::question_str(a.question, max_q)?;
+    if let Some(c) = a.context {
+        if c.len() as i64 > config::MAX_CONTEXT_BYTES.get() {
+            return Err(error::CONTEXT_TOO_LONG);
+        }
+    }
     normalize::normalize_into(question, &mut s.normalized);
     if s.normalized.is_empty() {
         return Err(error::QUESTION_EMPTY);
@@ -90,14 +95,27 @@ pub unsafe fn resolve<'a>(
     generation::with_generation(ctx, a.cache, |generation, stats_slot| {
         *slot = stats_slot;
         *no_generation = generation.is_empty();
-        config::with_strings(&Context::new(ctx), |cfg| match (a.model, a.system) {
-            (None, None) => {
+        config::with_strings(&Context::new(ctx), |cfg| match (a.model, a.system, a.context) {
+            (None, None, None) => {
                 keys::entry_key_into(&cfg.default_prefix, a.cache, generation, normalized, key)
             }
-            (m, sys) => {
-                let prefix =
-                    keys::prefix_state(m.unwrap_or(&cfg.model), sys.unwrap_or(&cfg.system_prompt));
-                keys::entry_key_into(&prefix, a.cache, generation, normalized, key);
+            (m, sys, context) => {
+                let computed;
+                let prefix = if m.is_none() && sys.is_none() {
+                    &cfg.default_prefix
+                } else {
+                    computed = keys::prefix_state(
+                        m.unwrap_or(&cfg.model),
+                        sys.unwrap_or(&cfg.system_prompt),
+                    );
+                    &computed
+                };
+                match context {
+                    Some(c) => keys::entry_key_with_context_into(
+                        prefix, a.cache, generation, normalized, c, key,
+                    ),
+                    None => keys::entry_key_into(prefix, a.cache, generation, normalized, key),
+                }
             }
         })
     })?;
