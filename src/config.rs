@@ -703,7 +703,10 @@ mod tests {
         assert!(valid_context_template(CONTEXT_TEMPLATE.default));
         assert!(valid_context_template("{context}"));
         assert!(!valid_context_template("{question} only"));
-        assert!(!valid_context_template(&format!("{{context}}{}", "x".repeat(65536))));
+        assert!(!valid_context_template(&format!(
+            "{{context}}{}",
+            "x".repeat(65536)
+        )));
     }
 
     #[test]

@@ -241,7 +241,10 @@ mod tests {
         let src = malformed("sources must be an array of at most 32 document ids of 1 to 256 bytes without control characters");
         let too_many = format!(
             r#"{{"answer": "a", "sources": [{}]}}"#,
-            (0..33).map(|i| format!("\"d{i}\"")).collect::<Vec<_>>().join(",")
+            (0..33)
+                .map(|i| format!("\"d{i}\""))
+                .collect::<Vec<_>>()
+                .join(",")
         );
         let too_long = format!(r#"{{"answer": "a", "sources": ["{}"]}}"#, "x".repeat(257));
         let src_rows: &[&str] = &[

@@ -105,9 +105,7 @@ pub fn parse<'a>(
                 .and_then(|v| v.parse::<usize>().ok())
                 .filter(|n| (1..=crate::sources::MAX_SOURCES).contains(n))
                 .ok_or(error::SOURCES_COUNT)?;
-            let ids = rest
-                .get(i + 2..i + 2 + n)
-                .ok_or(error::SOURCES_COUNT)?;
+            let ids = rest.get(i + 2..i + 2 + n).ok_or(error::SOURCES_COUNT)?;
             if !ids.iter().all(|id| crate::sources::valid_id(id)) {
                 return Err(error::SOURCE_ID_INVALID);
             }
@@ -408,13 +406,19 @@ mod tests {
             (&["faq", "q", "SOURCES", "x", "a"], error::SOURCES_COUNT),
             (&["faq", "q", "SOURCES", "2", "a"], error::SOURCES_COUNT),
             (&["faq", "q", "SOURCES", "1", ""], error::SOURCE_ID_INVALID),
-            (&["faq", "q", "SOURCES", "1", "a\nb"], error::SOURCE_ID_INVALID),
+            (
+                &["faq", "q", "SOURCES", "1", "a\nb"],
+                error::SOURCE_ID_INVALID,
+            ),
             (
                 &["faq", "q", "SOURCES", "1", "a", "SOURCES", "1", "b"],
                 error::OPTION_TWICE,
             ),
             (&["faq", "q", "CONTEXT"], error::OPTION_VALUE),
-            (&["faq", "q", "CONTEXT", "a", "CONTEXT", "b"], error::OPTION_TWICE),
+            (
+                &["faq", "q", "CONTEXT", "a", "CONTEXT", "b"],
+                error::OPTION_TWICE,
+            ),
             (&["faq", "q", "CONTEXT", "a"], error::UNKNOWN_OPTION_LOOKUP),
         ];
         for (args, want) in rows {

@@ -205,11 +205,12 @@ pub(crate) extern "C" fn qa_del(
     })
 }
 
-/// `QA.INVALIDATE <cache> [TOKEN <token>]`: gives the cache a new random generation token
+/// `QA.INVALIDATE <cache> [TOKEN <token> | SOURCE <id> [<id> ...]]`: gives the cache a new random generation token
 /// (the value of `qa:{<cache>}:gen`), so no existing entry of it is served again; replies the
 /// new token. O(1) whatever the cache's size: old entries expire with their TTL, and their
 /// vectors are freed off the main thread. `TOKEN` is how the command reaches replicas and the
-/// AOF (with the token the primary chose); a client should never need it.
+/// AOF (with the token the primary chose); a client should never need it. `SOURCE`: see
+/// `sources::invalidate`.
 pub(crate) extern "C" fn qa_invalidate(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut *mut raw::RedisModuleString,
@@ -217,6 +218,9 @@ pub(crate) extern "C" fn qa_invalidate(
 ) -> c_int {
     guarded(ctx, || unsafe {
         let args = Args::new(argv, argc);
+        if super::sources::is_by_source(&args) {
+            return super::sources::invalidate(ctx, &args, argc.max(0) as usize);
+        }
         let (cache, token) = match args.cache_and_option(b"TOKEN") {
             Ok(parsed) => parsed,
             Err(e) => return reply_error(ctx, e),

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod entries;
 pub mod get;
 pub mod info;
+pub mod sources;
 
 use std::ffi::CString;
 use std::os::raw::c_int;
@@ -95,26 +96,28 @@ pub unsafe fn resolve<'a>(
     generation::with_generation(ctx, a.cache, |generation, stats_slot| {
         *slot = stats_slot;
         *no_generation = generation.is_empty();
-        config::with_strings(&Context::new(ctx), |cfg| match (a.model, a.system, a.context) {
-            (None, None, None) => {
-                keys::entry_key_into(&cfg.default_prefix, a.cache, generation, normalized, key)
-            }
-            (m, sys, context) => {
-                let computed;
-                let prefix = if m.is_none() && sys.is_none() {
-                    &cfg.default_prefix
-                } else {
-                    computed = keys::prefix_state(
-                        m.unwrap_or(&cfg.model),
-                        sys.unwrap_or(&cfg.system_prompt),
-                    );
-                    &computed
-                };
-                match context {
-                    Some(c) => keys::entry_key_with_context_into(
-                        prefix, a.cache, generation, normalized, c, key,
-                    ),
-                    None => keys::entry_key_into(prefix, a.cache, generation, normalized, key),
+        config::with_strings(&Context::new(ctx), |cfg| {
+            match (a.model, a.system, a.context) {
+                (None, None, None) => {
+                    keys::entry_key_into(&cfg.default_prefix, a.cache, generation, normalized, key)
+                }
+                (m, sys, context) => {
+                    let computed;
+                    let prefix = if m.is_none() && sys.is_none() {
+                        &cfg.default_prefix
+                    } else {
+                        computed = keys::prefix_state(
+                            m.unwrap_or(&cfg.model),
+                            sys.unwrap_or(&cfg.system_prompt),
+                        );
+                        &computed
+                    };
+                    match context {
+                        Some(c) => keys::entry_key_with_context_into(
+                            prefix, a.cache, generation, normalized, c, key,
+                        ),
+                        None => keys::entry_key_into(prefix, a.cache, generation, normalized, key),
+                    }
                 }
             }
         })
@@ -339,14 +342,26 @@ const COMMANDS: &[CommandDef] = &[
     CommandDef {
         name: "qa.invalidate",
         handler: entries::qa_invalidate,
-        flags: "write fast",
+        // Not fast: the SOURCE form removes every entry citing the ids.
+        flags: "write",
         arity: -2,
         write: true,
         summary:
             "Stops every entry of a cache from being served, at once; replies the new generation token",
-        complexity: "O(1)",
-        acl: "write fast",
-        args: "cache:key ?TOKEN:string",
+        complexity: "O(1); with SOURCE, O(N) in the entries citing the ids",
+        acl: "write",
+        args: "cache:key ?TOKEN:string ?SOURCE:string",
+    },
+    CommandDef {
+        name: "qa.sources",
+        handler: sources::qa_sources,
+        flags: "readonly",
+        arity: -3,
+        write: false,
+        summary: "Returns how many live entries of a cache cite a document (with WITHKEYS, their keys and questions)",
+        complexity: "O(N) in the entries citing the document",
+        acl: "read",
+        args: "cache:key id:string ?WITHKEYS",
     },
     CommandDef {
         name: "qa.stats",

@@ -391,8 +391,8 @@ mod tests {
         // What encode never writes.
         for bad in [
             &b"qa2 c=1 f=0 i=0 o=0 l=0 m=m q=1 a=1 s=0 r=0\nq\na"[..], // r=0
-            b"qa2 c=1 f=0 i=0 o=0 l=0 m=m q=1 a=1 s=0 r=1\nq\na",       // sources missing
-            b"qa2 c=1 f=0 i=0 o=0 l=0 m=m q=1 a=1 s=0 r=1\nq\naXd",     // no separator
+            b"qa2 c=1 f=0 i=0 o=0 l=0 m=m q=1 a=1 s=0 r=1\nq\na",      // sources missing
+            b"qa2 c=1 f=0 i=0 o=0 l=0 m=m q=1 a=1 s=0 r=1\nq\naXd",    // no separator
             b"qa2 c=1 f=0 i=0 o=0 l=0 m=m q=1 a=1 s=0 x=1\nq\na\nd",   // other field
         ] {
             assert_eq!(decode(bad), None, "{:?}", String::from_utf8_lossy(bad));
