@@ -86,6 +86,15 @@ pub fn set_key(cache: &[u8], generation: &[u8], id: &[u8]) -> Vec<u8> {
     k
 }
 
+/// The cache name in a per-source set's key, if `key` is one.
+pub fn cache_of_set_key(key: &[u8]) -> Option<&[u8]> {
+    let rest = key.strip_prefix(b"qa:{")?;
+    let close = rest.iter().position(|b| *b == b'}')?;
+    let (cache, tail) = rest.split_at(close);
+    let digest = tail.strip_prefix(b"}:src:")?;
+    (digest.len() == DIGEST_HEX && digest.iter().all(u8::is_ascii_hexdigit)).then_some(cache)
+}
+
 /// The cache name and the member (digest) of an entry key `qa:{<cache>}:<digest>`.
 pub fn split_entry_key(key: &[u8]) -> Option<(&[u8], &[u8])> {
     let rest = key.strip_prefix(b"qa:{")?;
@@ -153,8 +162,14 @@ mod tests {
         assert_ne!(k, set_key(b"faq", b"gen2", b"refunds.md"));
         assert_ne!(k, set_key(b"faq", b"gen1", b"other.md"));
         assert_ne!(set_key(b"c", b"ab", b"c"), set_key(b"c", b"a", b"bc"));
-        // A set key is never taken for an entry key.
+        // A set key is never taken for an entry key, and the other way round.
         assert_eq!(split_entry_key(&k), None);
+        assert_eq!(cache_of_set_key(&k), Some(&b"faq"[..]));
+        assert_eq!(cache_of_set_key(b"qa:{faq}:gen"), None);
+        assert_eq!(
+            cache_of_set_key(b"qa:{faq}:0123456789abcdef0123456789abcdef"),
+            None
+        );
         let e = b"qa:{faq}:0123456789abcdef0123456789abcdef";
         assert_eq!(
             split_entry_key(e),

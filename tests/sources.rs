@@ -633,3 +633,55 @@ fn context_changes_the_key_and_reaches_every_backend_format() {
         .unwrap();
     assert_eq!(t[1], "<doc>{context}</doc> {question}");
 }
+
+/// A per-source set evicted under memory pressure would leave answers that its source can no
+/// longer invalidate: the cache gets a new generation instead (every answer a miss), so no
+/// answer ever outlives an invalidation of what it cites.
+#[test]
+fn an_evicted_source_set_never_leaves_an_answer_that_cannot_be_invalidated() {
+    const N: usize = 200;
+    let b = Backend::start(Duration::ZERO);
+    let s = webhook_server(&b, &[]);
+    let mut con = s.conn();
+    let base = info_num(&mut con, "memory", "used_memory");
+    let answer = "x".repeat(2000);
+    for i in 0..N {
+        let q = format!("question {i}");
+        let _ = cmd(
+            &mut con,
+            &["QA.SET", "faq", &q, &answer, "SOURCES", "1", "doc.md"],
+        )
+        .unwrap();
+    }
+    assert_eq!(int(&mut con, &["QA.SOURCES", "faq", "doc.md"]), N as i64);
+    let limit = (base + 64 * 1024).to_string();
+    let _: () = redis::cmd("CONFIG")
+        .arg(&[
+            "SET",
+            "maxmemory-policy",
+            "allkeys-random",
+            "maxmemory",
+            &limit,
+        ])
+        .query(&mut con)
+        .unwrap();
+    // Commands make Redis evict; random eviction of almost everything takes the set too.
+    let evicted = wait_until(Duration::from_secs(10), || {
+        let _: redis::RedisResult<()> = redis::cmd("SET").arg("junk").arg("1").query(&mut con);
+        info_field(&mut con, "source_sets_evicted") >= 1
+    });
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory", "0"])
+        .query(&mut con)
+        .unwrap();
+    assert!(evicted, "the set was never evicted");
+    // Once the eviction is handled, no answer is served that QA.SOURCES does not list.
+    assert!(wait_until(Duration::from_secs(5), || {
+        let listed = int(&mut con, &["QA.SOURCES", "faq", "doc.md"]);
+        let served = (0..N)
+            .filter(|i| peek(&mut con, "faq", &format!("question {i}")).is_some())
+            .count() as i64;
+        served == listed
+    }));
+    assert_eq!(peek(&mut con, "faq", "question 0"), None);
+}
