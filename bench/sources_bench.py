@@ -146,22 +146,25 @@ def memory(so, n):
 
 
 def leaks(so, n):
-    s = Server(so)
-    s.r.execute_command("QA.SET", "c", "warm", "a", "TTL", "86400")
-    keys_before = s.r.dbsize()
-    before = s.mem()
-    load(s.r, "c", n, lambda i: [f"doc{i % 10}.md", "all.md"], ttl=2)
-    loaded = s.mem()
-    t0 = time.time()
-    while s.r.dbsize() > keys_before and time.time() - t0 < 300:
-        time.sleep(0.5)
-    left = s.r.dbsize() - keys_before
-    after = s.mem()
-    sets = len(list(s.r.scan_iter("qa:{c}:src:*", count=1000)))
-    print(f"leaks, {n} entries citing 2 of 11 documents, TTL 2 s: used_memory {before} before, "
-          f"{loaded} loaded, {after} after expiry ({after - before:+d} B); keys left "
-          f"{left}, per-source sets left {sets}; all gone {time.time() - t0:.1f} s after loading")
-    s.stop()
+    for label, sources in (("citing 2 of 11 documents", lambda i: [f"doc{i % 10}.md", "all.md"]),
+                           ("without sources (the reference)", lambda i: [])):
+        s = Server(so)
+        s.r.execute_command("QA.SET", "c", "warm", "a", "TTL", "86400")
+        keys_before = s.r.dbsize()
+        before = s.mem()
+        load(s.r, "c", n, sources, ttl=2)
+        loaded = s.mem()
+        t0 = time.time()
+        while s.r.dbsize() > keys_before and time.time() - t0 < 300:
+            time.sleep(0.5)
+        left = s.r.dbsize() - keys_before
+        after = s.mem()
+        sets = len(list(s.r.scan_iter("qa:{c}:src:*", count=1000)))
+        print(f"leaks, {n} entries {label}, TTL 2 s: used_memory {before} before, "
+              f"{loaded} loaded, {after} after expiry ({after - before:+d} B); keys left "
+              f"{left}, per-source sets left {sets}; all gone {time.time() - t0:.1f} s "
+              f"after loading")
+        s.stop()
 
 
 def invalidation(so):

@@ -102,7 +102,9 @@ pub fn entry_key_with_context_into(
     finish_key(h, cache, out);
 }
 
-/// Appends `qa:{<cache>}:<hex of the first 128 bits of h>` to `out`.
+/// Appends `qa:{<cache>}:<hex of the first 128 bits of h>` to `out`. Inlined: the digest
+/// state is not moved on the hit path.
+#[inline(always)]
 fn finish_key(h: Sha256, cache: &[u8], out: &mut Vec<u8>) {
     let digest = h.finalize();
     out.reserve(key_len(cache.len()));

@@ -211,27 +211,64 @@ pub fn decode(b: &[u8]) -> Option<Entry<'_>> {
     let a = usize::try_from(c.num()?).ok()?;
     c.expect(b" s=")?;
     let s = usize::try_from(c.num()?).ok()?;
-    // One byte tells an entry without sources (the usual case) from one with them.
-    let r = if b.get(c.i) == Some(&b' ') {
-        c.expect(b" r=")?;
-        let r = usize::try_from(c.num()?).ok()?;
-        // `encode` writes `r` only for a non-empty sources part.
-        if r == 0 {
-            return None;
-        }
-        r
-    } else {
-        0
+    let meta = Meta {
+        created_ms,
+        fresh_until,
+        tokens_in,
+        tokens_out,
+        latency_ms,
     };
+    // One byte tells an entry without sources (the usual case, decoded below exactly as
+    // before sources existed) from one with them.
+    if b.get(c.i) == Some(&b' ') {
+        return decode_cited(c, meta, model_escaped, q, a, s);
+    }
     c.expect(b"\n")?;
     let body = &b[c.i..];
     let sem_part = if s > 0 { s.checked_add(1)? } else { 0 };
-    let src_part = if r > 0 { r.checked_add(1)? } else { 0 };
+    let want = q.checked_add(1)?.checked_add(a)?.checked_add(sem_part)?;
+    if body.len() != want || body[q] != b'\n' {
+        return None;
+    }
+    let answer_end = q + 1 + a;
+    if s > 0 && body[answer_end] != b'\n' {
+        return None;
+    }
+    Some(Entry {
+        meta,
+        model_escaped,
+        question: &body[..q],
+        answer: &body[q + 1..answer_end],
+        sem: if s > 0 { &body[answer_end + 1..] } else { &[] },
+        sources: &[],
+    })
+}
+
+/// The rest of [`decode`] for an entry citing sources: `c` is at ` r=` (or not an entry).
+#[cold]
+#[inline(never)]
+fn decode_cited<'a>(
+    mut c: Cur<'a>,
+    meta: Meta,
+    model_escaped: &'a [u8],
+    q: usize,
+    a: usize,
+    s: usize,
+) -> Option<Entry<'a>> {
+    c.expect(b" r=")?;
+    let r = usize::try_from(c.num()?).ok()?;
+    // `encode` writes `r` only for a non-empty sources part.
+    if r == 0 {
+        return None;
+    }
+    c.expect(b"\n")?;
+    let body = &c.b[c.i..];
+    let sem_part = if s > 0 { s.checked_add(1)? } else { 0 };
     let want = q
         .checked_add(1)?
         .checked_add(a)?
         .checked_add(sem_part)?
-        .checked_add(src_part)?;
+        .checked_add(r.checked_add(1)?)?;
     if body.len() != want || body[q] != b'\n' {
         return None;
     }
@@ -240,17 +277,11 @@ pub fn decode(b: &[u8]) -> Option<Entry<'_>> {
         return None;
     }
     let sem_end = answer_end + sem_part;
-    if r > 0 && body[sem_end] != b'\n' {
+    if body[sem_end] != b'\n' {
         return None;
     }
     Some(Entry {
-        meta: Meta {
-            created_ms,
-            fresh_until,
-            tokens_in,
-            tokens_out,
-            latency_ms,
-        },
+        meta,
         model_escaped,
         question: &body[..q],
         answer: &body[q + 1..answer_end],
@@ -259,7 +290,7 @@ pub fn decode(b: &[u8]) -> Option<Entry<'_>> {
         } else {
             &[]
         },
-        sources: if r > 0 { &body[sem_end + 1..] } else { &[] },
+        sources: &body[sem_end + 1..],
     })
 }
 
