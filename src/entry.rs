@@ -429,14 +429,14 @@ pub unsafe fn lookup(ctx: *mut raw::RedisModuleCtx, key: &[u8], meta: bool) -> L
         let kind = raw::RedisModule_KeyType.unwrap()(k);
         if kind == raw::REDISMODULE_KEYTYPE_STRING as c_int {
             match open_v2(k) {
-                Some(e) => {
-                    let mut hit = make_hit(ctx, k, ptr::null_mut(), e.answer, &e.meta, meta);
-                    if !e.sources.is_empty() {
-                        hit.sources_ptr = e.sources.as_ptr();
-                        hit.sources_len = e.sources.len();
-                    }
-                    Lookup::Hit(hit)
-                }
+                Some(e) => Lookup::Hit(make_hit(
+                    ctx,
+                    k,
+                    ptr::null_mut(),
+                    (e.answer, e.sources),
+                    &e.meta,
+                    meta,
+                )),
                 None => Lookup::WrongType,
             }
         } else if kind == raw::REDISMODULE_KEYTYPE_HASH as c_int {
@@ -461,15 +461,17 @@ pub unsafe fn lookup(ctx: *mut raw::RedisModuleCtx, key: &[u8], meta: bool) -> L
     result
 }
 
-/// A hit on the entry open at `k`, whose answer is `answer` (in place, or in `copy`).
+/// A hit on the entry open at `k`, whose answer and sources part are `parts` (in place, or
+/// the answer in `copy`).
 unsafe fn make_hit(
     ctx: *mut raw::RedisModuleCtx,
     k: *mut raw::RedisModuleKey,
     copy: *mut raw::RedisModuleString,
-    answer: &[u8],
+    parts: (&[u8], &[u8]),
     m: &HitMeta,
     meta: bool,
 ) -> Hit {
+    let (answer, sources) = parts;
     let stale = m.fresh_until > 0 && (now_ms().max(0) as u64) > m.fresh_until;
     let (created_ms, ttl_ms) = if meta {
         (
@@ -489,8 +491,12 @@ unsafe fn make_hit(
             answer.as_ptr()
         },
         answer_len: answer.len(),
-        sources_ptr: ptr::NonNull::dangling().as_ptr(),
-        sources_len: 0,
+        sources_ptr: if sources.is_empty() {
+            ptr::NonNull::dangling().as_ptr()
+        } else {
+            sources.as_ptr()
+        },
+        sources_len: sources.len(),
         tokens_in: m.tokens_in,
         tokens_out: m.tokens_out,
         latency_ms: m.latency_ms,
@@ -530,7 +536,7 @@ unsafe fn lookup_v1(
         Some(m) => m,
         None => read_readable_fields(ctx, k, meta),
     };
-    Lookup::Hit(make_hit(ctx, k, answer, bytes, &m, meta))
+    Lookup::Hit(make_hit(ctx, k, answer, (bytes, &[]), &m, meta))
 }
 
 /// An entry to write.

@@ -47,10 +47,29 @@ pub struct EntryArgs<'a> {
     pub withmeta: bool,
     /// `Some(true)` for `SEMANTIC`, `Some(false)` for `EXACT`, else the config decides.
     pub semantic: Option<bool>,
-    /// `CONTEXT <text>`: the app's retrieved context (part of the key, sent to the backend).
+    /// `CONTEXT` and `SOURCES`, boxed: a request without them carries one null pointer.
+    pub cited: Option<Box<Cited<'a>>>,
+}
+
+/// `CONTEXT <text>` and `SOURCES <n> <id>...` (docs/sources.md).
+#[derive(Debug, PartialEq, Eq, Default)]
+pub struct Cited<'a> {
+    /// The app's retrieved context (part of the key, sent to the backend).
     pub context: Option<&'a [u8]>,
-    /// `SOURCES <n> <id>...`: the documents the answer cites, checked (not yet deduplicated).
+    /// The documents the answer cites, checked (not yet deduplicated).
     pub sources: Option<Vec<&'a [u8]>>,
+}
+
+impl<'a> EntryArgs<'a> {
+    /// `CONTEXT <text>`, if given.
+    pub fn context(&self) -> Option<&'a [u8]> {
+        self.cited.as_ref().and_then(|c| c.context)
+    }
+
+    /// The ids of `SOURCES <n> <id>...`, if given.
+    pub fn sources(&self) -> Option<&[&'a [u8]]> {
+        self.cited.as_ref().and_then(|c| c.sources.as_deref())
+    }
 }
 
 /// Parses everything after the command name: `positional` (2 or 3) fixed arguments, then
@@ -109,7 +128,8 @@ pub fn parse<'a>(
             if !ids.iter().all(|id| crate::sources::valid_id(id)) {
                 return Err(error::SOURCE_ID_INVALID);
             }
-            if out.sources.replace(ids.to_vec()).is_some() {
+            let cited = out.cited.get_or_insert_with(Default::default);
+            if cited.sources.replace(ids.to_vec()).is_some() {
                 return Err(error::OPTION_TWICE);
             }
             i += 2 + n;
@@ -120,7 +140,8 @@ pub fn parse<'a>(
             if std::str::from_utf8(value).is_err() {
                 return Err(error::CONTEXT_UTF8);
             }
-            if out.context.replace(value).is_some() {
+            let cited = out.cited.get_or_insert_with(Default::default);
+            if cited.context.replace(value).is_some() {
                 return Err(error::OPTION_TWICE);
             }
             i += 2;
@@ -265,8 +286,7 @@ mod tests {
                 refresh: true,
                 withmeta: true,
                 semantic: Some(true),
-                context: None,
-                sources: None,
+                cited: None,
             }
         );
         let s = p(&["faq", "q", "the answer", "TTL", "5", "exact"], 3, SET).unwrap();
@@ -392,11 +412,11 @@ mod tests {
             GET,
         )
         .unwrap();
-        assert_eq!(a.sources, Some(vec![&b"a.md"[..], b"b.md"]));
-        assert_eq!((a.context, a.ttl), (Some(&b"ctx"[..]), Some(5)));
+        assert_eq!(a.sources(), Some(&[&b"a.md"[..], b"b.md"][..]));
+        assert_eq!((a.context(), a.ttl), (Some(&b"ctx"[..]), Some(5)));
         // An id that looks like an option is an id: the count says where they end.
         let s = p(&["faq", "q", "ans", "sources", "1", "TTL"], 3, SET).unwrap();
-        assert_eq!(s.sources, Some(vec![&b"TTL"[..]]));
+        assert_eq!(s.sources(), Some(&[&b"TTL"[..]][..]));
         // (arguments, expected error)
         let rows: &[(&[&str], &str)] = &[
             (&["faq", "q", "SOURCES"], error::SOURCES_COUNT),

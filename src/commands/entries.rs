@@ -99,14 +99,13 @@ pub(crate) extern "C" fn qa_set(
             Err(e) => return reply_error(ctx, e),
         };
         // With the app's context the semantic tier is off (see `get::make_job`).
-        if a.context.is_none() && a.semantic.unwrap_or_else(|| config::SEMANTIC.get()) {
+        if a.context().is_none() && a.semantic.unwrap_or_else(|| config::SEMANTIC.get()) {
             return set_semantic(ctx, a, question, &s.normalized, &s.key, answer);
         }
         let context = Context::new(ctx);
         let model = config::with_strings(&context, |c| a.model.unwrap_or(&c.model).to_string());
         let sources = a
-            .sources
-            .as_ref()
+            .sources()
             .and_then(|ids| crate::sources::encode(ids.iter().copied()))
             .unwrap_or_default();
         // Names the per-source sets (of this entry, or of the one it replaces).

@@ -159,7 +159,7 @@ pub(crate) unsafe fn make_job(
         (
             a.model.unwrap_or(&cfg.model).to_string(),
             a.system.unwrap_or(&cfg.system_prompt).to_string(),
-            if a.context.is_some() {
+            if a.context().is_some() {
                 cfg.context_template.clone()
             } else {
                 String::new()
@@ -172,7 +172,8 @@ pub(crate) unsafe fn make_job(
     let generation = generation::with_generation(ctx, a.cache, |g, _| g.to_vec()).ok();
     // An answer built on the app's context is not one for a paraphrase asked with another
     // (or none): such a call neither searches nor feeds the semantic tier.
-    let semantic = if a.context.is_none() && a.semantic.unwrap_or_else(|| config::SEMANTIC.get()) {
+    let semantic = if a.context().is_none() && a.semantic.unwrap_or_else(|| config::SEMANTIC.get())
+    {
         generation.as_ref().map(|g| SemanticJob {
             settings: config::semantic_settings(&Context::new(ctx), &settings),
             scope: (
@@ -198,14 +199,13 @@ pub(crate) unsafe fn make_job(
             max_tokens: config::MAX_TOKENS.get().clamp(1, u32::MAX as i64) as u32,
             // Checked as UTF-8 when parsed.
             context: a
-                .context
+                .context()
                 .map(|c| String::from_utf8_lossy(c).into_owned())
                 .unwrap_or_default(),
             context_template,
         },
         sources: a
-            .sources
-            .as_ref()
+            .sources()
             .and_then(|ids| crate::sources::encode(ids.iter().copied()))
             .unwrap_or_default(),
         ttl_secs: a.ttl.unwrap_or_else(|| config::TTL.get()),

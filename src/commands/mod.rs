@@ -70,6 +70,7 @@ pub(crate) fn with_entry_args(
 ///
 /// # Safety
 /// `ctx` must be the running command's context, on the main thread.
+#[inline]
 pub unsafe fn resolve<'a>(
     ctx: *mut raw::RedisModuleCtx,
     a: &EntryArgs<'a>,
@@ -77,7 +78,7 @@ pub unsafe fn resolve<'a>(
 ) -> Result<&'a str, &'static str> {
     let max_q = config::MAX_QUESTION_BYTES.get().max(0) as usize;
     let question = args::question_str(a.question, max_q)?;
-    if a.context.is_some() {
+    if a.context().is_some() {
         return resolve_with_context(ctx, a, s, question);
     }
     normalize::normalize_into(question, &mut s.normalized);
@@ -118,7 +119,7 @@ unsafe fn resolve_with_context<'a>(
     s: &mut Scratch,
     question: &'a str,
 ) -> Result<&'a str, &'static str> {
-    let context = a.context.unwrap_or_default();
+    let context = a.context().unwrap_or_default();
     if context.len() as i64 > config::MAX_CONTEXT_BYTES.get() {
         return Err(error::CONTEXT_TOO_LONG);
     }
