@@ -204,9 +204,9 @@ pub(crate) extern "C" fn qa_del(
     })
 }
 
-/// `QA.INVALIDATE <cache> [TOKEN <token> | SOURCE <id> [<id> ...]]`: gives the cache a new random generation token
-/// (the value of `qa:{<cache>}:gen`), so no existing entry of it is served again; replies the
-/// new token. O(1) whatever the cache's size: old entries expire with their TTL, and their
+/// `QA.INVALIDATE <cache> [TOKEN <token> | SOURCE <id> [<id> ...]]`: gives the cache a new
+/// random generation token (the value of `qa:{<cache>}:gen`), so no existing entry of it is
+/// served again; replies the new token. O(1) whatever the cache's size: old entries expire with their TTL, and their
 /// vectors are freed off the main thread. `TOKEN` is how the command reaches replicas and the
 /// AOF (with the token the primary chose); a client should never need it. `SOURCE`: see
 /// `sources::invalidate`.
