@@ -569,6 +569,15 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Unix µs: orders two commands run one after the other on the main thread (a millisecond
+/// does not).
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
 /// A write was refused (out of memory, or a key of another type in the way).
 #[derive(Debug)]
 pub struct WriteRefused;

@@ -68,8 +68,23 @@ pub fn cites(part: &[u8], id: &[u8]) -> bool {
     ids(part).any(|x| x == id)
 }
 
+/// How long an invalidation by source is remembered (ms): longer than any backend call can
+/// be in flight (`qa.timeout-ms` at most 600 s, plus a write waiting out a pause, 60 s).
+pub const TOMBSTONE_MS: i64 = 700_000;
+
 /// The key of the set of entries of `cache` (under `generation`) citing `id`.
 pub fn set_key(cache: &[u8], generation: &[u8], id: &[u8]) -> Vec<u8> {
+    source_key(cache, generation, id, b"}:src:")
+}
+
+/// The key remembering when (Unix µs) `id` was last invalidated in `cache` (under
+/// `generation`), for [`TOMBSTONE_MS`]: an answer asked for before then, built from the old document, is not
+/// stored when it arrives after it.
+pub fn tombstone_key(cache: &[u8], generation: &[u8], id: &[u8]) -> Vec<u8> {
+    source_key(cache, generation, id, b"}:inv:")
+}
+
+fn source_key(cache: &[u8], generation: &[u8], id: &[u8], kind: &[u8]) -> Vec<u8> {
     let mut h = Sha256::new();
     for field in [generation, id] {
         h.update((field.len() as u64).to_be_bytes());
@@ -79,7 +94,7 @@ pub fn set_key(cache: &[u8], generation: &[u8], id: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(cache.len() + 9 + DIGEST_HEX);
     k.extend_from_slice(b"qa:{");
     k.extend_from_slice(cache);
-    k.extend_from_slice(b"}:src:");
+    k.extend_from_slice(kind);
     for b in &digest[..DIGEST_HEX / 2] {
         k.extend_from_slice(format!("{b:02x}").as_bytes());
     }
@@ -162,6 +177,11 @@ mod tests {
         assert_ne!(k, set_key(b"faq", b"gen2", b"refunds.md"));
         assert_ne!(k, set_key(b"faq", b"gen1", b"other.md"));
         assert_ne!(set_key(b"c", b"ab", b"c"), set_key(b"c", b"a", b"bc"));
+        let t = tombstone_key(b"faq", b"gen1", b"refunds.md");
+        assert_eq!(&t[..13], b"qa:{faq}:inv:");
+        assert_eq!(t[13..], k[13..]);
+        assert_eq!(split_entry_key(&t), None);
+        assert_eq!(cache_of_set_key(&t), None);
         // A set key is never taken for an entry key, and the other way round.
         assert_eq!(split_entry_key(&k), None);
         assert_eq!(cache_of_set_key(&k), Some(&b"faq"[..]));

@@ -48,6 +48,9 @@ pub struct Job {
     /// The sources the asker tagged the answer with (`SOURCES`), as an entry's sources
     /// part; empty: the backend's (webhook `"sources"`), if any.
     pub sources: Vec<u8>,
+    /// Unix µs when the question was asked: an answer citing a source invalidated since is
+    /// not stored (it may come from the document before its change).
+    pub asked_us: i64,
 }
 
 impl Job {
@@ -576,6 +579,13 @@ fn store(
     // A generation key evicted meanwhile is written again (same token) with the entry.
     unsafe { generation::touch(ctx.ctx, &job.cache) };
     if job.generation.is_empty() || current.as_deref() != Some(&job.generation[..]) {
+        stats::NOT_STORED.bump();
+        return Store::Skipped;
+    }
+    let sources = job.sources_of(answer);
+    if !sources.is_empty()
+        && entry::links::invalidated_since(ctx, &job.key, &job.generation, sources, job.asked_us)
+    {
         stats::NOT_STORED.bump();
         return Store::Skipped;
     }

@@ -685,3 +685,32 @@ fn an_evicted_source_set_never_leaves_an_answer_that_cannot_be_invalidated() {
     }));
     assert_eq!(peek(&mut con, "faq", "question 0"), None);
 }
+
+/// An answer asked for before its source was invalidated, arriving after, may be built from
+/// the old document: it is replied but not stored.
+#[test]
+fn an_answer_in_flight_during_an_invalidation_of_its_source_is_not_stored() {
+    let b = Backend::start(Duration::ZERO);
+    let s = webhook_server(&b, &[]);
+    let mut con = s.conn();
+    // Warm the generation, then a slow answer citing doc.md.
+    let _ = cmd(&mut con, &["QA.SET", "faq", "warm", "a"]).unwrap();
+    b.set_delay(Duration::from_millis(800));
+    b.push([cited("old", &["doc.md"]), cited("new", &["doc.md"])]);
+    let mut asker = s.conn();
+    let t = std::thread::spawn(move || qa_get(&mut asker, &["faq", "q"]).unwrap());
+    assert!(wait_until(Duration::from_secs(5), || b.calls() == 1));
+    // The backend is answering: the document changes now.
+    assert_eq!(
+        int(&mut con, &["QA.INVALIDATE", "faq", "SOURCE", "doc.md"]),
+        0
+    );
+    assert_eq!(t.join().unwrap(), "old", "replied to who asked");
+    assert_eq!(peek(&mut con, "faq", "q"), None, "but not stored");
+    assert_eq!(int(&mut con, &["QA.SOURCES", "faq", "doc.md"]), 0);
+    // Asked after the invalidation: stored as usual.
+    b.set_delay(Duration::ZERO);
+    assert_eq!(qa_get(&mut con, &["faq", "q"]).unwrap(), "new");
+    assert_eq!(peek(&mut con, "faq", "q").as_deref(), Some("new"));
+    assert_eq!(int(&mut con, &["QA.SOURCES", "faq", "doc.md"]), 1);
+}

@@ -208,6 +208,7 @@ pub(crate) unsafe fn make_job(
             .sources()
             .and_then(|ids| crate::sources::encode(ids.iter().copied()))
             .unwrap_or_default(),
+        asked_us: entry::now_us(),
         ttl_secs: a.ttl.unwrap_or_else(|| config::TTL.get()),
         stale_secs: a.stale.unwrap_or_else(|| config::STALE_TTL.get()),
         background: false,

@@ -155,8 +155,40 @@ pub fn invalidate(ctx: &Context, cache: &[u8], generation: &[u8], ids: &[&[u8]])
             removed += write_int(ctx, "UNLINK", &args).unwrap_or(0);
         }
         let _ = write_int(ctx, "DEL", &[&set]);
+        // Answers asked for before now and still in flight must not be stored.
+        let tomb = sources::tombstone_key(cache, generation, id);
+        let now = super::now_us().to_string();
+        let ttl = sources::TOMBSTONE_MS.to_string();
+        let _ = write_int(ctx, "SET", &[&tomb, now.as_bytes(), b"PX", ttl.as_bytes()]);
     }
     removed
+}
+
+/// Whether any of the sources (a sources part) of an answer for the entry at `key` (under
+/// `generation`) was invalidated at or after `asked_us` (Unix µs): the answer may be built
+/// from a document that changed since, and must not be stored.
+pub fn invalidated_since(
+    ctx: &Context,
+    key: &[u8],
+    generation: &[u8],
+    sources: &[u8],
+    asked_us: i64,
+) -> bool {
+    let Some((cache, _)) = sources::split_entry_key(key) else {
+        return false;
+    };
+    let opts = CallOptionsBuilder::new().errors_as_replies().build();
+    sources::ids(sources).any(|id| {
+        let tomb = sources::tombstone_key(cache, generation, id);
+        let got: CallResult = ctx.call_ext("GET", &opts, &[&tomb[..]][..]);
+        match got {
+            Ok(CallReply::String(s)) => std::str::from_utf8(s.as_bytes())
+                .ok()
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_none_or(|at| at >= asked_us),
+            _ => false,
+        }
+    })
 }
 
 /// The entries of `cache` (under `generation`) that exist and cite `id`: their keys and
