@@ -301,12 +301,13 @@ pub fn excerpt(data: &[u8]) {
 /// also read as the parts of an entry that is encoded then decoded back.
 pub fn entry_v2(data: &[u8]) {
     if let Some(e) = v2::decode(data) {
-        let again = v2::encode(
+        let again = v2::encode_cited(
             &e.meta,
             &v2::unescape(e.model_escaped),
             e.question,
             e.answer,
             e.sem,
+            e.sources,
         );
         assert_eq!(again, data, "decode accepted what encode would not write");
     }
