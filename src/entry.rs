@@ -697,6 +697,8 @@ pub struct Described {
     pub ttl_ms: i64,
     /// Length of the embedding (0: none).
     pub sem_bytes: usize,
+    /// The sources part (empty: none).
+    pub sources: Vec<u8>,
 }
 
 /// The key holds something that is not an entry.
@@ -744,6 +746,7 @@ unsafe fn describe_open(
             meta: e.meta,
             ttl_ms,
             sem_bytes: e.sem.len(),
+            sources: e.sources.to_vec(),
         }));
     }
     let fields = read_open_fields(
@@ -791,6 +794,7 @@ unsafe fn describe_open(
         meta,
         ttl_ms,
         sem_bytes: sem.map_or(0, |s| s.len()),
+        sources: Vec::new(),
     }))
 }
 

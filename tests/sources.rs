@@ -242,6 +242,13 @@ fn qa_set_and_qa_get_take_sources_and_a_rewrite_moves_them() {
         raw.contains(" s=0 r=6\n") && raw.ends_with("\nB\napp.md"),
         "{raw}"
     );
+    // QA.ENTRY lists them; an entry without sources has no such field.
+    let e = meta(&mut con, &["QA.ENTRY", "faq", "tagged"]);
+    assert_eq!(sources_of(&e), Some(vec!["app.md".into()]));
+    assert_eq!(e.len(), 13);
+    let _ = cmd(&mut con, &["QA.SET", "faq", "plain", "P"]).unwrap();
+    let e = meta(&mut con, &["QA.ENTRY", "faq", "plain"]);
+    assert_eq!((sources_of(&e), e.len()), (None, 12));
 }
 
 #[test]

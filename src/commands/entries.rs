@@ -243,7 +243,8 @@ pub(crate) extern "C" fn qa_invalidate(
 /// (RESP3; a flat array in RESP2), or nil: `key`, `format` (1: a hash written by an older
 /// build, 2: one string), `question` (as first asked), `model`, `answer`, `created_ms`,
 /// `fresh_until_ms` (0: no stale grace), `tokens_in`, `tokens_out`, `latency_ms`, `ttl_ms`
-/// (-1: none), `sem_bytes` (0: no embedding).
+/// (-1: none), `sem_bytes` (0: no embedding), and `sources` (an array of document ids) when
+/// the entry cites any.
 pub(crate) extern "C" fn qa_entry(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut *mut raw::RedisModuleString,
@@ -283,7 +284,8 @@ pub(crate) extern "C" fn qa_entry(
             ("sem_bytes", d.sem_bytes as i64),
             ("format", d.format),
         ];
-        raw::reply_with_map(ctx, (texts.len() + ints.len()) as _);
+        let cited = !d.sources.is_empty();
+        raw::reply_with_map(ctx, (texts.len() + ints.len() + usize::from(cited)) as _);
         for (name, v) in texts {
             reply_str(ctx, name.as_bytes());
             reply_str(ctx, v);
@@ -291,6 +293,14 @@ pub(crate) extern "C" fn qa_entry(
         for (name, v) in ints {
             reply_str(ctx, name.as_bytes());
             raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, v);
+        }
+        if cited {
+            reply_str(ctx, b"sources");
+            let ids: Vec<&[u8]> = crate::sources::ids(&d.sources).collect();
+            raw::RedisModule_ReplyWithArray.unwrap()(ctx, ids.len() as _);
+            for id in ids {
+                reply_str(ctx, id);
+            }
         }
         OK
     })
