@@ -32,6 +32,9 @@ pub enum Outcome {
     Semantic(SemanticHit),
     /// A plain `+OK` (`QA.SET ... SEMANTIC`, which waits for the embedding).
     Ok,
+    /// An answer citing sources: the answer, the entry's TTL in ms, and its sources part
+    /// (ids joined by `\n`, see `crate::sources`), replied in `WITHMETA` as `sources`.
+    Cited(String, i64, Vec<u8>),
 }
 
 /// What a semantic hit replies, `WITHMETA` included.
@@ -153,7 +156,10 @@ extern "C" fn reply_cb(
                 Outcome::Answer(a, ttl_ms) if *withmeta => {
                     reply_meta(ctx, a.as_bytes(), served, 0, *ttl_ms);
                 }
-                Outcome::Answer(a, _) => {
+                Outcome::Cited(a, ttl_ms, src) if *withmeta => {
+                    reply_meta_with(ctx, a.as_bytes(), served, 0, *ttl_ms, None, src);
+                }
+                Outcome::Answer(a, _) | Outcome::Cited(a, _, _) => {
                     raw::RedisModule_ReplyWithStringBuffer.unwrap()(
                         ctx,
                         a.as_ptr().cast(),
@@ -170,6 +176,7 @@ extern "C" fn reply_cb(
                     hit.age_ms,
                     hit.ttl_ms,
                     Some((hit.similarity, &hit.matched)),
+                    b"",
                 ),
                 Outcome::Semantic(hit) => {
                     let a = &hit.answer;
@@ -204,11 +211,28 @@ pub unsafe fn reply_meta(
     age_ms: i64,
     ttl_ms: i64,
 ) {
-    reply_meta_with(ctx, answer, served, age_ms, ttl_ms, None);
+    reply_meta_with(ctx, answer, served, age_ms, ttl_ms, None, b"");
+}
+
+/// [`reply_meta`] for an entry that may cite sources (its sources part, empty: none): a
+/// `sources` array follows when there are any.
+///
+/// # Safety
+/// `ctx` must be a context that may reply.
+pub unsafe fn reply_meta_cited(
+    ctx: *mut raw::RedisModuleCtx,
+    answer: &[u8],
+    served: &str,
+    age_ms: i64,
+    ttl_ms: i64,
+    sources: &[u8],
+) {
+    reply_meta_with(ctx, answer, served, age_ms, ttl_ms, None, sources);
 }
 
 /// [`reply_meta`], plus for a semantic hit (`matched`: similarity and stored question)
-/// `similarity` (a decimal string: RESP2 has no double) and `matched`.
+/// `similarity` (a decimal string: RESP2 has no double) and `matched`, and `sources` (an
+/// array of document ids) when the sources part is not empty.
 unsafe fn reply_meta_with(
     ctx: *mut raw::RedisModuleCtx,
     answer: &[u8],
@@ -216,11 +240,13 @@ unsafe fn reply_meta_with(
     age_ms: i64,
     ttl_ms: i64,
     matched: Option<(f32, &str)>,
+    sources: &[u8],
 ) {
     let bytes =
         |b: &[u8]| raw::RedisModule_ReplyWithStringBuffer.unwrap()(ctx, b.as_ptr().cast(), b.len());
     let text = |s: &str| bytes(s.as_bytes());
-    raw::reply_with_map(ctx, if matched.is_some() { 6 } else { 4 });
+    let pairs = 4 + if matched.is_some() { 2 } else { 0 } + i64::from(!sources.is_empty());
+    raw::reply_with_map(ctx, pairs as _);
     text("answer");
     bytes(answer);
     text("served");
@@ -234,6 +260,14 @@ unsafe fn reply_meta_with(
         text(&format!("{similarity:.4}"));
         text("matched");
         text(question);
+    }
+    if !sources.is_empty() {
+        text("sources");
+        let ids: Vec<&[u8]> = crate::sources::ids(sources).collect();
+        raw::RedisModule_ReplyWithArray.unwrap()(ctx, ids.len() as _);
+        for id in ids {
+            bytes(id);
+        }
     }
 }
 

@@ -86,6 +86,9 @@ pub static STREAM_BATCH_MS: IntSetting = IntSetting::new("stream-batch-ms", 50, 
 pub static STREAM_BATCH_BYTES: IntSetting = IntSetting::new("stream-batch-bytes", 256, 1, 1 << 20);
 /// Seconds a stream key lives after its last entry.
 pub static STREAM_LINGER: IntSetting = IntSetting::new("stream-linger", 30, 1, 86_400);
+/// Longest `CONTEXT` an asker may send (it is hashed into the key and sent to the backend).
+pub static MAX_CONTEXT_BYTES: IntSetting =
+    IntSetting::new("max-context-bytes", 65_536, 0, 16 << 20);
 
 /// A yes/no setting: name (without `qa.`) and default.
 pub struct BoolSetting {
@@ -227,6 +230,7 @@ impl ConfigurationValue<VerifyMode> for VerifySetting {
 /// Which string setting a [`StrSetting`] is.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum StrId {
+    ContextTemplate,
     BackendUrl,
     Model,
     SystemPrompt,
@@ -337,6 +341,20 @@ pub static SEMANTIC_TARGET_PRECISION: StrSetting = StrSetting {
     id: StrId::TargetPrecision,
 };
 
+/// How the chat formats (openai, anthropic) put a `CONTEXT` and the question into the user
+/// message: `{context}` and `{question}` are replaced (the webhook gets both as fields).
+pub static CONTEXT_TEMPLATE: StrSetting = StrSetting {
+    name: "context-template",
+    default: crate::backend::DEFAULT_CONTEXT_TEMPLATE,
+    id: StrId::ContextTemplate,
+};
+
+/// A context template: at most 65536 bytes, with a `{context}` (a template without one
+/// would send the question alone and cache that answer under the context's key).
+pub fn valid_context_template(t: &str) -> bool {
+    t.len() <= MAX_SYSTEM_BYTES && t.contains("{context}")
+}
+
 /// A price per million tokens: a finite, non-negative decimal.
 pub fn parse_price(v: &str) -> Option<f64> {
     let ok = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'.');
@@ -383,6 +401,7 @@ pub struct Strings {
     pub verify_threshold: String,
     pub audit_rate: String,
     pub target_precision: String,
+    pub context_template: String,
     pub default_prefix: Sha256,
 }
 
@@ -415,6 +434,7 @@ static STRINGS: LazyLock<RedisGILGuard<Strings>> = LazyLock::new(|| {
         verify_threshold: SEMANTIC_VERIFY_THRESHOLD.default.into(),
         audit_rate: SEMANTIC_AUDIT_RATE.default.into(),
         target_precision: SEMANTIC_TARGET_PRECISION.default.into(),
+        context_template: CONTEXT_TEMPLATE.default.into(),
         default_prefix: keys::prefix_state(MODEL.default, SYSTEM_PROMPT.default),
     })
 });
@@ -442,6 +462,7 @@ impl StrSetting {
             StrId::VerifyThreshold => s.verify_threshold.clone(),
             StrId::AuditRate => s.audit_rate.clone(),
             StrId::TargetPrecision => s.target_precision.clone(),
+            StrId::ContextTemplate => s.context_template.clone(),
         }
     }
 
@@ -456,6 +477,7 @@ impl StrSetting {
             StrId::SystemPrompt => valid_system(v),
             StrId::PriceIn | StrId::PriceOut => parse_price(v).is_some(),
             StrId::ApiKeyFile | StrId::CaFile => valid_path(v),
+            StrId::ContextTemplate => valid_context_template(v),
         };
         if ok {
             Ok(())
@@ -470,6 +492,7 @@ impl StrSetting {
                 StrId::PriceIn | StrId::PriceOut => error::CFG_PRICE,
                 StrId::ApiKeyFile | StrId::CaFile => error::CFG_PATH,
                 StrId::SystemPrompt => error::CFG_SYSTEM,
+                StrId::ContextTemplate => error::CFG_CONTEXT_TEMPLATE,
             })
         }
     }
@@ -504,6 +527,7 @@ impl ConfigurationValue<RedisString> for StrSetting {
                 StrId::VerifyThreshold => s.verify_threshold = v,
                 StrId::AuditRate => s.audit_rate = v,
                 StrId::TargetPrecision => s.target_precision = v,
+                StrId::ContextTemplate => s.context_template = v,
             }
             if matches!(self.id, StrId::Model | StrId::SystemPrompt) {
                 s.default_prefix = keys::prefix_state(&s.model, &s.system_prompt);
@@ -638,6 +662,7 @@ mod tests {
             &BACKEND_RETRIES,
             &BREAKER_FAILURES,
             &BREAKER_COOLDOWN_MS,
+            &MAX_CONTEXT_BYTES,
         ] {
             assert!(s.min <= s.default && s.default <= s.max, "{}", s.name);
         }
@@ -677,6 +702,17 @@ mod tests {
         for (v, want) in rows {
             assert_eq!(parse_price(v), want, "{v}");
         }
+    }
+
+    #[test]
+    fn context_templates() {
+        assert!(valid_context_template(CONTEXT_TEMPLATE.default));
+        assert!(valid_context_template("{context}"));
+        assert!(!valid_context_template("{question} only"));
+        assert!(!valid_context_template(&format!(
+            "{{context}}{}",
+            "x".repeat(65536)
+        )));
     }
 
     #[test]

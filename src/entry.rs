@@ -7,6 +7,7 @@
 //! `latency_ms`, `fresh_until`, `sem`); they are still read, and replaced by a v2 string
 //! when next stored.
 
+pub mod links;
 pub mod v2;
 
 use std::cell::Cell;
@@ -296,6 +297,9 @@ pub struct Hit {
     copy: *mut raw::RedisModuleString,
     answer_ptr: *const u8,
     answer_len: usize,
+    /// The sources part, in place like the answer (empty: none).
+    sources_ptr: *const u8,
+    sources_len: usize,
     pub tokens_in: u64,
     pub tokens_out: u64,
     pub latency_ms: u64,
@@ -313,6 +317,12 @@ impl Hit {
         // SAFETY: a non-NULL pointer into the open key's string (v2) or into `copy`, both
         // alive as long as `self`.
         unsafe { std::slice::from_raw_parts(self.answer_ptr, self.answer_len) }
+    }
+
+    /// The sources part (ids joined by `\n`; empty: none).
+    pub fn sources(&self) -> &[u8] {
+        // SAFETY: as for `answer`; dangling only with a zero length.
+        unsafe { std::slice::from_raw_parts(self.sources_ptr, self.sources_len) }
     }
 }
 
@@ -419,7 +429,14 @@ pub unsafe fn lookup(ctx: *mut raw::RedisModuleCtx, key: &[u8], meta: bool) -> L
         let kind = raw::RedisModule_KeyType.unwrap()(k);
         if kind == raw::REDISMODULE_KEYTYPE_STRING as c_int {
             match open_v2(k) {
-                Some(e) => Lookup::Hit(make_hit(ctx, k, ptr::null_mut(), e.answer, &e.meta, meta)),
+                Some(e) => Lookup::Hit(make_hit(
+                    ctx,
+                    k,
+                    ptr::null_mut(),
+                    (e.answer, e.sources),
+                    &e.meta,
+                    meta,
+                )),
                 None => Lookup::WrongType,
             }
         } else if kind == raw::REDISMODULE_KEYTYPE_HASH as c_int {
@@ -444,15 +461,17 @@ pub unsafe fn lookup(ctx: *mut raw::RedisModuleCtx, key: &[u8], meta: bool) -> L
     result
 }
 
-/// A hit on the entry open at `k`, whose answer is `answer` (in place, or in `copy`).
+/// A hit on the entry open at `k`, whose answer and sources part are `parts` (in place, or
+/// the answer in `copy`).
 unsafe fn make_hit(
     ctx: *mut raw::RedisModuleCtx,
     k: *mut raw::RedisModuleKey,
     copy: *mut raw::RedisModuleString,
-    answer: &[u8],
+    parts: (&[u8], &[u8]),
     m: &HitMeta,
     meta: bool,
 ) -> Hit {
+    let (answer, sources) = parts;
     let stale = m.fresh_until > 0 && (now_ms().max(0) as u64) > m.fresh_until;
     let (created_ms, ttl_ms) = if meta {
         (
@@ -472,6 +491,12 @@ unsafe fn make_hit(
             answer.as_ptr()
         },
         answer_len: answer.len(),
+        sources_ptr: if sources.is_empty() {
+            ptr::NonNull::dangling().as_ptr()
+        } else {
+            sources.as_ptr()
+        },
+        sources_len: sources.len(),
         tokens_in: m.tokens_in,
         tokens_out: m.tokens_out,
         latency_ms: m.latency_ms,
@@ -511,7 +536,7 @@ unsafe fn lookup_v1(
         Some(m) => m,
         None => read_readable_fields(ctx, k, meta),
     };
-    Lookup::Hit(make_hit(ctx, k, answer, bytes, &m, meta))
+    Lookup::Hit(make_hit(ctx, k, answer, (bytes, &[]), &m, meta))
 }
 
 /// An entry to write.
@@ -530,12 +555,26 @@ pub struct NewEntry<'a> {
     /// The question's embedding field (`sem`, see `semantic::encode`), if the semantic tier
     /// made one.
     pub sem: Option<&'a [u8]>,
+    /// The documents the answer cites (see `crate::sources::encode`); empty: none.
+    pub sources: &'a [u8],
+    /// The cache generation the key was derived under (names the per-source sets; used
+    /// only when this entry or the one it replaces cites sources).
+    pub generation: &'a [u8],
 }
 
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Unix µs: orders two commands run one after the other on the main thread (a millisecond
+/// does not).
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
         .unwrap_or(0)
 }
 
@@ -569,9 +608,10 @@ pub fn write(ctx: &Context, e: &NewEntry<'_>) -> Result<(), WriteRefused> {
             .errors_as_replies()
             .build()
     };
-    if unsafe { holds_other_value(ctx.ctx, e.key) } {
+    // The sources of the entry this one replaces, if it cited any.
+    let Some(old_sources) = (unsafe { replaced_sources(ctx.ctx, e.key) }) else {
         return Err(WriteRefused);
-    }
+    };
     let fresh_until_ms = created + e.ttl_secs * 1000;
     let meta = HitMeta {
         created_ms: created.max(0) as u64,
@@ -584,47 +624,65 @@ pub fn write(ctx: &Context, e: &NewEntry<'_>) -> Result<(), WriteRefused> {
         tokens_out: e.tokens_out.unwrap_or(0),
         latency_ms: e.latency_ms.unwrap_or(0),
     };
-    let value = v2::encode(
+    let value = v2::encode_cited(
         &meta,
         e.model,
         e.question,
         e.answer,
         e.sem.unwrap_or_default(),
+        e.sources,
     );
-    let at = (created + (e.ttl_secs + e.stale_secs) * 1000).to_string();
+    let expire_at = created + (e.ttl_secs + e.stale_secs) * 1000;
+    let at = expire_at.to_string();
     let written: CallResult =
         ctx.call_ext("SET", &opts, &[e.key, &value, b"PXAT", at.as_bytes()][..]);
     if written.is_err() {
+        return Err(WriteRefused);
+    }
+    if (!old_sources.is_empty() || !e.sources.is_empty())
+        && links::relink(ctx, e.key, e.generation, &old_sources, e.sources, expire_at).is_err()
+    {
+        // An entry its sources cannot find could outlive an invalidation of them: a miss
+        // is better than that.
+        let opts = CallOptionsBuilder::new()
+            .replicate()
+            .errors_as_replies()
+            .build();
+        let _: CallResult = ctx.call_ext("UNLINK", &opts, &[e.key][..]);
         return Err(WriteRefused);
     }
     crate::stats::STORED.bump();
     Ok(())
 }
 
-/// Whether `key` holds a value that is not an entry of either format (which a write must
-/// not overwrite). Opened without touching its LRU/LFU clock.
+/// `None` if `key` holds a value that is not an entry of either format (which a write must
+/// not overwrite); else the sources part of the entry there (empty: none, or no entry; no
+/// allocation then). Opened without touching its LRU/LFU clock.
 ///
 /// # Safety
 /// Main thread (or the module lock held).
-unsafe fn holds_other_value(ctx: *mut raw::RedisModuleCtx, key: &[u8]) -> bool {
+unsafe fn replaced_sources(ctx: *mut raw::RedisModuleCtx, key: &[u8]) -> Option<Vec<u8>> {
     let name = raw::RedisModule_CreateString.unwrap()(ctx, key.as_ptr().cast(), key.len());
     let mode = raw::REDISMODULE_READ | raw::REDISMODULE_OPEN_KEY_NOTOUCH;
     let k = raw::RedisModule_OpenKey.unwrap()(ctx, name, mode as c_int);
-    let other = if k.is_null() {
-        false
+    let found = if k.is_null() {
+        Some(Vec::new())
     } else {
         let kind = raw::RedisModule_KeyType.unwrap()(k);
-        let other = if kind == raw::REDISMODULE_KEYTYPE_STRING as c_int {
-            open_v2(k).is_none()
+        let found = if kind == raw::REDISMODULE_KEYTYPE_STRING as c_int {
+            open_v2(k).map(|e| e.sources.to_vec())
+        } else if kind == raw::REDISMODULE_KEYTYPE_HASH as c_int
+            || kind == raw::REDISMODULE_KEYTYPE_EMPTY as c_int
+        {
+            Some(Vec::new())
         } else {
-            kind != raw::REDISMODULE_KEYTYPE_HASH as c_int
-                && kind != raw::REDISMODULE_KEYTYPE_EMPTY as c_int
+            None
         };
         raw::RedisModule_CloseKey.unwrap()(k);
-        other
+        found
     };
     raw::RedisModule_FreeString.unwrap()(ctx, name);
-    other
+    found
 }
 
 /// A whole entry, for `QA.ENTRY`.
@@ -639,6 +697,8 @@ pub struct Described {
     pub ttl_ms: i64,
     /// Length of the embedding (0: none).
     pub sem_bytes: usize,
+    /// The sources part (empty: none).
+    pub sources: Vec<u8>,
 }
 
 /// The key holds something that is not an entry.
@@ -686,6 +746,7 @@ unsafe fn describe_open(
             meta: e.meta,
             ttl_ms,
             sem_bytes: e.sem.len(),
+            sources: e.sources.to_vec(),
         }));
     }
     let fields = read_open_fields(
@@ -733,6 +794,7 @@ unsafe fn describe_open(
         meta,
         ttl_ms,
         sem_bytes: sem.map_or(0, |s| s.len()),
+        sources: Vec::new(),
     }))
 }
 

@@ -3,10 +3,10 @@
 
 pub const SYNTAX: &str = "ERR syntax error";
 pub const UNKNOWN_OPTION_GET: &str =
-    "ERR unknown option (expected TTL, STALE, MODEL, SYSTEM, REFRESH, WITHMETA, SEMANTIC or EXACT)";
+    "ERR unknown option (expected TTL, STALE, MODEL, SYSTEM, CONTEXT, SOURCES, REFRESH, WITHMETA, SEMANTIC or EXACT)";
 pub const STALE_RANGE: &str = "ERR STALE must be an integer between 0 and 315360000 seconds";
 pub const UNKNOWN_OPTION_SET: &str =
-    "ERR unknown option (expected TTL, MODEL, SYSTEM, SEMANTIC or EXACT)";
+    "ERR unknown option (expected TTL, MODEL, SYSTEM, CONTEXT, SOURCES, SEMANTIC or EXACT)";
 pub const SEMANTIC_AND_EXACT: &str = "ERR SEMANTIC and EXACT are mutually exclusive";
 pub const UNKNOWN_OPTION_LOOKUP: &str = "ERR unknown option (expected MODEL or SYSTEM)";
 pub const GENERATION_TYPE: &str =
@@ -32,7 +32,7 @@ pub const IN_MULTI: &str =
     "ERR cache miss inside MULTI or a script: QA.GET cannot wait for the backend there";
 pub const ON_REPLICA: &str = "ERR cache miss on a read-only replica: send QA.GET to the primary";
 pub const UNKNOWN_OPTION_STREAM: &str =
-    "ERR unknown option (expected TTL, STALE, MODEL, SYSTEM, REFRESH, SEMANTIC or EXACT)";
+    "ERR unknown option (expected TTL, STALE, MODEL, SYSTEM, CONTEXT, SOURCES, REFRESH, SEMANTIC or EXACT)";
 pub const STREAM_IN_MULTI: &str =
     "ERR cache miss inside MULTI or a script: QA.STREAM cannot start a backend call there";
 pub const STREAM_ON_REPLICA: &str =
@@ -49,6 +49,13 @@ pub const SET_NOT_PRIMARY: &str =
 pub const INTERNAL_GENERATION: &str = "ERR internal error in redis-qa (generation lookup)";
 pub const TOKEN_INVALID: &str = "ERR TOKEN must be 1 to 64 printable ASCII characters";
 pub const ANSWER_UTF8: &str = "ERR answer is not valid UTF-8";
+pub const SOURCES_COUNT: &str = "ERR SOURCES needs a count between 1 and 32, then that many ids";
+pub const SOURCE_ID_INVALID: &str =
+    "ERR a source id must be 1 to 256 bytes of UTF-8 without control characters";
+pub const INVALIDATE_SOURCE_ARITY: &str = "ERR SOURCE needs at least one source id";
+pub const SOURCES_SYNTAX: &str = "ERR syntax error (expected QA.SOURCES <cache> <id> [WITHKEYS])";
+pub const CONTEXT_TOO_LONG: &str = "ERR CONTEXT is longer than qa.max-context-bytes";
+pub const CONTEXT_UTF8: &str = "ERR CONTEXT must be valid UTF-8";
 pub const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'";
 
 // Backend failures (without the ERR code; see `BackendError`'s Display).
@@ -73,4 +80,6 @@ pub const CFG_SYSTEM: &str = "must be valid UTF-8 of at most 65536 bytes";
 pub const CFG_UTF8: &str = "must be valid UTF-8";
 pub const CFG_THRESHOLD: &str = "must be a decimal number between 0 and 1, e.g. 0.90";
 pub const CFG_PATH: &str = "must be a path without control characters";
+pub const CFG_CONTEXT_TEMPLATE: &str =
+    "must be valid UTF-8 of at most 65536 bytes containing {context}";
 pub const OPTION_VALUE: &str = "ERR option needs a value";

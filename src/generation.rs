@@ -365,6 +365,12 @@ pub fn forget_all<G: RedisLockIndicator>(ctx: &G) {
 pub fn on_key_event(ctx: &Context, kind: NotifyEvent, event: &str, key: &[u8]) {
     crate::stats::KEYSPACE_EVENTS.bump_main();
     crate::semantic::upkeep::on_key_event(ctx, kind, event, key);
+    if event == "evicted" {
+        if let Some(cache) = crate::sources::cache_of_set_key(key) {
+            source_set_evicted(ctx, cache);
+            return;
+        }
+    }
     if let Some(cache) = cache_of_gen_key(key) {
         let db = selected_db(ctx.ctx);
         if event == "evicted" {
@@ -384,6 +390,24 @@ pub fn on_key_event(ctx: &Context, kind: NotifyEvent, event: &str, key: &[u8]) {
             crate::semantic::upkeep::drop_cache(db as i32, cache);
         }
     }
+}
+
+/// A per-source set was evicted: the entries it listed could no longer be found by
+/// `QA.INVALIDATE ... SOURCE`, and an answer that cannot be invalidated is worse than a miss.
+/// The cache gets a new generation (as `QA.INVALIDATE <cache>`), on the main thread after
+/// the eviction (no write from inside a keyspace event).
+fn source_set_evicted(ctx: &Context, cache: &[u8]) {
+    crate::stats::SOURCE_SETS_EVICTED.bump_main();
+    let db = selected_db(ctx.ctx) as i32;
+    let cache = cache.to_vec();
+    let task = Box::new(move |ctx: &Context| unsafe {
+        raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db);
+        let flags = raw::RedisModule_GetContextFlags.unwrap()(ctx.ctx) as u32;
+        if flags & raw::REDISMODULE_CTX_FLAGS_SLAVE == 0 {
+            let _ = set(ctx.ctx, &cache, &new_token());
+        }
+    });
+    let _ = crate::mainthread::post(task);
 }
 
 /// Server events that change keys without keyspace events (flush, load, swapdb) or change

@@ -81,6 +81,31 @@ pub fn entry_key_into(
     let mut h = prefix.clone();
     update_field(&mut h, generation);
     update_field(&mut h, normalized.as_bytes());
+    finish_key(h, cache, out);
+}
+
+/// [`entry_key_into`] for a question asked with the app's retrieved `context`: the
+/// context's bytes follow the question as one more length-prefixed field, so the same
+/// question with another context (or none: one field fewer) is another key.
+pub fn entry_key_with_context_into(
+    prefix: &Sha256,
+    cache: &[u8],
+    generation: &[u8],
+    normalized: &str,
+    context: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let mut h = prefix.clone();
+    update_field(&mut h, generation);
+    update_field(&mut h, normalized.as_bytes());
+    update_field(&mut h, context);
+    finish_key(h, cache, out);
+}
+
+/// Appends `qa:{<cache>}:<hex of the first 128 bits of h>` to `out`. Inlined: the digest
+/// state is not moved on the hit path.
+#[inline(always)]
+fn finish_key(h: Sha256, cache: &[u8], out: &mut Vec<u8>) {
     let digest = h.finalize();
     out.reserve(key_len(cache.len()));
     out.extend_from_slice(b"qa:{");
@@ -216,6 +241,31 @@ mod tests {
         let mut g = Vec::new();
         entry_key_into(&p, b"c", b"1", "one", &mut g);
         assert_ne!(a, g);
+    }
+
+    #[test]
+    fn context_is_part_of_the_key() {
+        let p = prefix_state("m", "s");
+        let with = |ctx: &[u8]| {
+            let mut k = Vec::new();
+            entry_key_with_context_into(&p, b"c", b"g", "q", ctx, &mut k);
+            k
+        };
+        let mut plain = Vec::new();
+        entry_key_into(&p, b"c", b"g", "q", &mut plain);
+        // (context A, context B): each pair must give two keys.
+        let rows: &[(&[u8], &[u8])] = &[
+            (b"doc one", b"doc two"),
+            (b"doc", b"doc "), // not normalized: bytes as sent
+            (b"", b"x"),
+        ];
+        for (a, b) in rows {
+            assert_ne!(with(a), with(b));
+        }
+        // With a context, even an empty one, is not without; the same context, the same key.
+        assert_ne!(with(b""), plain);
+        assert_eq!(with(b"doc"), with(b"doc"));
+        assert_eq!(with(b"doc").len(), plain.len());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod mainthread;
 pub mod normalize;
 pub mod pool;
 pub mod semantic;
+pub mod sources;
 pub mod stats;
 pub mod streaming;
 pub mod worker;
@@ -77,6 +78,7 @@ mod module {
                 [STREAM_BATCH_MS.name, &STREAM_BATCH_MS, STREAM_BATCH_MS.default, STREAM_BATCH_MS.min, STREAM_BATCH_MS.max, ConfigurationFlags::DEFAULT, None],
                 [STREAM_BATCH_BYTES.name, &STREAM_BATCH_BYTES, STREAM_BATCH_BYTES.default, STREAM_BATCH_BYTES.min, STREAM_BATCH_BYTES.max, ConfigurationFlags::DEFAULT, None],
                 [STREAM_LINGER.name, &STREAM_LINGER, STREAM_LINGER.default, STREAM_LINGER.min, STREAM_LINGER.max, ConfigurationFlags::DEFAULT, None],
+                [MAX_CONTEXT_BYTES.name, &MAX_CONTEXT_BYTES, MAX_CONTEXT_BYTES.default, MAX_CONTEXT_BYTES.min, MAX_CONTEXT_BYTES.max, ConfigurationFlags::DEFAULT, None],
             ],
             string: [
                 [BACKEND_URL.name, &BACKEND_URL, BACKEND_URL.default, ConfigurationFlags::DEFAULT, None],
@@ -94,6 +96,7 @@ mod module {
                 [SEMANTIC_VERIFY_THRESHOLD.name, &SEMANTIC_VERIFY_THRESHOLD, SEMANTIC_VERIFY_THRESHOLD.default, ConfigurationFlags::DEFAULT, None],
                 [SEMANTIC_AUDIT_RATE.name, &SEMANTIC_AUDIT_RATE, SEMANTIC_AUDIT_RATE.default, ConfigurationFlags::DEFAULT, None],
                 [SEMANTIC_TARGET_PRECISION.name, &SEMANTIC_TARGET_PRECISION, SEMANTIC_TARGET_PRECISION.default, ConfigurationFlags::DEFAULT, None],
+                [CONTEXT_TEMPLATE.name, &CONTEXT_TEMPLATE, CONTEXT_TEMPLATE.default, ConfigurationFlags::DEFAULT, None],
             ],
             bool: [
                 [CACHE_TRUNCATED.name, &CACHE_TRUNCATED, CACHE_TRUNCATED.default, ConfigurationFlags::DEFAULT, None],

@@ -66,6 +66,8 @@ pub static CLIENT_TIMEOUTS: Counter = Counter::new();
 pub static REFUSED_BUSY: Counter = Counter::new();
 pub static STORED: Counter = Counter::new();
 pub static STORE_ERRORS: Counter = Counter::new();
+/// Per-source sets evicted (each gave its cache a new generation).
+pub static SOURCE_SETS_EVICTED: Counter = Counter::new();
 pub static TOKENS_IN_SPENT: Counter = Counter::new();
 pub static TOKENS_OUT_SPENT: Counter = Counter::new();
 pub static TOKENS_IN_SAVED: Counter = Counter::new();
@@ -304,7 +306,7 @@ pub static KEYSPACE_EVENTS: Counter = Counter::new();
 pub static ERRORS_BY_KIND: [Counter; 9] = [const { Counter::new() }; 9];
 
 /// Every counter of this module, for [`reset_all`]. A new counter goes here too.
-static ALL_COUNTERS: [&Counter; 43] = [
+static ALL_COUNTERS: [&Counter; 44] = [
     &HITS,
     &MISSES,
     &COALESCED,
@@ -315,6 +317,7 @@ static ALL_COUNTERS: [&Counter; 43] = [
     &REFUSED_BUSY,
     &STORED,
     &STORE_ERRORS,
+    &SOURCE_SETS_EVICTED,
     &TOKENS_IN_SPENT,
     &TOKENS_OUT_SPENT,
     &TOKENS_IN_SAVED,

@@ -46,6 +46,31 @@ pub struct Job {
     pub generation: Vec<u8>,
     /// The semantic tier, when on for this call.
     pub semantic: Option<SemanticJob>,
+    /// The sources the asker tagged the answer with (`SOURCES`), as an entry's sources
+    /// part; empty: the backend's (webhook `"sources"`), if any.
+    pub sources: Vec<u8>,
+    /// Unix µs when the question was asked: an answer citing a source invalidated since is
+    /// not stored (it may come from the document before its change).
+    pub asked_us: i64,
+}
+
+impl Job {
+    /// The sources the entry made from `answer` cites.
+    fn sources_of<'a>(&'a self, answer: &'a Answer) -> &'a [u8] {
+        if self.sources.is_empty() {
+            &answer.sources
+        } else {
+            &self.sources
+        }
+    }
+
+    /// What the askers of `answer` are replied (with its sources in `WITHMETA`).
+    fn outcome(&self, answer: &Answer, ttl_ms: i64) -> Outcome {
+        match self.sources_of(answer) {
+            [] => Outcome::Answer(answer.text.clone(), ttl_ms),
+            s => Outcome::Cited(answer.text.clone(), ttl_ms, s.to_vec()),
+        }
+    }
 }
 
 /// What the semantic tier needs for one miss.
@@ -465,8 +490,7 @@ fn run_backend(mut job: Job, sem: Option<Vec<u8>>) {
         }
         guard.0 = None;
         let how = crate::backend::stream::finish_reason(&answer);
-        let text = answer.text.clone();
-        finish_with(&flight, Outcome::Answer(text, -1), Some((how, &answer)));
+        finish_with(&flight, job.outcome(&answer, -1), Some((how, &answer)));
         return;
     }
     // The write, and the end of the flight, happen on the main thread: a miss seen after
@@ -474,7 +498,7 @@ fn run_backend(mut job: Job, sem: Option<Vec<u8>>) {
     // even if every asker has gone.
     guard.0 = None;
     let write = Write {
-        outcome: Arc::new(Outcome::Answer(answer.text.clone(), ttl_secs * 1000)),
+        outcome: Arc::new(job.outcome(&answer, ttl_secs * 1000)),
         flight: OwnedFlight(Some(flight.clone())),
         setter: None,
         job,
@@ -518,7 +542,7 @@ impl OwnedFlight {
         };
         let (finish, tokens_in, tokens_out) = how.unwrap_or(("stop", None, None));
         let end = match outcome {
-            Outcome::Answer(text, _) => streaming::End::Answer {
+            Outcome::Answer(text, _) | Outcome::Cited(text, _, _) => streaming::End::Answer {
                 text,
                 finish,
                 tokens_in,
@@ -677,6 +701,13 @@ fn store(
         stats::NOT_STORED.bump();
         return Store::Skipped;
     }
+    let sources = job.sources_of(answer);
+    if !sources.is_empty()
+        && entry::links::invalidated_since(ctx, &job.key, &job.generation, sources, job.asked_us)
+    {
+        stats::NOT_STORED.bump();
+        return Store::Skipped;
+    }
     let written = entry::write(
         ctx,
         &entry::NewEntry {
@@ -690,6 +721,8 @@ fn store(
             ttl_secs: answer.ttl_secs.unwrap_or(job.ttl_secs),
             stale_secs: job.stale_secs,
             sem,
+            sources: job.sources_of(answer),
+            generation: &job.generation,
         },
     );
     if written.is_err() {

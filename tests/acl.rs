@@ -77,7 +77,15 @@ fn acl_categories_where_the_server_supports_them() {
     }
     assert_eq!(
         read,
-        vec!["qa.audit", "qa.entry", "qa.get", "qa.key", "qa.peek", "qa.stats"],
+        vec![
+            "qa.audit",
+            "qa.entry",
+            "qa.get",
+            "qa.key",
+            "qa.peek",
+            "qa.sources",
+            "qa.stats"
+        ],
         "{version}"
     );
     assert_eq!(

@@ -142,7 +142,7 @@ fn companion_errors_are_exact() {
         ),
         (
             &["QA.SET", "faq", "q", "a", "REFRESH"],
-            "ERR unknown option (expected TTL, MODEL, SYSTEM, SEMANTIC or EXACT)",
+            "ERR unknown option (expected TTL, MODEL, SYSTEM, CONTEXT, SOURCES, SEMANTIC or EXACT)",
         ),
         (&["QA.SET", "faq", "q", ""], "ERR answer is empty"),
         (&["QA.SET", "faq", "", "a"], "ERR question is empty"),

@@ -52,7 +52,7 @@ fn bad_arguments_get_exact_errors_and_change_nothing() {
         (&[b"faq"], ARITY),
         (
             &[b"faq", b"q", b"BOGUS"],
-            "ERR unknown option (expected TTL, STALE, MODEL, SYSTEM, REFRESH, WITHMETA, SEMANTIC or EXACT)",
+            "ERR unknown option (expected TTL, STALE, MODEL, SYSTEM, CONTEXT, SOURCES, REFRESH, WITHMETA, SEMANTIC or EXACT)",
         ),
         (&[b"faq", b"q", b"TTL"], "ERR option needs a value"),
         (

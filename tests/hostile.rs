@@ -17,8 +17,9 @@ fn arity(cmd: &str) -> String {
 }
 
 const UNKNOWN_GET: &str =
-    "ERR unknown option (expected TTL, STALE, MODEL, SYSTEM, REFRESH, WITHMETA, SEMANTIC or EXACT)";
-const UNKNOWN_SET: &str = "ERR unknown option (expected TTL, MODEL, SYSTEM, SEMANTIC or EXACT)";
+    "ERR unknown option (expected TTL, STALE, MODEL, SYSTEM, CONTEXT, SOURCES, REFRESH, WITHMETA, SEMANTIC or EXACT)";
+const UNKNOWN_SET: &str =
+    "ERR unknown option (expected TTL, MODEL, SYSTEM, CONTEXT, SOURCES, SEMANTIC or EXACT)";
 const UNKNOWN_LOOKUP: &str = "ERR unknown option (expected MODEL or SYSTEM)";
 const NEEDS_VALUE: &str = "ERR option needs a value";
 const TWICE: &str = "ERR option given twice";

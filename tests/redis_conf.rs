@@ -41,8 +41,9 @@ fn repository_redis_conf_loads_and_sets_every_setting() {
     let mut listed = 0;
     for line in conf.lines().filter(|l| l.starts_with("qa.")) {
         let (name, value) = line.split_once(' ').unwrap();
-        let value = value.trim_matches('"');
-        assert_eq!(got.get(name).map(String::as_str), Some(value), "{name}");
+        // A quoted value may hold `\n` escapes (qa.context-template).
+        let value = value.trim_matches('"').replace("\\n", "\n");
+        assert_eq!(got.get(name), Some(&value), "{name}");
         listed += 1;
     }
     assert_eq!(listed, got.len(), "redis.conf lists every qa.* setting");

@@ -61,7 +61,7 @@ const INVALID: &[(&[&[u8]], &str)] = &[
         ),
         (
             &[b"QA.GET", b"faq", b"q", b"BOGUS"],
-            "ERR unknown option (expected TTL, STALE, MODEL, SYSTEM, REFRESH, WITHMETA, SEMANTIC or EXACT)",
+            "ERR unknown option (expected TTL, STALE, MODEL, SYSTEM, CONTEXT, SOURCES, REFRESH, WITHMETA, SEMANTIC or EXACT)",
         ),
         (&[b"QA.GET", b"faq", b"?!"], "ERR question is empty"),
         (&[b"QA.GET", b"a{b}", b"q"], "ERR cache name must not contain '{' or '}'"),

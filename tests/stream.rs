@@ -117,7 +117,7 @@ fn answer_and_end(entries: &[Entry]) -> (String, HashMap<String, String>) {
 fn stored_entries(con: &mut redis::Connection) -> Vec<String> {
     entry_keys(con)
         .into_iter()
-        .filter(|k| !k.ends_with(":stream"))
+        .filter(|k| !k.ends_with(":stream") && !k.contains(":src:") && !k.contains(":inv:"))
         .collect()
 }
 
@@ -471,7 +471,7 @@ fn multi_serves_hits_only_and_options_are_checked() {
     let e = qa_stream(&mut con, &["faq", "q", "WITHMETA"]).unwrap_err();
     assert_eq!(
         err_text(&e),
-        "ERR unknown option (expected TTL, STALE, MODEL, SYSTEM, REFRESH, SEMANTIC or EXACT)"
+        "ERR unknown option (expected TTL, STALE, MODEL, SYSTEM, CONTEXT, SOURCES, REFRESH, SEMANTIC or EXACT)"
     );
     let e = qa_stream(&mut con, &["faq", "   "]).unwrap_err();
     assert_eq!(err_text(&e), "ERR question is empty");
@@ -749,4 +749,59 @@ fn hostile_arguments_get_replies_not_crashes() {
     }
     let pong: String = redis::cmd("PING").query(&mut con).unwrap();
     assert_eq!(pong, "PONG");
+}
+
+/// `CONTEXT` and `SOURCES` on `QA.STREAM`: the context reaches the streamed request and is part
+/// of the key (another context is another entry); the app's sources are stored with the
+/// streamed answer, so `QA.INVALIDATE ... SOURCE` reaches it.
+#[test]
+fn context_and_sources_reach_a_streamed_answer() {
+    let b = Backend::start(Duration::ZERO);
+    let s = server_for(&b, &[]);
+    let mut con = s.conn();
+    let q = "What is our refund policy?";
+    let r = qa_stream(
+        &mut con,
+        &[
+            "faq",
+            q,
+            "CONTEXT",
+            "Refunds: 30 days.",
+            "SOURCES",
+            "1",
+            "refunds.md",
+        ],
+    )
+    .unwrap();
+    assert_eq!(r["served"], "miss");
+    let (answer, end) = answer_and_end(&read_all(&mut con, &r["stream"]));
+    assert_eq!(end["end"], "stop");
+    let req = &b.requests()[0];
+    assert_eq!(req.body["stream"], true);
+    let sent = req.body["messages"].to_string();
+    assert!(sent.contains("Refunds: 30 days."), "{sent}");
+    // Stored, citing the app's source: the same context is a hit, another one a miss.
+    assert!(wait_until(Duration::from_secs(5), || stored_entries(
+        &mut con
+    )
+    .len()
+        == 1));
+    let hit = qa_stream(&mut con, &["faq", q, "CONTEXT", "Refunds: 30 days."]).unwrap();
+    assert_eq!(hit["served"], "hit");
+    assert_eq!(hit["answer"], answer);
+    let cited: i64 = redis::cmd("QA.SOURCES")
+        .arg(&["faq", "refunds.md"])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(cited, 1);
+    let gone: i64 = redis::cmd("QA.INVALIDATE")
+        .arg(&["faq", "SOURCE", "refunds.md"])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(gone, 1);
+    let again = qa_stream(&mut con, &["faq", q, "CONTEXT", "Refunds: 30 days."]).unwrap();
+    assert_eq!(again["served"], "miss");
+    let other = qa_stream(&mut con, &["faq", q, "CONTEXT", "Refunds: 60 days."]).unwrap();
+    assert_eq!(other["served"], "miss");
+    assert_ne!(other["stream"], again["stream"]);
 }

@@ -231,6 +231,7 @@ const GET: Allowed = Allowed {
     refresh: true,
     withmeta: true,
     semantic: true,
+    cited: true,
     unknown: "ERR unknown option (expected TTL, STALE, MODEL, SYSTEM, REFRESH or WITHMETA)",
 };
 const SET: Allowed = Allowed {
@@ -239,6 +240,7 @@ const SET: Allowed = Allowed {
     refresh: false,
     withmeta: false,
     semantic: true,
+    cited: true,
     unknown: "ERR unknown option (expected TTL, MODEL or SYSTEM)",
 };
 
@@ -264,6 +266,12 @@ pub fn args(data: &[u8]) {
             assert!(allowed.ttl || a.ttl.is_none());
             assert!(allowed.refresh || !a.refresh);
             assert!(allowed.withmeta || !a.withmeta);
+            assert!(allowed.cited || a.cited.is_none());
+            if let Some(ids) = a.sources() {
+                assert!((1..=32).contains(&ids.len()));
+                assert!(ids.iter().all(|id| redis_qa::sources::valid_id(id)));
+            }
+            assert!(a.context().is_none_or(|c| std::str::from_utf8(c).is_ok()));
             if let Ok(q) = args::question_str(a.question, 8192) {
                 check_normalized(q, &normalize(q));
             }
@@ -301,12 +309,13 @@ pub fn excerpt(data: &[u8]) {
 /// also read as the parts of an entry that is encoded then decoded back.
 pub fn entry_v2(data: &[u8]) {
     if let Some(e) = v2::decode(data) {
-        let again = v2::encode(
+        let again = v2::encode_cited(
             &e.meta,
             &v2::unescape(e.model_escaped),
             e.question,
             e.answer,
             e.sem,
+            e.sources,
         );
         assert_eq!(again, data, "decode accepted what encode would not write");
     }

@@ -31,7 +31,7 @@ impl WireFormat for Anthropic {
         let mut body = json!({
             "model": req.model,
             "max_tokens": req.max_tokens,
-            "messages": [{"role": "user", "content": req.question}],
+            "messages": [{"role": "user", "content": req.user_message()}],
         });
         if !req.system.is_empty() {
             body["system"] = Value::String(req.system.clone());
@@ -96,6 +96,22 @@ mod tests {
             body,
             json!({"model": "claude-3-5-haiku-latest", "max_tokens": 1024,
                    "messages": [{"role": "user", "content": "What is RAG?"}]})
+        );
+    }
+
+    /// The app's context goes into the user message through the (operator's) template.
+    #[test]
+    fn request_with_context() {
+        let r = Request {
+            context: "RAG: retrieval, then generation.".into(),
+            context_template: "<docs>{context}</docs>\n{question}".into(),
+            ..req("")
+        };
+        let body: Value = serde_json::from_slice(&Anthropic.request_body(&r)).unwrap();
+        assert_eq!(
+            body["messages"],
+            json!([{"role": "user",
+                    "content": "<docs>RAG: retrieval, then generation.</docs>\nWhat is RAG?"}])
         );
     }
 

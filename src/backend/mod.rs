@@ -32,6 +32,49 @@ pub struct Request {
     pub normalized: String,
     /// Longest completion asked for (`qa.max-tokens`; the Anthropic format requires one).
     pub max_tokens: u32,
+    /// The context the app retrieved (`CONTEXT`); empty: none.
+    pub context: String,
+    /// How the chat formats put the context and the question into the user message
+    /// (`qa.context-template`, see [`Request::user_message`]).
+    pub context_template: String,
+}
+
+/// The default of `qa.context-template`.
+pub const DEFAULT_CONTEXT_TEMPLATE: &str =
+    "Answer the question using only the context below.\n\nContext:\n{context}\n\nQuestion: {question}";
+
+impl Request {
+    /// The user message of the chat formats: the question, or with a context the template
+    /// with `{context}` and `{question}` replaced (in one pass: a context that contains
+    /// `{question}` is not expanded again).
+    pub fn user_message(&self) -> std::borrow::Cow<'_, str> {
+        if self.context.is_empty() {
+            return self.question.as_str().into();
+        }
+        fill_template(&self.context_template, &self.context, &self.question).into()
+    }
+}
+
+/// `template` with each `{context}` and `{question}` replaced.
+pub fn fill_template(template: &str, context: &str, question: &str) -> String {
+    let mut out = String::with_capacity(template.len() + context.len() + question.len());
+    let mut rest = template;
+    while let Some(i) = rest.find('{') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(after) = tail.strip_prefix("{context}") {
+            out.push_str(context);
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("{question}") {
+            out.push_str(question);
+            rest = after;
+        } else {
+            out.push('{');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// What the backend answered.
@@ -47,6 +90,9 @@ pub struct Answer {
     pub no_store: bool,
     /// The entry's lifetime chosen by the backend (webhook `"ttl"`), instead of the asker's.
     pub ttl_secs: Option<i64>,
+    /// The documents the answer cites (webhook `"sources"`), as an entry's sources part
+    /// (see `crate::sources::encode`); empty: none.
+    pub sources: Vec<u8>,
 }
 
 /// Which wire format misses use (`qa.backend-format`).
@@ -282,6 +328,30 @@ mod tests {
         let long = "é".repeat(300);
         let e = excerpt(long.as_bytes(), "");
         assert!(e.ends_with("...") && e.len() <= 203, "{}", e.len());
+    }
+
+    /// (template, context, question, user message)
+    #[test]
+    fn context_templates() {
+        let rows = [
+            ("{context}|{question}", "C", "Q", "C|Q"),
+            ("Q: {question}", "C", "Q", "Q: Q"), // a template may leave the context out
+            ("{question}{question}", "C", "Q", "QQ"),
+            ("{ctx} {context", "C", "Q", "{ctx} {context"), // not placeholders
+            ("{context}", "{question}", "Q", "{question}"), // no second expansion
+            ("\u{e9}{context}\u{e9}", "C", "Q", "\u{e9}C\u{e9}"),
+        ];
+        for (t, c, q, want) in rows {
+            assert_eq!(fill_template(t, c, q), want, "{t}");
+        }
+        let mut r = Request {
+            question: "Q".into(),
+            context_template: "{context}/{question}".into(),
+            ..Request::default()
+        };
+        assert_eq!(r.user_message(), "Q");
+        r.context = "C".into();
+        assert_eq!(r.user_message(), "C/Q");
     }
 
     #[test]

@@ -27,7 +27,7 @@ impl WireFormat for OpenAi {
         if !req.system.is_empty() {
             messages.push(json!({"role": "system", "content": req.system}));
         }
-        messages.push(json!({"role": "user", "content": req.question}));
+        messages.push(json!({"role": "user", "content": req.user_message()}));
         // Serializing a Value built from strings cannot fail.
         serde_json::to_vec(&json!({"model": req.model, "messages": messages})).unwrap_or_default()
     }
@@ -84,6 +84,22 @@ mod tests {
             json!({"model": "gpt-4o-mini",
                    "messages": [{"role": "user", "content": "What is \"RAG\"?\n"}]})
         );
+    }
+
+    /// The app's context goes into the user message through the template.
+    #[test]
+    fn request_with_context() {
+        let r = Request {
+            context: "Refunds: 30 days.".into(),
+            context_template: crate::backend::DEFAULT_CONTEXT_TEMPLATE.into(),
+            ..req("Be brief.")
+        };
+        let body: Value = serde_json::from_slice(&OpenAi.request_body(&r)).unwrap();
+        assert_eq!(
+            body["messages"][1],
+            json!({"role": "user", "content": "Answer the question using only the context below.\n\nContext:\nRefunds: 30 days.\n\nQuestion: What is \"RAG\"?\n"})
+        );
+        assert_eq!(body["messages"][0]["content"], "Be brief.");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - Webhook: `"stream": true` in the body and `Accept: text/event-stream, application/json`.
 //!   A service that can stream answers `Content-Type: text/event-stream` with events
 //!   `data: {"text": "<piece>"}`, then `data: {"end": true}` (which may carry `ttl`, `cache`,
+//!   `sources`,
 //!   `tokens_in`, `tokens_out` as the plain reply does), or `data: {"error": "<message>"}`.
 //!   A service that does not answers its usual JSON: the whole answer is then one piece.
 
@@ -55,6 +56,8 @@ pub struct Reader {
     done: bool,
     no_store: bool,
     ttl_secs: Option<i64>,
+    /// The webhook end event's `"sources"` (as the plain reply's, `crate::sources::encode`).
+    sources: Vec<u8>,
 }
 
 impl Reader {
@@ -70,6 +73,7 @@ impl Reader {
             done: false,
             no_store: false,
             ttl_secs: None,
+            sources: Vec::new(),
         }
     }
 
@@ -218,6 +222,7 @@ impl Reader {
                     ))
                 }
             };
+            self.sources = super::webhook::sources(v.get("sources"))?;
             self.tokens_in = super::count(Some(&v), "tokens_in");
             self.tokens_out = super::count(Some(&v), "tokens_out");
             self.finish = Some("stop".into());
@@ -252,6 +257,7 @@ impl Reader {
             truncated,
             no_store: self.no_store,
             ttl_secs: self.ttl_secs,
+            sources: self.sources,
         })
     }
 }

@@ -1,10 +1,12 @@
 //! Webhook: your own service (a whole RAG pipeline) behind `QA.GET`.
 //!
 //! `POST {url}` (the URL as configured, nothing appended) with
-//! `{"cache", "question", "normalized", "model", "system"}` and, if a key is configured,
-//! `Authorization: Bearer <key>`. The reply is `{"answer": "..."}`, optionally with
-//! `"ttl": <seconds>` (the entry's lifetime instead of the asker's), `"cache": false` (answer
-//! without storing) and `"tokens_in"` / `"tokens_out"` (kept with the entry).
+//! `{"cache", "question", "normalized", "model", "system"}` (plus `"context"` when the asker
+//! sent `CONTEXT`) and, if a key is configured, `Authorization: Bearer <key>`. The reply is
+//! `{"answer": "..."}`, optionally with `"ttl": <seconds>` (the entry's lifetime instead of
+//! the asker's), `"cache": false` (answer without storing), `"tokens_in"` / `"tokens_out"`
+//! (kept with the entry) and `"sources"`: the ids of the documents the answer cites (see
+//! `crate::sources` for their bounds), kept with the entry for `QA.INVALIDATE ... SOURCE`.
 
 use serde_json::{json, Value};
 
@@ -26,14 +28,17 @@ impl WireFormat for Webhook {
     }
 
     fn request_body(&self, req: &Request) -> Vec<u8> {
-        serde_json::to_vec(&json!({
+        let mut body = json!({
             "cache": req.cache,
             "question": req.question,
             "normalized": req.normalized,
             "model": req.model,
             "system": req.system,
-        }))
-        .unwrap_or_default()
+        });
+        if !req.context.is_empty() {
+            body["context"] = Value::String(req.context.clone());
+        }
+        serde_json::to_vec(&body).unwrap_or_default()
     }
 
     fn parse_reply(&self, body: &[u8]) -> Result<Answer, BackendError> {
@@ -77,8 +82,31 @@ impl WireFormat for Webhook {
             truncated: false,
             no_store,
             ttl_secs,
+            sources: sources(v.get("sources"))?,
         })
     }
+}
+
+/// The `"sources"` of a reply: absent, null or an array of document ids (strings; see
+/// `crate::sources::valid_id`, at most `MAX_SOURCES` different ones).
+pub(crate) fn sources(v: Option<&Value>) -> Result<Vec<u8>, BackendError> {
+    let bad = || {
+        BackendError::Malformed(format!(
+            "sources must be an array of at most {} document ids of 1 to {} bytes without control characters",
+            crate::sources::MAX_SOURCES,
+            crate::sources::MAX_ID_BYTES
+        ))
+    };
+    let items = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(bad()),
+    };
+    let mut ids = Vec::with_capacity(items.len().min(crate::sources::MAX_SOURCES + 1));
+    for item in items {
+        ids.push(item.as_str().ok_or_else(bad)?.as_bytes());
+    }
+    crate::sources::encode(ids).ok_or_else(bad)
 }
 
 #[cfg(test)]
@@ -94,6 +122,7 @@ mod tests {
             system: String::new(),
             cache: "support:acme".into(),
             max_tokens: 1024,
+            ..Request::default()
         };
         let body: Value = serde_json::from_slice(&Webhook.request_body(&req)).unwrap();
         assert_eq!(
@@ -102,6 +131,15 @@ mod tests {
                    "normalized": "what is our refund policy", "model": "gpt-4o-mini",
                    "system": ""})
         );
+        // The app's retrieved context, as is (the template is for the chat formats only).
+        let with = Request {
+            context: "Refunds: 30 days.".into(),
+            context_template: "ignored {context}".into(),
+            ..req.clone()
+        };
+        let body: Value = serde_json::from_slice(&Webhook.request_body(&with)).unwrap();
+        assert_eq!(body["context"], "Refunds: 30 days.");
+        assert_eq!(body["question"], "What is our refund policy?");
         assert_eq!(Webhook.path(), "");
         assert_eq!(
             Webhook.headers("k"),
@@ -125,6 +163,29 @@ mod tests {
                 Answer {
                     text: "30 days.".into(),
                     ttl_secs: Some(60),
+                    sources: b"kb/12".to_vec(),
+                    ..Answer::default()
+                },
+            ),
+            (
+                r#"{"answer": "a", "sources": ["b.md", "a.md", "b.md"]}"#,
+                Answer {
+                    text: "a".into(),
+                    sources: b"b.md\na.md".to_vec(), // repeats dropped, order kept
+                    ..Answer::default()
+                },
+            ),
+            (
+                r#"{"answer": "a", "sources": []}"#,
+                Answer {
+                    text: "a".into(),
+                    ..Answer::default()
+                },
+            ),
+            (
+                r#"{"answer": "a", "sources": null}"#,
+                Answer {
+                    text: "a".into(),
                     ..Answer::default()
                 },
             ),
@@ -177,6 +238,32 @@ mod tests {
                 malformed("cache must be true or false"),
             ),
         ];
+        let src = malformed("sources must be an array of at most 32 document ids of 1 to 256 bytes without control characters");
+        let too_many = format!(
+            r#"{{"answer": "a", "sources": [{}]}}"#,
+            (0..33)
+                .map(|i| format!("\"d{i}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let too_long = format!(r#"{{"answer": "a", "sources": ["{}"]}}"#, "x".repeat(257));
+        let src_rows: &[&str] = &[
+            r#"{"answer": "a", "sources": "a.md"}"#,
+            r#"{"answer": "a", "sources": [1]}"#,
+            r#"{"answer": "a", "sources": [""]}"#,
+            r#"{"answer": "a", "sources": ["a\nb"]}"#,
+            r#"{"answer": "a", "sources": [["a"]]}"#,
+            r#"{"answer": "a", "sources": {"a": 1}}"#,
+            &too_many,
+            &too_long,
+        ];
+        for body in src_rows {
+            assert_eq!(
+                Webhook.parse_reply(body.as_bytes()).unwrap_err(),
+                src,
+                "{body}"
+            );
+        }
         for (body, want) in rows {
             assert_eq!(
                 &Webhook.parse_reply(body.as_bytes()).unwrap_err(),

@@ -16,6 +16,8 @@ pub struct Allowed {
     pub withmeta: bool,
     /// `SEMANTIC` / `EXACT` (the semantic tier on or off for this call).
     pub semantic: bool,
+    /// `CONTEXT <text>` and `SOURCES <n> <id>...` (see docs/sources.md).
+    pub cited: bool,
     pub unknown: &'static str,
 }
 
@@ -26,6 +28,7 @@ pub const LOOKUP_ONLY: Allowed = Allowed {
     refresh: false,
     withmeta: false,
     semantic: false,
+    cited: false,
     unknown: error::UNKNOWN_OPTION_LOOKUP,
 };
 
@@ -44,6 +47,29 @@ pub struct EntryArgs<'a> {
     pub withmeta: bool,
     /// `Some(true)` for `SEMANTIC`, `Some(false)` for `EXACT`, else the config decides.
     pub semantic: Option<bool>,
+    /// `CONTEXT` and `SOURCES`, boxed: a request without them carries one null pointer.
+    pub cited: Option<Box<Cited<'a>>>,
+}
+
+/// `CONTEXT <text>` and `SOURCES <n> <id>...` (docs/sources.md).
+#[derive(Debug, PartialEq, Eq, Default)]
+pub struct Cited<'a> {
+    /// The app's retrieved context (part of the key, sent to the backend).
+    pub context: Option<&'a [u8]>,
+    /// The documents the answer cites, checked (not yet deduplicated).
+    pub sources: Option<Vec<&'a [u8]>>,
+}
+
+impl<'a> EntryArgs<'a> {
+    /// `CONTEXT <text>`, if given.
+    pub fn context(&self) -> Option<&'a [u8]> {
+        self.cited.as_ref().and_then(|c| c.context)
+    }
+
+    /// The ids of `SOURCES <n> <id>...`, if given.
+    pub fn sources(&self) -> Option<&[&'a [u8]]> {
+        self.cited.as_ref().and_then(|c| c.sources.as_deref())
+    }
 }
 
 /// Parses everything after the command name: `positional` (2 or 3) fixed arguments, then
@@ -89,6 +115,36 @@ pub fn parse<'a>(
                 None => {}
             }
             i += 1;
+            continue;
+        }
+        if allowed.cited && is(b"SOURCES") {
+            let n = rest
+                .get(i + 1)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|n| (1..=crate::sources::MAX_SOURCES).contains(n))
+                .ok_or(error::SOURCES_COUNT)?;
+            let ids = rest.get(i + 2..i + 2 + n).ok_or(error::SOURCES_COUNT)?;
+            if !ids.iter().all(|id| crate::sources::valid_id(id)) {
+                return Err(error::SOURCE_ID_INVALID);
+            }
+            let cited = out.cited.get_or_insert_with(Default::default);
+            if cited.sources.replace(ids.to_vec()).is_some() {
+                return Err(error::OPTION_TWICE);
+            }
+            i += 2 + n;
+            continue;
+        }
+        if allowed.cited && is(b"CONTEXT") {
+            let value = rest.get(i + 1).copied().ok_or(error::OPTION_VALUE)?;
+            if std::str::from_utf8(value).is_err() {
+                return Err(error::CONTEXT_UTF8);
+            }
+            let cited = out.cited.get_or_insert_with(Default::default);
+            if cited.context.replace(value).is_some() {
+                return Err(error::OPTION_TWICE);
+            }
+            i += 2;
             continue;
         }
         if !((allowed.ttl && is(b"TTL"))
@@ -181,6 +237,7 @@ mod tests {
         refresh: true,
         withmeta: true,
         semantic: true,
+        cited: true,
         unknown: error::UNKNOWN_OPTION_GET,
     };
     const SET: Allowed = Allowed {
@@ -189,6 +246,7 @@ mod tests {
         refresh: false,
         withmeta: false,
         semantic: true,
+        cited: true,
         unknown: error::UNKNOWN_OPTION_SET,
     };
 
@@ -228,6 +286,7 @@ mod tests {
                 refresh: true,
                 withmeta: true,
                 semantic: Some(true),
+                cited: None,
             }
         );
         let s = p(&["faq", "q", "the answer", "TTL", "5", "exact"], 3, SET).unwrap();
@@ -340,6 +399,64 @@ mod tests {
         assert_eq!(
             p(&[&"c".repeat(129), "q"], 2, GET).unwrap_err(),
             error::CACHE_TOO_LONG
+        );
+    }
+
+    #[test]
+    fn context_and_sources() {
+        let a = p(
+            &[
+                "faq", "q", "SOURCES", "2", "a.md", "b.md", "context", "ctx", "TTL", "5",
+            ],
+            2,
+            GET,
+        )
+        .unwrap();
+        assert_eq!(a.sources(), Some(&[&b"a.md"[..], b"b.md"][..]));
+        assert_eq!((a.context(), a.ttl), (Some(&b"ctx"[..]), Some(5)));
+        // An id that looks like an option is an id: the count says where they end.
+        let s = p(&["faq", "q", "ans", "sources", "1", "TTL"], 3, SET).unwrap();
+        assert_eq!(s.sources(), Some(&[&b"TTL"[..]][..]));
+        // (arguments, expected error)
+        let rows: &[(&[&str], &str)] = &[
+            (&["faq", "q", "SOURCES"], error::SOURCES_COUNT),
+            (&["faq", "q", "SOURCES", "0"], error::SOURCES_COUNT),
+            (&["faq", "q", "SOURCES", "33"], error::SOURCES_COUNT),
+            (&["faq", "q", "SOURCES", "-1", "a"], error::SOURCES_COUNT),
+            (&["faq", "q", "SOURCES", "x", "a"], error::SOURCES_COUNT),
+            (&["faq", "q", "SOURCES", "2", "a"], error::SOURCES_COUNT),
+            (&["faq", "q", "SOURCES", "1", ""], error::SOURCE_ID_INVALID),
+            (
+                &["faq", "q", "SOURCES", "1", "a\nb"],
+                error::SOURCE_ID_INVALID,
+            ),
+            (
+                &["faq", "q", "SOURCES", "1", "a", "SOURCES", "1", "b"],
+                error::OPTION_TWICE,
+            ),
+            (&["faq", "q", "CONTEXT"], error::OPTION_VALUE),
+            (
+                &["faq", "q", "CONTEXT", "a", "CONTEXT", "b"],
+                error::OPTION_TWICE,
+            ),
+            (&["faq", "q", "CONTEXT", "a"], error::UNKNOWN_OPTION_LOOKUP),
+        ];
+        for (args, want) in rows {
+            let allowed = if args.len() == 4 && args[2] == "CONTEXT" {
+                LOOKUP_ONLY
+            } else {
+                GET
+            };
+            assert_eq!(p(args, 2, allowed).unwrap_err(), *want, "{args:?}");
+        }
+        let bad_utf8: &'static [u8] = b"\xff";
+        assert_eq!(
+            parse(&[b"faq", b"q", b"CONTEXT", bad_utf8], 2, GET),
+            Err(error::CONTEXT_UTF8)
+        );
+        assert_eq!(
+            parse(&[b"faq", b"q", b"SOURCES", b"1", bad_utf8], 2, GET),
+            Err(error::SOURCE_ID_INVALID)
         );
     }
 

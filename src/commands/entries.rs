@@ -75,6 +75,7 @@ const SET_ALLOWED: Allowed = Allowed {
     refresh: false,
     withmeta: false,
     semantic: true,
+    cited: true,
     unknown: error::UNKNOWN_OPTION_SET,
 };
 
@@ -97,11 +98,21 @@ pub(crate) extern "C" fn qa_set(
             Ok(q) => q,
             Err(e) => return reply_error(ctx, e),
         };
-        if a.semantic.unwrap_or_else(|| config::SEMANTIC.get()) {
+        // With the app's context the semantic tier is off (see `get::make_job`).
+        if a.context().is_none() && a.semantic.unwrap_or_else(|| config::SEMANTIC.get()) {
             return set_semantic(ctx, a, question, &s.normalized, &s.key, answer);
         }
         let context = Context::new(ctx);
         let model = config::with_strings(&context, |c| a.model.unwrap_or(&c.model).to_string());
+        let sources = a
+            .sources()
+            .and_then(|ids| crate::sources::encode(ids.iter().copied()))
+            .unwrap_or_default();
+        // Names the per-source sets (of this entry, or of the one it replaces).
+        let generation = match generation::with_generation(ctx, a.cache, |g, _| g.to_vec()) {
+            Ok(g) => g,
+            Err(e) => return reply_error(ctx, e),
+        };
         let written = entry::write(
             &context,
             &entry::NewEntry {
@@ -115,6 +126,8 @@ pub(crate) extern "C" fn qa_set(
                 ttl_secs: a.ttl.unwrap_or_else(|| config::TTL.get()),
                 stale_secs: 0,
                 sem: None,
+                sources: &sources,
+                generation: &generation,
             },
         );
         match written {
@@ -191,11 +204,12 @@ pub(crate) extern "C" fn qa_del(
     })
 }
 
-/// `QA.INVALIDATE <cache> [TOKEN <token>]`: gives the cache a new random generation token
-/// (the value of `qa:{<cache>}:gen`), so no existing entry of it is served again; replies the
-/// new token. O(1) whatever the cache's size: old entries expire with their TTL, and their
+/// `QA.INVALIDATE <cache> [TOKEN <token> | SOURCE <id> [<id> ...]]`: gives the cache a new
+/// random generation token (the value of `qa:{<cache>}:gen`), so no existing entry of it is
+/// served again; replies the new token. O(1) whatever the cache's size: old entries expire with their TTL, and their
 /// vectors are freed off the main thread. `TOKEN` is how the command reaches replicas and the
-/// AOF (with the token the primary chose); a client should never need it.
+/// AOF (with the token the primary chose); a client should never need it. `SOURCE`: see
+/// `sources::invalidate`.
 pub(crate) extern "C" fn qa_invalidate(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut *mut raw::RedisModuleString,
@@ -203,6 +217,9 @@ pub(crate) extern "C" fn qa_invalidate(
 ) -> c_int {
     guarded(ctx, || unsafe {
         let args = Args::new(argv, argc);
+        if super::sources::is_by_source(&args) {
+            return super::sources::invalidate(ctx, &args, argc.max(0) as usize);
+        }
         let (cache, token) = match args.cache_and_option(b"TOKEN") {
             Ok(parsed) => parsed,
             Err(e) => return reply_error(ctx, e),
@@ -226,7 +243,8 @@ pub(crate) extern "C" fn qa_invalidate(
 /// (RESP3; a flat array in RESP2), or nil: `key`, `format` (1: a hash written by an older
 /// build, 2: one string), `question` (as first asked), `model`, `answer`, `created_ms`,
 /// `fresh_until_ms` (0: no stale grace), `tokens_in`, `tokens_out`, `latency_ms`, `ttl_ms`
-/// (-1: none), `sem_bytes` (0: no embedding).
+/// (-1: none), `sem_bytes` (0: no embedding), and `sources` (an array of document ids) when
+/// the entry cites any.
 pub(crate) extern "C" fn qa_entry(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut *mut raw::RedisModuleString,
@@ -266,7 +284,8 @@ pub(crate) extern "C" fn qa_entry(
             ("sem_bytes", d.sem_bytes as i64),
             ("format", d.format),
         ];
-        raw::reply_with_map(ctx, (texts.len() + ints.len()) as _);
+        let cited = !d.sources.is_empty();
+        raw::reply_with_map(ctx, (texts.len() + ints.len() + usize::from(cited)) as _);
         for (name, v) in texts {
             reply_str(ctx, name.as_bytes());
             reply_str(ctx, v);
@@ -274,6 +293,14 @@ pub(crate) extern "C" fn qa_entry(
         for (name, v) in ints {
             reply_str(ctx, name.as_bytes());
             raw::RedisModule_ReplyWithLongLong.unwrap()(ctx, v);
+        }
+        if cited {
+            reply_str(ctx, b"sources");
+            let ids: Vec<&[u8]> = crate::sources::ids(&d.sources).collect();
+            raw::RedisModule_ReplyWithArray.unwrap()(ctx, ids.len() as _);
+            for id in ids {
+                reply_str(ctx, id);
+            }
         }
         OK
     })

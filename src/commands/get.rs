@@ -25,6 +25,7 @@ const ALLOWED: Allowed = Allowed {
     refresh: true,
     withmeta: true,
     semantic: true,
+    cited: true,
     unknown: error::UNKNOWN_OPTION_GET,
 };
 
@@ -107,7 +108,14 @@ unsafe fn reply_hit(ctx: *mut raw::RedisModuleCtx, hit: &Hit, withmeta: bool) {
     let age = hit.created_ms.map_or(0, |c| (now - c).max(0));
     let served = if hit.stale { "stale" } else { "hit" };
     super::replied();
-    blocked::reply_meta(ctx, answer, served, age, hit.ttl_ms.unwrap_or(-1));
+    blocked::reply_meta_cited(
+        ctx,
+        answer,
+        served,
+        age,
+        hit.ttl_ms.unwrap_or(-1),
+        hit.sources(),
+    );
 }
 
 /// A stale entry was served: refresh it with one background call (single-flight), unless
@@ -147,17 +155,25 @@ pub(crate) unsafe fn make_job(
     key: &[u8],
 ) -> Job {
     let timeout_ms = config::TIMEOUT_MS.get();
-    let (model, system) = config::with_strings(&Context::new(ctx), |cfg| {
+    let (model, system, context_template) = config::with_strings(&Context::new(ctx), |cfg| {
         (
             a.model.unwrap_or(&cfg.model).to_string(),
             a.system.unwrap_or(&cfg.system_prompt).to_string(),
+            if a.context().is_some() {
+                cfg.context_template.clone()
+            } else {
+                String::new()
+            },
         )
     });
     let db = raw::RedisModule_GetSelectedDb.unwrap()(ctx);
     let settings = config::call_settings(&Context::new(ctx));
     // The generation was just read for the key: this is the mirror's copy.
     let generation = generation::with_generation(ctx, a.cache, |g, _| g.to_vec()).ok();
-    let semantic = if a.semantic.unwrap_or_else(|| config::SEMANTIC.get()) {
+    // An answer built on the app's context is not one for a paraphrase asked with another
+    // (or none): such a call neither searches nor feeds the semantic tier.
+    let semantic = if a.context().is_none() && a.semantic.unwrap_or_else(|| config::SEMANTIC.get())
+    {
         generation.as_ref().map(|g| SemanticJob {
             settings: config::semantic_settings(&Context::new(ctx), &settings),
             scope: (
@@ -181,7 +197,18 @@ pub(crate) unsafe fn make_job(
             cache: String::from_utf8_lossy(a.cache).into_owned(),
             normalized: normalized.to_string(),
             max_tokens: config::MAX_TOKENS.get().clamp(1, u32::MAX as i64) as u32,
+            // Checked as UTF-8 when parsed.
+            context: a
+                .context()
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .unwrap_or_default(),
+            context_template,
         },
+        sources: a
+            .sources()
+            .and_then(|ids| crate::sources::encode(ids.iter().copied()))
+            .unwrap_or_default(),
+        asked_us: entry::now_us(),
         ttl_secs: a.ttl.unwrap_or_else(|| config::TTL.get()),
         stale_secs: a.stale.unwrap_or_else(|| config::STALE_TTL.get()),
         background: false,

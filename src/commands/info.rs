@@ -44,6 +44,7 @@ pub fn info(ctx: &InfoContext, for_crash_report: bool) -> RedisResult<()> {
         .field("refused_busy", stats::REFUSED_BUSY.get())?
         .field("stored", stats::STORED.get())?
         .field("store_errors", stats::STORE_ERRORS.get())?
+        .field("source_sets_evicted", stats::SOURCE_SETS_EVICTED.get())?
         .field("tokens_in_spent", stats::TOKENS_IN_SPENT.get())?
         .field("tokens_out_spent", stats::TOKENS_OUT_SPENT.get())?
         .field("tokens_in_saved", stats::TOKENS_IN_SAVED.get())?

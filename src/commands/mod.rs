@@ -7,6 +7,7 @@ pub mod audit;
 pub mod entries;
 pub mod get;
 pub mod info;
+pub mod sources;
 pub mod stream;
 
 use std::ffi::CString;
@@ -70,6 +71,7 @@ pub(crate) fn with_entry_args(
 ///
 /// # Safety
 /// `ctx` must be the running command's context, on the main thread.
+#[inline]
 pub unsafe fn resolve<'a>(
     ctx: *mut raw::RedisModuleCtx,
     a: &EntryArgs<'a>,
@@ -77,6 +79,9 @@ pub unsafe fn resolve<'a>(
 ) -> Result<&'a str, &'static str> {
     let max_q = config::MAX_QUESTION_BYTES.get().max(0) as usize;
     let question = args::question_str(a.question, max_q)?;
+    if a.context().is_some() {
+        return resolve_with_context(ctx, a, s, question);
+    }
     normalize::normalize_into(question, &mut s.normalized);
     if s.normalized.is_empty() {
         return Err(error::QUESTION_EMPTY);
@@ -100,6 +105,47 @@ pub unsafe fn resolve<'a>(
                     keys::prefix_state(m.unwrap_or(&cfg.model), sys.unwrap_or(&cfg.system_prompt));
                 keys::entry_key_into(&prefix, a.cache, generation, normalized, key);
             }
+        })
+    })?;
+    Ok(question)
+}
+
+/// [`resolve`] for a question asked with `CONTEXT` (kept apart so that the usual path stays
+/// as it was): the context is checked and its bytes are part of the key.
+#[cold]
+#[inline(never)]
+unsafe fn resolve_with_context<'a>(
+    ctx: *mut raw::RedisModuleCtx,
+    a: &EntryArgs<'a>,
+    s: &mut Scratch,
+    question: &'a str,
+) -> Result<&'a str, &'static str> {
+    let context = a.context().unwrap_or_default();
+    if context.len() as i64 > config::MAX_CONTEXT_BYTES.get() {
+        return Err(error::CONTEXT_TOO_LONG);
+    }
+    normalize::normalize_into(question, &mut s.normalized);
+    if s.normalized.is_empty() {
+        return Err(error::QUESTION_EMPTY);
+    }
+    s.key.clear();
+    let Scratch {
+        normalized,
+        key,
+        slot,
+        no_generation,
+    } = s;
+    generation::with_generation(ctx, a.cache, |generation, stats_slot| {
+        *slot = stats_slot;
+        *no_generation = generation.is_empty();
+        config::with_strings(&Context::new(ctx), |cfg| {
+            let prefix = keys::prefix_state(
+                a.model.unwrap_or(&cfg.model),
+                a.system.unwrap_or(&cfg.system_prompt),
+            );
+            keys::entry_key_with_context_into(
+                &prefix, a.cache, generation, normalized, context, key,
+            );
         })
     })?;
     Ok(question)
@@ -335,14 +381,26 @@ const COMMANDS: &[CommandDef] = &[
     CommandDef {
         name: "qa.invalidate",
         handler: entries::qa_invalidate,
-        flags: "write fast",
+        // Not fast: the SOURCE form removes every entry citing the ids.
+        flags: "write",
         arity: -2,
         write: true,
         summary:
             "Stops every entry of a cache from being served, at once; replies the new generation token",
-        complexity: "O(1)",
-        acl: "write fast",
-        args: "cache:key ?TOKEN:string",
+        complexity: "O(1); with SOURCE, O(N) in the entries citing the ids",
+        acl: "write",
+        args: "cache:key ?TOKEN:string ?SOURCE:string",
+    },
+    CommandDef {
+        name: "qa.sources",
+        handler: sources::qa_sources,
+        flags: "readonly",
+        arity: -3,
+        write: false,
+        summary: "Returns how many live entries of a cache cite a document (with WITHKEYS, their keys and questions)",
+        complexity: "O(N) in the entries citing the document",
+        acl: "read",
+        args: "cache:key id:string ?WITHKEYS",
     },
     CommandDef {
         name: "qa.stats",

@@ -24,6 +24,7 @@ const ALLOWED: Allowed = Allowed {
     refresh: true,
     withmeta: false,
     semantic: true,
+    cited: true,
     unknown: error::UNKNOWN_OPTION_STREAM,
 };
 

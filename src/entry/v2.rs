@@ -1,10 +1,11 @@
 //! Entry format v2: a whole entry in one Redis string. Pure: bytes in, bytes out.
 //!
 //! ```text
-//! qa2 c=<created> f=<fresh until> i=<tokens in> o=<tokens out> l=<latency> m=<model> q=<Q> a=<A> s=<S>\n
+//! qa2 c=<created> f=<fresh until> i=<tokens in> o=<tokens out> l=<latency> m=<model> q=<Q> a=<A> s=<S>[ r=<R>]\n
 //! <question: Q bytes>\n
 //! <answer: A bytes>
 //! \n<sem: S bytes>          (only when S > 0)
+//! \n<sources: R bytes>      (only when R > 0)
 //! ```
 //!
 //! One text line of header, fields in this order, each `name=value` after one space: `c`
@@ -14,7 +15,10 @@
 //! lengths of the three parts that follow. Numbers are canonical decimals (no sign, no
 //! leading zero). The question is the one first asked (not normalized); `sem` is the
 //! semantic tier's embedding (see `semantic::encode`), after the answer so a hit never reads
-//! past the answer. `GET <key>` shows the header and the question as text lines.
+//! past the answer. `GET <key>` shows the header and the question as text lines. `r` (only
+//! written when the entry cites documents, so an entry without sources is byte for byte what
+//! older builds wrote) is the length of the sources part: document ids joined by `\n` (see
+//! `crate::sources`).
 //!
 //! [`decode`] accepts exactly what [`encode`] writes: anything else (another version, a
 //! header written by hand with a field out of order, a length that does not add up) is not
@@ -47,6 +51,8 @@ pub struct Entry<'a> {
     pub answer: &'a [u8],
     /// Empty: no embedding.
     pub sem: &'a [u8],
+    /// The document ids the answer cites, joined by `\n`; empty: none.
+    pub sources: &'a [u8],
 }
 
 /// Whether a model byte is written as `%XX`.
@@ -58,7 +64,22 @@ const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 /// Encodes an entry. `sem` empty: no embedding.
 pub fn encode(meta: &Meta, model: &[u8], question: &[u8], answer: &[u8], sem: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(96 + model.len() + question.len() + answer.len() + sem.len());
+    encode_cited(meta, model, question, answer, sem, b"")
+}
+
+/// [`encode`] with the sources part (ids joined by `\n`; empty: none, and then the bytes
+/// are exactly [`encode`]'s).
+pub fn encode_cited(
+    meta: &Meta,
+    model: &[u8],
+    question: &[u8],
+    answer: &[u8],
+    sem: &[u8],
+    sources: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        104 + model.len() + question.len() + answer.len() + sem.len() + sources.len(),
+    );
     // Writing into a Vec cannot fail.
     let _ = write!(
         out,
@@ -72,19 +93,27 @@ pub fn encode(meta: &Meta, model: &[u8], question: &[u8], answer: &[u8], sem: &[
             out.push(b);
         }
     }
-    let _ = writeln!(
+    let _ = write!(
         out,
         " q={} a={} s={}",
         question.len(),
         answer.len(),
         sem.len()
     );
+    if !sources.is_empty() {
+        let _ = write!(out, " r={}", sources.len());
+    }
+    out.push(b'\n');
     out.extend_from_slice(question);
     out.push(b'\n');
     out.extend_from_slice(answer);
     if !sem.is_empty() {
         out.push(b'\n');
         out.extend_from_slice(sem);
+    }
+    if !sources.is_empty() {
+        out.push(b'\n');
+        out.extend_from_slice(sources);
     }
     out
 }
@@ -182,6 +211,18 @@ pub fn decode(b: &[u8]) -> Option<Entry<'_>> {
     let a = usize::try_from(c.num()?).ok()?;
     c.expect(b" s=")?;
     let s = usize::try_from(c.num()?).ok()?;
+    let meta = Meta {
+        created_ms,
+        fresh_until,
+        tokens_in,
+        tokens_out,
+        latency_ms,
+    };
+    // One byte tells an entry without sources (the usual case, decoded below exactly as
+    // before sources existed) from one with them.
+    if b.get(c.i) == Some(&b' ') {
+        return decode_cited(c, meta, model_escaped, q, a, s);
+    }
     c.expect(b"\n")?;
     let body = &b[c.i..];
     let sem_part = if s > 0 { s.checked_add(1)? } else { 0 };
@@ -194,17 +235,62 @@ pub fn decode(b: &[u8]) -> Option<Entry<'_>> {
         return None;
     }
     Some(Entry {
-        meta: Meta {
-            created_ms,
-            fresh_until,
-            tokens_in,
-            tokens_out,
-            latency_ms,
-        },
+        meta,
         model_escaped,
         question: &body[..q],
         answer: &body[q + 1..answer_end],
         sem: if s > 0 { &body[answer_end + 1..] } else { &[] },
+        sources: &[],
+    })
+}
+
+/// The rest of [`decode`] for an entry citing sources: `c` is at ` r=` (or not an entry).
+#[cold]
+#[inline(never)]
+fn decode_cited<'a>(
+    mut c: Cur<'a>,
+    meta: Meta,
+    model_escaped: &'a [u8],
+    q: usize,
+    a: usize,
+    s: usize,
+) -> Option<Entry<'a>> {
+    c.expect(b" r=")?;
+    let r = usize::try_from(c.num()?).ok()?;
+    // `encode` writes `r` only for a non-empty sources part.
+    if r == 0 {
+        return None;
+    }
+    c.expect(b"\n")?;
+    let body = &c.b[c.i..];
+    let sem_part = if s > 0 { s.checked_add(1)? } else { 0 };
+    let want = q
+        .checked_add(1)?
+        .checked_add(a)?
+        .checked_add(sem_part)?
+        .checked_add(r.checked_add(1)?)?;
+    if body.len() != want || body[q] != b'\n' {
+        return None;
+    }
+    let answer_end = q + 1 + a;
+    if s > 0 && body[answer_end] != b'\n' {
+        return None;
+    }
+    let sem_end = answer_end + sem_part;
+    if body[sem_end] != b'\n' {
+        return None;
+    }
+    Some(Entry {
+        meta,
+        model_escaped,
+        question: &body[..q],
+        answer: &body[q + 1..answer_end],
+        sem: if s > 0 {
+            &body[answer_end + 1..sem_end]
+        } else {
+            &[]
+        },
+        sources: &body[sem_end + 1..],
     })
 }
 
@@ -310,6 +396,40 @@ mod tests {
         }
     }
 
+    /// Sources: absent for an entry without them (the bytes older builds wrote), after the
+    /// embedding when both are present; each row round-trips. (sem, sources)
+    #[test]
+    fn sources_part() {
+        let plain = encode(&META, b"m", b"q", b"a", b"");
+        assert_eq!(encode_cited(&META, b"m", b"q", b"a", b"", b""), plain);
+        assert!(decode(&plain).unwrap().sources.is_empty());
+        let b = encode_cited(&META, b"m", b"q", b"a", b"", b"refunds.md\nfaq.md");
+        assert_eq!(
+            String::from_utf8(b.clone()).unwrap(),
+            "qa2 c=1795711556260 f=1795711616260 i=7 o=15 l=2001 m=m q=1 a=1 s=0 r=17\n\
+             q\na\nrefunds.md\nfaq.md"
+        );
+        let rows: &[(&[u8], &[u8])] = &[
+            (b"", b"d"),                // sources only
+            (b"\x01\n\x02", b"d1\nd2"), // both, sem with a newline inside
+            (b"sem", b""),              // sem only
+        ];
+        for (sem, src) in rows {
+            let b = encode_cited(&META, b"m", b"q", b"a", sem, src);
+            let e = decode(&b).unwrap();
+            assert_eq!((e.answer, e.sem, e.sources), (&b"a"[..], *sem, *src));
+        }
+        // What encode never writes.
+        for bad in [
+            &b"qa2 c=1 f=0 i=0 o=0 l=0 m=m q=1 a=1 s=0 r=0\nq\na"[..], // r=0
+            b"qa2 c=1 f=0 i=0 o=0 l=0 m=m q=1 a=1 s=0 r=1\nq\na",      // sources missing
+            b"qa2 c=1 f=0 i=0 o=0 l=0 m=m q=1 a=1 s=0 r=1\nq\naXd",    // no separator
+            b"qa2 c=1 f=0 i=0 o=0 l=0 m=m q=1 a=1 s=0 x=1\nq\na\nd",   // other field
+        ] {
+            assert_eq!(decode(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
     /// Anything `encode` would not write is not an entry.
     #[test]
     fn refuses_what_it_did_not_write() {
@@ -355,17 +475,18 @@ mod tests {
     fn hostile_bytes_never_panic_and_decoding_is_exact() {
         fn check(b: &[u8]) {
             if let Some(e) = decode(b) {
-                let again = encode(
+                let again = encode_cited(
                     &e.meta,
                     &unescape(e.model_escaped),
                     e.question,
                     e.answer,
                     e.sem,
+                    e.sources,
                 );
                 assert_eq!(again, b, "{:?}", String::from_utf8_lossy(b));
             }
         }
-        let good = encode(&META, b"m o%", b"q?", b"answer", b"\x01\x02");
+        let good = encode_cited(&META, b"m o%", b"q?", b"answer", b"\x01\x02", b"doc1\ndoc2");
         let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut next = || {
             seed ^= seed << 13;
@@ -397,6 +518,7 @@ mod tests {
             b" q=",
             b" a=",
             b" s=",
+            b" r=",
             b"0",
             b"1",
             b"9",

@@ -214,7 +214,7 @@ def test_non_ascii_question_round_trips(r, cache):
         (["faq", "hello", "TTL", "0"], "TTL must be an integer between 1 and 315360000 seconds"),
         (["faq", "hello", "TTL", "abc"], "TTL must be an integer between 1 and 315360000 seconds"),
         (["faq", "hello", "TTL"], "option needs a value"),
-        (["faq", "hello", "BOGUS", "1"], "unknown option (expected TTL, STALE, MODEL, SYSTEM, REFRESH, WITHMETA, SEMANTIC or EXACT)"),
+        (["faq", "hello", "BOGUS", "1"], "unknown option (expected TTL, STALE, MODEL, SYSTEM, CONTEXT, SOURCES, REFRESH, WITHMETA, SEMANTIC or EXACT)"),
         (["faq", "hello", "REFRESH", "REFRESH"], "option given twice"),
     ],
 )
