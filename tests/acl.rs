@@ -84,7 +84,8 @@ fn acl_categories_where_the_server_supports_them() {
             "qa.key",
             "qa.peek",
             "qa.sources",
-            "qa.stats"
+            "qa.stats",
+            "qa.stream"
         ],
         "{version}"
     );
