@@ -3,7 +3,7 @@
 CARGO ?= cargo
 PORT ?= 6379
 
-.PHONY: all deps build run demo test lint bench bench-semantic clean fuzz eval-semantic eval-semantic-offline
+.PHONY: all deps build run demo test lint bench bench-semantic bench-ann clean fuzz eval-semantic eval-semantic-offline
 
 all: build
 
@@ -58,6 +58,12 @@ eval-semantic: deps
 # The semantic index: search time, memory and rebuild for 100k entries (docs/semantic.md).
 bench-semantic: build
 	python3 bench/semantic_bench.py
+
+# HNSW libraries (usearch f32/f16/int8, hnsw_rs) against exact search on 100k random unit
+# vectors: recall, search and insert cost, memory (bench/ann, a cargo project of its own; the
+# module does not use them yet: docs/semantic.md). Needs g++ (usearch is C++).
+bench-ann:
+	cd bench/ann && $(CARGO) run --release -- --n 100000 --data random --libs usearch-f16,usearch-i8,hnsw_rs
 
 # The same pairs without Redis: cosine from the embedding model, verdicts from the guards, on
 # the tune side (where rules and threshold are chosen), for both models. The test side:
