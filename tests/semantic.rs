@@ -433,6 +433,9 @@ fn a_promoted_replica_rebuilds_its_index_and_serves_paraphrases() {
     r.restart(&[]);
     let mut rc = r.conn();
     assert!(wait_until(Duration::from_secs(10), || link_up(&mut rc)));
+    // The link can be up before the entry is applied (a restarted replica may resume with a
+    // partial resync): promote it only once it holds the entry.
+    assert!(wait_until(Duration::from_secs(10), || dbsize(&mut rc) == 1));
     let _: String = redis::cmd("REPLICAOF")
         .arg(&["NO", "ONE"])
         .query(&mut rc)
