@@ -80,6 +80,11 @@ fn resets_one_cache_or_every_counter() {
     qa_get(&mut con, &["faq", "What is our refund policy?"]).unwrap();
     qa_get(&mut con, &["faq", "what is our refund policy"]).unwrap();
     qa_get(&mut con, &["other", "Do you ship to Canada?"]).unwrap();
+    // A miss's flight ends just after its reply: wait for the `inflight` gauge (checked as 0
+    // below) rather than race it.
+    assert!(wait_until(Duration::from_secs(5), || info_field(
+        &mut con, "inflight"
+    ) == 0));
     let faq = stats(&mut con, Some("faq"));
     assert_eq!((faq["hits"].as_str(), faq["misses"].as_str()), ("1", "1"));
     assert_ne!(faq["money_saved"], "0.000000");
