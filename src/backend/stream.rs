@@ -18,7 +18,7 @@
 use serde_json::{json, Value};
 
 use super::sse::Event;
-use super::{excerpt, Answer, BackendError, Format, Request, MAX_TTL_SECS};
+use super::{excerpt, Answer, BackendError, Format, Request};
 
 /// The request body asking for a streamed reply in `format`.
 pub fn request_body(format: Format, req: &Request) -> Vec<u8> {
@@ -201,27 +201,8 @@ impl Reader {
             Some(_) => return Err(BackendError::Malformed("text is not a string".into())),
         }
         if v.get("end") == Some(&Value::Bool(true)) {
-            self.ttl_secs = match v.get("ttl") {
-                None | Some(Value::Null) => None,
-                Some(t) => Some(
-                    t.as_i64()
-                        .filter(|t| (1..=MAX_TTL_SECS).contains(t))
-                        .ok_or_else(|| {
-                            BackendError::Malformed(
-                                "ttl must be an integer between 1 and 315360000".into(),
-                            )
-                        })?,
-                ),
-            };
-            self.no_store = match v.get("cache") {
-                None | Some(Value::Null) | Some(Value::Bool(true)) => false,
-                Some(Value::Bool(false)) => true,
-                Some(_) => {
-                    return Err(BackendError::Malformed(
-                        "cache must be true or false".into(),
-                    ))
-                }
-            };
+            self.ttl_secs = super::webhook::ttl(v.get("ttl"))?;
+            self.no_store = super::webhook::no_store(v.get("cache"))?;
             self.sources = super::webhook::sources(v.get("sources"))?;
             self.tokens_in = super::count(Some(&v), "tokens_in");
             self.tokens_out = super::count(Some(&v), "tokens_out");

@@ -54,36 +54,41 @@ impl WireFormat for Webhook {
         if text.trim().is_empty() {
             return Err(BackendError::Empty);
         }
-        let ttl_secs = match v.get("ttl") {
-            None | Some(Value::Null) => None,
-            Some(t) => Some(
-                t.as_i64()
-                    .filter(|t| (1..=MAX_TTL_SECS).contains(t))
-                    .ok_or_else(|| {
-                        BackendError::Malformed(
-                            "ttl must be an integer between 1 and 315360000".into(),
-                        )
-                    })?,
-            ),
-        };
-        let no_store = match v.get("cache") {
-            None | Some(Value::Null) | Some(Value::Bool(true)) => false,
-            Some(Value::Bool(false)) => true,
-            Some(_) => {
-                return Err(BackendError::Malformed(
-                    "cache must be true or false".into(),
-                ))
-            }
-        };
         Ok(Answer {
             text,
             tokens_in: super::count(Some(&v), "tokens_in"),
             tokens_out: super::count(Some(&v), "tokens_out"),
             truncated: false,
-            no_store,
-            ttl_secs,
+            no_store: no_store(v.get("cache"))?,
+            ttl_secs: ttl(v.get("ttl"))?,
             sources: sources(v.get("sources"))?,
         })
+    }
+}
+
+/// The `"ttl"` of a reply (also of a streamed reply's end event): absent, null, or whole
+/// seconds from 1 to [`MAX_TTL_SECS`].
+pub(crate) fn ttl(v: Option<&Value>) -> Result<Option<i64>, BackendError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(t) => t
+            .as_i64()
+            .filter(|t| (1..=MAX_TTL_SECS).contains(t))
+            .map(Some)
+            .ok_or_else(|| {
+                BackendError::Malformed("ttl must be an integer between 1 and 315360000".into())
+            }),
+    }
+}
+
+/// Whether a reply (or a streamed reply's end event) says `"cache": false`.
+pub(crate) fn no_store(v: Option<&Value>) -> Result<bool, BackendError> {
+    match v {
+        None | Some(Value::Null) | Some(Value::Bool(true)) => Ok(false),
+        Some(Value::Bool(false)) => Ok(true),
+        Some(_) => Err(BackendError::Malformed(
+            "cache must be true or false".into(),
+        )),
     }
 }
 
