@@ -79,49 +79,9 @@ pub unsafe fn resolve<'a>(
 ) -> Result<&'a str, &'static str> {
     let max_q = config::MAX_QUESTION_BYTES.get().max(0) as usize;
     let question = args::question_str(a.question, max_q)?;
-    if a.context().is_some() {
-        return resolve_with_context(ctx, a, s, question);
-    }
-    normalize::normalize_into(question, &mut s.normalized);
-    if s.normalized.is_empty() {
-        return Err(error::QUESTION_EMPTY);
-    }
-    s.key.clear();
-    let Scratch {
-        normalized,
-        key,
-        slot,
-        no_generation,
-    } = s;
-    generation::with_generation(ctx, a.cache, |generation, stats_slot| {
-        *slot = stats_slot;
-        *no_generation = generation.is_empty();
-        config::with_strings(&Context::new(ctx), |cfg| match (a.model, a.system) {
-            (None, None) => {
-                keys::entry_key_into(&cfg.default_prefix, a.cache, generation, normalized, key)
-            }
-            (m, sys) => {
-                let prefix =
-                    keys::prefix_state(m.unwrap_or(&cfg.model), sys.unwrap_or(&cfg.system_prompt));
-                keys::entry_key_into(&prefix, a.cache, generation, normalized, key);
-            }
-        })
-    })?;
-    Ok(question)
-}
-
-/// [`resolve`] for a question asked with `CONTEXT` (kept apart so that the usual path stays
-/// as it was): the context is checked and its bytes are part of the key.
-#[cold]
-#[inline(never)]
-unsafe fn resolve_with_context<'a>(
-    ctx: *mut raw::RedisModuleCtx,
-    a: &EntryArgs<'a>,
-    s: &mut Scratch,
-    question: &'a str,
-) -> Result<&'a str, &'static str> {
-    let context = a.context().unwrap_or_default();
-    if context.len() as i64 > config::MAX_CONTEXT_BYTES.get() {
+    // `CONTEXT`: checked here, and its bytes are part of the key.
+    let context = a.context();
+    if context.is_some_and(|c| c.len() as i64 > config::MAX_CONTEXT_BYTES.get()) {
         return Err(error::CONTEXT_TOO_LONG);
     }
     normalize::normalize_into(question, &mut s.normalized);
@@ -139,13 +99,23 @@ unsafe fn resolve_with_context<'a>(
         *slot = stats_slot;
         *no_generation = generation.is_empty();
         config::with_strings(&Context::new(ctx), |cfg| {
-            let prefix = keys::prefix_state(
-                a.model.unwrap_or(&cfg.model),
-                a.system.unwrap_or(&cfg.system_prompt),
-            );
-            keys::entry_key_with_context_into(
-                &prefix, a.cache, generation, normalized, context, key,
-            );
+            match (a.model, a.system, context) {
+                (None, None, None) => {
+                    keys::entry_key_into(&cfg.default_prefix, a.cache, generation, normalized, key)
+                }
+                (m, sys, context) => {
+                    let prefix = keys::prefix_state(
+                        m.unwrap_or(&cfg.model),
+                        sys.unwrap_or(&cfg.system_prompt),
+                    );
+                    match context {
+                        None => keys::entry_key_into(&prefix, a.cache, generation, normalized, key),
+                        Some(c) => keys::entry_key_with_context_into(
+                            &prefix, a.cache, generation, normalized, c, key,
+                        ),
+                    }
+                }
+            }
         })
     })?;
     Ok(question)
