@@ -265,22 +265,6 @@ fn qa_get_is_routed_to_the_node_owning_the_cache_slot() {
     assert_eq!(hits, 6);
 }
 
-/// `QA.GET ... WITHMETA` as (field, value) pairs (RESP2).
-fn meta(con: &mut redis::Connection, args: &[&str]) -> Vec<(String, String)> {
-    let flat: Vec<redis::Value> = redis::cmd("QA.GET")
-        .arg(args)
-        .arg("WITHMETA")
-        .query(con)
-        .expect("QA.GET WITHMETA");
-    let text = |v: &redis::Value| match v {
-        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        redis::Value::Int(n) => n.to_string(),
-        redis::Value::SimpleString(s) => s.clone(),
-        other => format!("{other:?}"),
-    };
-    flat.chunks(2).map(|p| (text(&p[0]), text(&p[1]))).collect()
-}
-
 fn meta_field(m: &[(String, String)], name: &str) -> String {
     m.iter()
         .find(|(k, _)| k == name)

@@ -12,22 +12,6 @@ use std::time::Duration;
 use common::backend::{answer_for, Backend, Reply};
 use common::*;
 
-/// A value of a WITHMETA reply (RESP2 flat array of field, value).
-fn meta(con: &mut redis::Connection, args: &[&str]) -> Vec<(String, String)> {
-    let flat: Vec<redis::Value> = redis::cmd("QA.GET")
-        .arg(args)
-        .arg("WITHMETA")
-        .query(con)
-        .expect("QA.GET WITHMETA");
-    let text = |v: &redis::Value| match v {
-        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        redis::Value::Int(n) => n.to_string(),
-        redis::Value::SimpleString(s) => s.clone(),
-        other => format!("{other:?}"),
-    };
-    flat.chunks(2).map(|p| (text(&p[0]), text(&p[1]))).collect()
-}
-
 fn field<'a>(m: &'a [(String, String)], name: &str) -> &'a str {
     m.iter()
         .find(|(k, _)| k == name)

@@ -599,3 +599,19 @@ pub fn decode_entry(v: &[u8]) -> Option<std::collections::HashMap<String, String
     }
     Some(out)
 }
+
+/// `QA.GET <args> WITHMETA` as (field, value) pairs, in order (RESP2: a flat array).
+pub fn meta(con: &mut redis::Connection, args: &[&str]) -> Vec<(String, String)> {
+    let flat: Vec<redis::Value> = redis::cmd("QA.GET")
+        .arg(args)
+        .arg("WITHMETA")
+        .query(con)
+        .expect("QA.GET WITHMETA");
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::Int(n) => n.to_string(),
+        redis::Value::SimpleString(s) => s.clone(),
+        other => format!("{other:?}"),
+    };
+    flat.chunks(2).map(|p| (text(&p[0]), text(&p[1]))).collect()
+}
