@@ -4,7 +4,8 @@
 # on its own redis-server under valgrind, 20000 hits on one 500-byte answer without sources
 # (redis-benchmark -c 10 -P 16), the handler's inclusive cost divided by the calls. Valgrind
 # has no SHA-NI, so the key's SHA-256 runs in software and dominates the absolute figure;
-# compare the two builds, not the figure with `usec_per_call`.
+# compare the two builds, not the figure with `usec_per_call`. (callgrind_annotate may put the
+# object name on the next line: the match does not rely on it.)
 #
 #   bench/hit_instructions.sh OLD.so NEW.so
 # Needs valgrind. Traffic to 127.0.0.1 only; stops only the servers it started.
@@ -22,7 +23,7 @@ for so in "$@"; do
     redis-cli -p "$port" SHUTDOWN NOSAVE >/dev/null 2>&1 || true
     wait "$pid" 2>/dev/null || true
     per_hit=$(callgrind_annotate --inclusive=yes "$out" 2>/dev/null |
-        grep -E 'get\.rs:redis_qa::commands::get::qa_get \[' | head -1 |
+        grep -E 'get\.rs:redis_qa::commands::get::qa_get( |$)' | head -1 |
         awk '{gsub(",","",$1); printf "%.1f", $1/20000}')
     echo "$so: $per_hit instructions per QA.GET hit"
     rm -f "$out"
