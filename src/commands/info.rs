@@ -90,6 +90,10 @@ pub fn info(ctx: &InfoContext, for_crash_report: bool) -> RedisResult<()> {
         .field("semantic_index_entries", entries as u64)?
         .field("semantic_index_vector_bytes", raw_bytes as u64)?
         .field("semantic_index_bytes", index_bytes as u64)?
+        .field(
+            "semantic_index_graph_pending",
+            semantic::upkeep::graph_pending() as u64,
+        )?
         .field("semantic_search_p50_us", search_p50)?
         .field("semantic_search_p99_us", search_p99)?;
     let (audited, agreed, disagreed) = if gauges {

@@ -5,21 +5,48 @@
 //! [`super::scope_digest`]). A search only ever looks inside one scope, so another model's,
 //! another system prompt's or an invalidated generation's entries can never match.
 //!
-//! Each vector is kept twice: as float32 (unit length) for the exact cosine, and as its sign
-//! bits for a fast first pass. Large scopes are searched in two steps: Hamming distance over
-//! the sign bits (48 bytes per 384-d vector) picks the `RERANK` nearest candidates, whose exact
-//! cosine then decides. Small scopes are scanned exactly.
+//! A scope keeps its newest vectors as float32 (unit length) in its *tail*, scanned exactly.
+//! Once a scope holds [`GRAPH_FROM`] vectors it also gets an HNSW graph (`usearch`, vectors
+//! quantized to [`QUANTIZATION`] inside it), and the tail is moved into the graph a batch at a
+//! time by the index's own thread ([`Index::graph_batch`], [`Index::graph_add`] under a read
+//! lock, so searches go on meanwhile, then [`Index::graph_commit`]). A search looks at the
+//! graph and at the tail; so a vector is searchable from the moment it is inserted, whether
+//! or not the graph has it yet. Small scopes (most caches) never get a graph and cost a few
+//! hundred bytes of fixed overhead.
+//!
+//! Every member of a scope has a stable id. The graph's key of a vector is its id and the
+//! id's *generation* (bumped when the id is reused), so a vector left in the graph by an entry
+//! that has since gone can never be taken for the entry that reused its id: a graph match
+//! counts only if its id is live, of the same generation and marked as in the graph. Removal
+//! is usearch's own (the slot is marked deleted, skipped by searches and reused by later
+//! additions).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+
+use usearch::{MetricKind, ScalarKind};
 
 /// A scope: database, cache name, scope digest.
 pub type ScopeKey = (i32, Box<[u8]>, [u8; 16]);
 
-/// Below this many vectors a scope is scanned exactly.
-const EXACT_BELOW: usize = 2048;
-/// Candidates kept by the Hamming pass for the exact rerank.
-const RERANK: usize = 256;
+/// A scope gets an HNSW graph once it holds this many vectors; below, the exact scan of its
+/// tail is as fast as a graph search (about 0.1 ms at 384 dimensions) and costs no graph.
+pub const GRAPH_FROM: usize = 2048;
+/// Vectors moved from a tail into its graph per batch.
+pub const GRAPH_BATCH: usize = 256;
+/// A graphed scope whose tail is longer than this (a rebuild in progress) is searched in its
+/// graph only: the newest entries are then missed (a miss, never a wrong answer) rather than
+/// scanned at the cost of an exact search of the whole scope.
+const TAIL_SCAN_MAX: usize = 16_384;
+/// HNSW parameters (see bench/ann and docs/semantic.md for the measurements behind them).
+const CONNECTIVITY: usize = 16;
+const EXPANSION_ADD: usize = 128;
+const EXPANSION_SEARCH: usize = 128;
+/// How vectors are stored in a graph.
+pub const QUANTIZATION: ScalarKind = ScalarKind::F16;
+/// Threads that may use one graph at once (searches on worker threads, additions by the
+/// index thread); one more finds no free context and gets nothing (counted as busy).
+const GRAPH_THREADS: usize = 16;
 
 /// One match: similarity, the entry key, its normalized question.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,20 +56,23 @@ pub struct Found {
     pub question: Arc<str>,
 }
 
-#[derive(Default)]
-struct Scope {
-    dims: usize,
-    keys: Vec<Arc<[u8]>>,
-    questions: Vec<Arc<str>>,
-    /// The unit vectors, `dims` floats each.
-    vecs: Blocks<f32>,
-    /// Their sign bits, `words` each.
-    bits: Blocks<u64>,
+struct Member {
+    key: Arc<[u8]>,
+    question: Arc<str>,
 }
 
-/// Items a block holds: storage grows by whole blocks, never by copying what is there (a
-/// large scope's vectors are never reallocated), except the first block of a scope, which
-/// grows by a quarter at a time so small scopes stay small.
+/// `at` of a member whose vector is in the graph (not in the tail).
+const IN_GRAPH: u32 = u32::MAX;
+
+struct Graph {
+    ix: usearch::Index,
+    /// Unique per graph made, so a batch prepared for one graph is never added to another.
+    serial: u64,
+}
+
+/// Items a block holds: a tail grows by whole blocks, never by copying what is there (a
+/// rebuild's long tail is never reallocated on the main thread), except its first block,
+/// which grows by an eighth at a time (at least one item) so small scopes carry no empty room.
 const BLOCK: usize = 1024;
 
 /// Fixed-width items of `T` in blocks of `BLOCK`.
@@ -61,8 +91,7 @@ impl<T: Copy> Blocks<T> {
 
     fn push(&mut self, item: &[T]) {
         if self.len == self.blocks.len() * BLOCK {
-            let first = self.blocks.is_empty();
-            let items = if first { 16 } else { BLOCK };
+            let items = if self.blocks.is_empty() { 1 } else { BLOCK };
             self.blocks.push(Vec::with_capacity(items * self.width));
         }
         let w = self.width;
@@ -70,8 +99,8 @@ impl<T: Copy> Blocks<T> {
             return;
         };
         if last.len() == last.capacity() {
-            let items = last.len() / w;
-            let more = (items / 4).max(16).min(BLOCK - items);
+            let items = last.len() / w.max(1);
+            let more = (items / 8).max(1).min(BLOCK - items);
             last.reserve_exact(more * w);
         }
         last.extend_from_slice(item);
@@ -104,55 +133,184 @@ impl<T: Copy> Blocks<T> {
 
     fn bytes(&self) -> usize {
         self.blocks.iter().map(|b| b.capacity()).sum::<usize>() * std::mem::size_of::<T>()
+            + self.blocks.capacity() * std::mem::size_of::<Vec<T>>()
     }
+}
 
-    fn used_bytes(&self) -> usize {
-        self.len * self.width * std::mem::size_of::<T>()
-    }
+#[derive(Default)]
+struct Scope {
+    dims: usize,
+    /// By id: the entry, `None` for a free id.
+    members: Vec<Option<Member>>,
+    /// By id: bumped on each reuse of the id.
+    gens: Vec<u32>,
+    /// By id: position in the tail, or `IN_GRAPH`.
+    at: Vec<u32>,
+    free: Vec<u32>,
+    live: usize,
+    /// Ids of the tail's vectors, and the vectors (`dims` floats each).
+    tail_ids: Vec<u32>,
+    tail: Blocks<f32>,
+    graph: Option<Graph>,
+}
+
+fn graph_key(id: u32, generation: u32) -> u64 {
+    ((generation as u64) << 32) | id as u64
 }
 
 impl Scope {
-    fn words(&self) -> usize {
-        self.dims.div_ceil(64)
+    fn push(&mut self, member: Member, v: &[f32]) -> u32 {
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.gens[id as usize] = self.gens[id as usize].wrapping_add(1);
+                id
+            }
+            None => {
+                grow(&mut self.members);
+                grow(&mut self.gens);
+                grow(&mut self.at);
+                self.members.push(None);
+                self.gens.push(0);
+                self.at.push(0);
+                (self.members.len() - 1) as u32
+            }
+        };
+        self.members[id as usize] = Some(member);
+        self.at[id as usize] = self.tail_ids.len() as u32;
+        grow(&mut self.tail_ids);
+        self.tail_ids.push(id);
+        self.tail.width = self.dims;
+        self.tail.push(v);
+        self.live += 1;
+        id
     }
 
-    fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    fn push(&mut self, key: Arc<[u8]>, question: Arc<str>, v: &[f32]) -> usize {
-        if self.keys.len() == self.keys.capacity() {
-            // A pointer each: doubling costs little here.
-            let more = (self.keys.len() / 4).max(16);
-            self.keys.reserve_exact(more);
-            self.questions.reserve_exact(more);
+    /// Drops tail position `p` by moving the last one into it.
+    fn tail_remove(&mut self, p: usize) {
+        let last = self.tail_ids.len() - 1;
+        if p != last {
+            let moved = self.tail_ids[last];
+            self.tail_ids[p] = moved;
+            self.at[moved as usize] = p as u32;
         }
-        self.vecs.width = self.dims;
-        self.bits.width = self.words();
-        self.keys.push(key);
-        self.questions.push(question);
-        self.vecs.push(v);
-        let bits: Vec<u64> = sign_bits(v).collect();
-        self.bits.push(&bits);
-        self.len() - 1
+        self.tail_ids.pop();
+        self.tail.swap_remove(p);
     }
 
-    /// Removes slot `i` by moving the last one into it; returns the key now at `i`, if any.
-    fn swap_remove(&mut self, i: usize) -> Option<Arc<[u8]>> {
-        let last = self.len() - 1;
-        self.vecs.swap_remove(i);
-        self.bits.swap_remove(i);
-        self.keys.swap_remove(i);
-        self.questions.swap_remove(i);
-        (i != last).then(|| self.keys[i].clone())
+    fn remove(&mut self, id: u32) {
+        let i = id as usize;
+        if self.members.get(i).and_then(Option::as_ref).is_none() {
+            return;
+        }
+        self.members[i] = None;
+        if self.at[i] == IN_GRAPH {
+            if let Some(g) = &self.graph {
+                let _ = g.ix.remove(graph_key(id, self.gens[i]));
+            }
+        } else {
+            self.tail_remove(self.at[i] as usize);
+        }
+        self.free.push(id);
+        self.live -= 1;
+    }
+
+    fn member(&self, id: u32) -> Option<&Member> {
+        self.members.get(id as usize)?.as_ref()
+    }
+
+    /// Matches at or above `threshold`, unsorted; whether the search was complete.
+    fn matches(&self, q: &[f32], threshold: f32, limit: usize) -> (Vec<(f32, u32)>, bool) {
+        let mut out = Vec::new();
+        let mut complete = true;
+        if self.graph.is_none() || self.tail_ids.len() <= TAIL_SCAN_MAX {
+            for (p, v) in self.tail.chunks().enumerate() {
+                let sim = dot(q, v);
+                if sim >= threshold {
+                    out.push((sim, self.tail_ids[p]));
+                }
+            }
+        } else {
+            complete = false;
+        }
+        if let Some(g) = self.graph.as_ref().filter(|g| g.ix.size() > 0) {
+            match g.ix.search(q, limit.max(10)) {
+                Ok(m) => {
+                    for (key, dist) in m.keys.iter().zip(&m.distances) {
+                        let (id, generation) = (*key as u32, (*key >> 32) as u32);
+                        let i = id as usize;
+                        let current = self.member(id).is_some()
+                            && self.gens[i] == generation
+                            && self.at[i] == IN_GRAPH;
+                        let sim = 1.0 - dist;
+                        if current && sim >= threshold {
+                            out.push((sim, id));
+                        }
+                    }
+                }
+                Err(_) => complete = false,
+            }
+        }
+        (out, complete)
+    }
+
+    fn bytes(&self) -> usize {
+        let mut b = std::mem::size_of::<Scope>();
+        b += self.members.capacity() * std::mem::size_of::<Option<Member>>();
+        b += (self.gens.capacity() + self.at.capacity() + self.free.capacity()) * 4;
+        b += self.tail_ids.capacity() * 4 + self.tail.bytes();
+        for m in self.members.iter().flatten() {
+            b += m.key.len() + m.question.len() + 32;
+        }
+        if let Some(g) = &self.graph {
+            b += g.ix.memory_usage();
+        }
+        b
+    }
+
+    fn raw_bytes(&self) -> usize {
+        let per = match QUANTIZATION {
+            ScalarKind::F32 => 4,
+            ScalarKind::F16 | ScalarKind::BF16 => 2,
+            _ => 1,
+        };
+        let graphed = self.live - self.tail_ids.len();
+        self.tail_ids.len() * self.dims * 4 + graphed * self.dims * per
     }
 }
 
-/// Where an entry's vector lives: scope id and position in it.
+/// Grows a per-member vector by an eighth at a time (at least 4), so small scopes stay
+/// small and large ones carry little slack.
+fn grow<T>(v: &mut Vec<T>) {
+    if v.len() == v.capacity() {
+        v.reserve_exact((v.len() / 8).max(4));
+    }
+}
+
+/// Where an entry's vector lives: scope id and member id in it.
 #[derive(Clone, Copy)]
 struct Slot {
     scope: u32,
     at: u32,
+}
+
+/// Vectors taken from a scope's tail for its graph (see [`Index::graph_batch`]).
+pub struct Batch {
+    scope: u32,
+    serial: u64,
+    items: Vec<(u64, Vec<f32>)>,
+    added: Vec<bool>,
+    /// Whether `graph_add` stopped early.
+    stopped: bool,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
 }
 
 /// Every indexed entry, by scope.
@@ -164,6 +322,11 @@ pub struct Index {
     free: Vec<u32>,
     /// (database, entry key) -> where its vector is.
     slots: HashMap<(i32, Arc<[u8]>), Slot>,
+    /// Scopes that may have graph work: a graph to make or a tail to move into it.
+    needy: HashSet<u32>,
+    /// Graphs of released scopes, for the index thread to free (not the main thread).
+    trash: Vec<usearch::Index>,
+    serial: u64,
 }
 
 /// Longest vector accepted (OpenAI's largest embedding has 3072 dimensions).
@@ -186,16 +349,8 @@ pub fn unit(v: &[f32]) -> Option<Vec<f32>> {
     Some(v.iter().map(|x| (*x as f64 / norm) as f32).collect())
 }
 
-fn sign_bits(v: &[f32]) -> impl Iterator<Item = u64> + '_ {
-    v.chunks(64).map(|c| {
-        c.iter()
-            .enumerate()
-            .fold(0u64, |w, (i, x)| if *x > 0.0 { w | (1 << i) } else { w })
-    })
-}
-
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Four accumulators let the compiler vectorise without reassociating one sum.
+    // Eight accumulators let the compiler vectorise without reassociating one sum.
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let (ra, rb) = (ca.remainder(), cb.remainder());
@@ -206,6 +361,30 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     }
     let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
     acc.iter().sum::<f32>() + tail
+}
+
+fn new_graph(dims: usize, capacity: usize) -> Option<usearch::Index> {
+    let o = usearch::IndexOptions {
+        dimensions: dims,
+        metric: MetricKind::Cos,
+        quantization: QUANTIZATION,
+        connectivity: CONNECTIVITY,
+        expansion_add: EXPANSION_ADD,
+        expansion_search: EXPANSION_SEARCH,
+        multi: false,
+    };
+    let ix = match usearch::Index::new(&o) {
+        Ok(ix) => ix,
+        Err(e) => {
+            eprintln!("usearch new: {e}");
+            return None;
+        }
+    };
+    if let Err(e) = ix.reserve_capacity_and_threads(capacity, GRAPH_THREADS) {
+        eprintln!("usearch reserve: {e}");
+        return None;
+    }
+    Some(ix)
 }
 
 impl Index {
@@ -226,9 +405,13 @@ impl Index {
     }
 
     fn release(&mut self, id: u32) {
-        if let Some((key, _)) = self.scopes.get_mut(id as usize).and_then(Option::take) {
+        if let Some((key, s)) = self.scopes.get_mut(id as usize).and_then(Option::take) {
             self.ids.remove(&key);
             self.free.push(id);
+            self.needy.remove(&id);
+            if let Some(g) = s.graph {
+                self.trash.push(g.ix);
+            }
         }
     }
 
@@ -239,6 +422,7 @@ impl Index {
 
     /// Adds (or replaces) the vector of entry `key` in database `db`. `v` must be a unit
     /// vector (see [`unit`]); a vector whose length differs from its scope's is refused.
+    /// Cheap: the vector goes to its scope's tail (the graph, if any, takes it later).
     pub fn insert(&mut self, scope: ScopeKey, key: &[u8], question: &str, v: &[f32]) -> bool {
         self.remove(scope.0, key);
         if v.is_empty() || v.len() > MAX_DIMS {
@@ -249,17 +433,24 @@ impl Index {
         let Some((_, s)) = self.scopes[id as usize].as_mut() else {
             return false;
         };
-        if s.len() == 0 {
+        if s.live == 0 && s.graph.is_none() {
             s.dims = v.len();
         }
         if v.len() != s.dims {
-            if s.len() == 0 {
+            if s.live == 0 {
                 self.release(id);
             }
             return false;
         }
         let key: Arc<[u8]> = key.into();
-        let at = s.push(key.clone(), question.into(), v) as u32;
+        let member = Member {
+            key: key.clone(),
+            question: question.into(),
+        };
+        let at = s.push(member, v);
+        if s.live >= GRAPH_FROM || s.graph.is_some() {
+            self.needy.insert(id);
+        }
         self.slots.insert((db, key), Slot { scope: id, at });
         true
     }
@@ -273,12 +464,8 @@ impl Index {
         let Some(Some((_, s))) = self.scopes.get_mut(slot.scope as usize) else {
             return true;
         };
-        if let Some(moved) = s.swap_remove(slot.at as usize) {
-            if let Some(m) = self.slots.get_mut(&(db, moved)) {
-                m.at = slot.at;
-            }
-        }
-        if s.len() == 0 {
+        s.remove(slot.at);
+        if s.live == 0 {
             self.release(slot.scope);
         }
         true
@@ -295,8 +482,8 @@ impl Index {
             .collect();
         for id in gone {
             if let Some(Some((_, s))) = self.scopes.get_mut(id as usize) {
-                for key in std::mem::take(&mut s.keys) {
-                    self.slots.remove(&(db, key));
+                for m in std::mem::take(&mut s.members).into_iter().flatten() {
+                    self.slots.remove(&(db, m.key));
                 }
             }
             self.release(id);
@@ -306,7 +493,13 @@ impl Index {
     /// Forgets database `db`, or every database (`None`).
     pub fn clear(&mut self, db: Option<i32>) {
         match db {
-            None => *self = Index::default(),
+            None => {
+                let trash = std::mem::take(&mut self.trash);
+                let serial = self.serial;
+                *self = Index::default();
+                self.trash = trash;
+                self.serial = serial;
+            }
             Some(db) => {
                 let gone: Vec<u32> = self
                     .ids
@@ -330,22 +523,28 @@ impl Index {
         self.slots.is_empty()
     }
 
-    /// Bytes held by the vectors themselves (float32) and by the whole index (estimate:
-    /// vectors, sign bits, keys, questions, tables).
+    /// Bytes held by the vectors themselves (float32 in tails, quantized in graphs) and by
+    /// the whole index (estimate: vectors, graphs, keys, questions, tables).
     pub fn memory(&self) -> (usize, usize) {
         let mut raw = 0;
         let mut total = 0;
         for (k, s) in self.scopes.iter().flatten() {
-            raw += s.vecs.used_bytes();
-            total += s.vecs.bytes() + s.bits.bytes();
-            total += s.keys.capacity() * 16 + s.questions.capacity() * 16;
-            total += s.keys.iter().map(|k| k.len() + 16).sum::<usize>();
-            total += s.questions.iter().map(|q| q.len() + 16).sum::<usize>();
-            total += 2 * (k.1.len() + 64);
+            raw += s.raw_bytes();
+            total += s.bytes() + 2 * (k.1.len() + 64);
         }
-        // A hash table slot: key (db, Arc) and value (scope id, position), plus control.
+        // A hash table slot: key (db, Arc) and value (scope id, member id), plus control.
         total += self.slots.capacity() * (8 + 16 + 8 + 1);
         (raw, total)
+    }
+
+    /// Entries not in a graph yet in scopes that have one (a rebuild or a burst of inserts
+    /// the index thread has not caught up with).
+    pub fn lagging(&self) -> usize {
+        self.needy
+            .iter()
+            .filter_map(|id| self.scopes.get(*id as usize)?.as_ref())
+            .map(|(_, s)| s.tail_ids.len())
+            .sum()
     }
 
     /// The best matches of `query` (a unit vector) in `scope` with similarity at least
@@ -357,86 +556,185 @@ impl Index {
         threshold: f32,
         limit: usize,
     ) -> Vec<Found> {
+        self.search_complete(scope, query, threshold, limit).0
+    }
+
+    /// [`Index::search`], and whether every vector of the scope was looked at (not: a long
+    /// tail skipped during a rebuild, or no free graph context).
+    pub fn search_complete(
+        &self,
+        scope: &ScopeKey,
+        query: &[f32],
+        threshold: f32,
+        limit: usize,
+    ) -> (Vec<Found>, bool) {
         let Some(s) = self.scope(scope) else {
-            return Vec::new();
+            return (Vec::new(), true);
         };
-        if query.len() != s.dims || s.len() == 0 || limit == 0 {
-            return Vec::new();
+        if query.len() != s.dims || s.live == 0 || limit == 0 {
+            return (Vec::new(), true);
         }
-        let score = |i: usize| dot(query, s.vecs.get(i));
-        let mut found: Vec<(f32, usize)> = if s.len() < EXACT_BELOW {
-            (0..s.len()).map(|i| (score(i), i)).collect()
-        } else {
-            candidates(s, query)
-                .into_iter()
-                .map(|i| (score(i), i))
-                .collect()
-        };
-        found.retain(|(sim, _)| *sim >= threshold);
+        let (mut found, complete) = s.matches(query, threshold, limit);
         found.sort_by(|a, b| b.0.total_cmp(&a.0));
         found.truncate(limit);
-        found
+        let found = found
             .into_iter()
-            .map(|(similarity, i)| Found {
-                similarity,
-                key: s.keys[i].clone(),
-                question: s.questions[i].clone(),
+            .filter_map(|(similarity, id)| {
+                let m = s.member(id)?;
+                Some(Found {
+                    similarity,
+                    key: m.key.clone(),
+                    question: m.question.clone(),
+                })
             })
-            .collect()
+            .collect();
+        (found, complete)
     }
-}
 
-/// The `RERANK` entries of `s` whose sign bits are nearest to the query's (ties at the
-/// cut-off included), found with a histogram of distances instead of a sort.
-fn candidates(s: &Scope, query: &[f32]) -> Vec<usize> {
-    let q: Vec<u64> = sign_bits(query).collect();
-    let mut dist: Vec<u16> = Vec::with_capacity(s.len());
-    hamming_all(&s.bits, &q, &mut dist);
-    let mut hist = vec![0usize; s.words() * 64 + 1];
-    for d in &dist {
-        hist[*d as usize] += 1;
+    /// Whether some scope has graph work (see [`Index::graph_batch`]).
+    pub fn has_graph_work(&self) -> bool {
+        !self.needy.is_empty()
     }
-    let mut cut = 0;
-    let mut taken = 0;
-    for (d, n) in hist.iter().enumerate() {
-        taken += n;
-        cut = d;
-        if taken >= RERANK {
-            break;
+
+    /// Graphs of released scopes, to be dropped by the caller outside the lock.
+    pub fn take_trash(&mut self) -> Vec<usearch::Index> {
+        std::mem::take(&mut self.trash)
+    }
+
+    /// Up to `max` tail vectors of a scope that has (or now gets) a graph, copied out for
+    /// [`Index::graph_add`]; `None` when no scope has graph work left.
+    pub fn graph_batch(&mut self, max: usize) -> Option<Batch> {
+        loop {
+            let id = *self.needy.iter().next()?;
+            let Some(Some((_, s))) = self.scopes.get_mut(id as usize) else {
+                self.needy.remove(&id);
+                continue;
+            };
+            if s.graph.is_none() {
+                if s.live < GRAPH_FROM {
+                    self.needy.remove(&id);
+                    continue;
+                }
+                let Some(ix) = new_graph(s.dims, s.live + max) else {
+                    self.needy.remove(&id);
+                    continue;
+                };
+                self.serial += 1;
+                s.graph = Some(Graph {
+                    ix,
+                    serial: self.serial,
+                });
+            }
+            let n = s.tail_ids.len().min(max);
+            let Some(g) = s.graph.as_ref().filter(|_| n > 0) else {
+                self.needy.remove(&id);
+                continue;
+            };
+            let want = g.ix.size() + n;
+            if g.ix.capacity() < want {
+                let more = want.max(g.ix.capacity() + g.ix.capacity() / 2);
+                if g.ix
+                    .reserve_capacity_and_threads(more, GRAPH_THREADS)
+                    .is_err()
+                {
+                    self.needy.remove(&id);
+                    continue;
+                }
+            }
+            let first = s.tail_ids.len() - n;
+            let items = (first..s.tail_ids.len())
+                .map(|p| {
+                    let mid = s.tail_ids[p];
+                    let key = graph_key(mid, s.gens[mid as usize]);
+                    (key, s.tail.get(p).to_vec())
+                })
+                .collect();
+            return Some(Batch {
+                scope: id,
+                serial: g.serial,
+                items,
+                added: vec![false; n],
+                stopped: false,
+            });
         }
     }
-    dist.iter()
-        .enumerate()
-        .filter(|(_, d)| **d as usize <= cut)
-        .map(|(i, _)| i)
-        .collect()
-}
 
-/// Hamming distances of every item of `bits` to `q`, with the CPU's popcount instruction
-/// where it has one (x86-64's baseline has none: the portable one is several times slower).
-fn hamming_all(bits: &Blocks<u64>, q: &[u64], out: &mut Vec<u16>) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("popcnt") {
-            // SAFETY: the feature was just detected.
-            unsafe { hamming_popcnt(bits, q, out) };
+    fn graph_of(&self, batch: &Batch) -> Option<&usearch::Index> {
+        let (_, s) = self.scopes.get(batch.scope as usize)?.as_ref()?;
+        let g = s.graph.as_ref()?;
+        (g.serial == batch.serial).then_some(&g.ix)
+    }
+
+    /// Adds a batch's vectors to its graph, on up to `threads` threads, until `stop` says so
+    /// (changes are waiting: they are applied between batches, so a long batch would hold
+    /// them back; what is not added stays in the tail for a later batch). Needs only shared
+    /// access: searches run meanwhile (the vectors are not served from the graph before
+    /// [`Index::graph_commit`]; until then their tail copies are).
+    pub fn graph_add(&self, batch: &mut Batch, threads: usize, stop: &(dyn Fn() -> bool + Sync)) {
+        let Some(g) = self.graph_of(batch) else {
+            return;
+        };
+        let threads = threads.clamp(1, 4);
+        batch.stopped = false;
+        let per = batch.items.len().div_ceil(threads).max(1);
+        std::thread::scope(|sc| {
+            let parts = batch.items.chunks(per).zip(batch.added.chunks_mut(per));
+            let mut parts: Vec<_> = parts.collect();
+            let mine = parts.pop();
+            for (items, added) in parts {
+                sc.spawn(move || add_all(g, items, added, stop));
+            }
+            if let Some((items, added)) = mine {
+                add_all(g, items, added, stop);
+            }
+        });
+        batch.stopped = stop();
+    }
+
+    /// Marks a batch's vectors as in the graph and drops their tail copies; a vector whose
+    /// entry went or changed since [`Index::graph_batch`] is removed from the graph again.
+    pub fn graph_commit(&mut self, batch: Batch) {
+        let serial_ok = self.graph_of(&batch).is_some();
+        let Some(Some((_, s))) = self.scopes.get_mut(batch.scope as usize) else {
+            return;
+        };
+        if !serial_ok {
             return;
         }
+        let mut any = false;
+        for ((key, _), added) in batch.items.iter().zip(&batch.added) {
+            if !added {
+                continue;
+            }
+            any = true;
+            let (id, generation) = (*key as u32, (*key >> 32) as u32);
+            let i = id as usize;
+            let current = s.member(id).is_some() && s.gens[i] == generation && s.at[i] != IN_GRAPH;
+            if current {
+                s.tail_remove(s.at[i] as usize);
+                s.at[i] = IN_GRAPH;
+            } else if let Some(g) = &s.graph {
+                let _ = g.ix.remove(*key);
+            }
+        }
+        if (!any && !batch.stopped) || s.tail_ids.is_empty() {
+            // Done, or the graph takes nothing (it is retried on the scope's next insert).
+            self.needy.remove(&batch.scope);
+        }
     }
-    hamming_portable(bits, q, out);
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "popcnt")]
-unsafe fn hamming_popcnt(bits: &Blocks<u64>, q: &[u64], out: &mut Vec<u16>) {
-    hamming_portable(bits, q, out)
-}
-
-#[inline(always)]
-fn hamming_portable(bits: &Blocks<u64>, q: &[u64], out: &mut Vec<u16>) {
-    for b in bits.chunks() {
-        let d: u32 = b.iter().zip(q).map(|(x, y)| (x ^ y).count_ones()).sum();
-        out.push(d as u16);
+fn add_all(
+    g: &usearch::Index,
+    items: &[(u64, Vec<f32>)],
+    added: &mut [bool],
+    stop: &(dyn Fn() -> bool + Sync),
+) {
+    for ((key, v), ok) in items.iter().zip(added.iter_mut()) {
+        if stop() {
+            return;
+        }
+        *ok = g.add(*key, v).is_ok();
     }
 }
 
@@ -540,42 +838,179 @@ mod tests {
         assert!(ix.is_empty());
     }
 
-    /// The two-step search finds what an exact scan finds, on clustered data where many
-    /// vectors are close to the query.
+    /// Runs the index thread's graph work to the end, as `upkeep` does.
+    fn settle(ix: &mut Index) {
+        while let Some(mut b) = ix.graph_batch(GRAPH_BATCH) {
+            ix.graph_add(&mut b, 2, &|| false);
+            ix.graph_commit(b);
+        }
+        drop(ix.take_trash());
+    }
+
+    fn clustered(n: u64, dims: usize, spread: f32) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+        let centres: Vec<Vec<f32>> = (0..50).map(|i| rnd(1000 + i, dims)).collect();
+        let all = (0..n)
+            .map(|i| {
+                let c = &centres[(i % 50) as usize];
+                let noise = rnd(i, dims);
+                unit(
+                    &c.iter()
+                        .zip(&noise)
+                        .map(|(a, b)| a + spread * b)
+                        .collect::<Vec<_>>(),
+                )
+                .unwrap()
+            })
+            .collect();
+        (centres, all)
+    }
+
+    /// A large scope's graph finds what an exact scan finds, on clustered data where many
+    /// vectors are close to the query, before and after the graph has taken the tail.
     #[test]
-    fn hamming_prefilter_agrees_with_exact_search() {
+    fn graph_search_agrees_with_exact_search() {
         let dims = 384;
         let mut ix = Index::default();
-        let centres: Vec<Vec<f32>> = (0..50).map(|i| rnd(1000 + i, dims)).collect();
-        let mut all = Vec::new();
-        for i in 0..10_000u64 {
-            let c = &centres[(i % 50) as usize];
-            let noise = rnd(i, dims);
-            let v: Vec<f32> = c.iter().zip(&noise).map(|(a, b)| a + 0.6 * b).collect();
-            let v = unit(&v).unwrap();
-            ix.insert(scope("big"), format!("k{i}").as_bytes(), "q", &v);
-            all.push(v);
+        let (centres, all) = clustered(10_000, dims, 0.6);
+        for (i, v) in all.iter().enumerate() {
+            ix.insert(scope("big"), format!("k{i}").as_bytes(), "q", v);
         }
-        let mut agree = 0;
-        for t in 0..100u64 {
-            let c = &centres[(t % 50) as usize];
-            let noise = rnd(50_000 + t, dims);
-            let q = unit(
-                &c.iter()
-                    .zip(&noise)
-                    .map(|(a, b)| a + 0.3 * b)
-                    .collect::<Vec<_>>(),
-            )
-            .unwrap();
-            let best = (0..all.len())
-                .max_by(|a, b| dot(&q, &all[*a]).total_cmp(&dot(&q, &all[*b])))
+        assert!(ix.has_graph_work());
+        assert_eq!(ix.lagging(), 10_000, "nothing is in the graph yet");
+        let agree = |ix: &Index| {
+            let mut agree = 0;
+            for t in 0..100u64 {
+                let c = &centres[(t % 50) as usize];
+                let noise = rnd(50_000 + t, dims);
+                let q = unit(
+                    &c.iter()
+                        .zip(&noise)
+                        .map(|(a, b)| a + 0.3 * b)
+                        .collect::<Vec<_>>(),
+                )
                 .unwrap();
-            let f = ix.search(&scope("big"), &q, -1.0, 1);
-            if &*f[0].key == format!("k{best}").as_bytes() {
-                agree += 1;
+                let best = (0..all.len())
+                    .max_by(|a, b| dot(&q, &all[*a]).total_cmp(&dot(&q, &all[*b])))
+                    .unwrap();
+                let (f, complete) = ix.search_complete(&scope("big"), &q, -1.0, 1);
+                assert!(complete);
+                if &*f[0].key == format!("k{best}").as_bytes() {
+                    agree += 1;
+                }
+            }
+            agree
+        };
+        assert_eq!(agree(&ix), 100, "the tail is scanned exactly");
+        settle(&mut ix);
+        assert!(!ix.has_graph_work());
+        assert_eq!(ix.lagging(), 0);
+        // Every vector is in the graph, as f16: the tail is empty.
+        assert_eq!(ix.memory().0, 10_000 * dims * 2);
+        let a = agree(&ix);
+        assert!(a >= 97, "top-1 agreed {a}/100");
+        // A stored vector finds itself (nearly always: these clusters are 200 points all
+        // equally far from each other, the hardest case for a graph), with its similarity
+        // (quantized: close to 1).
+        let mut found = 0;
+        for i in (0..10_000).step_by(37) {
+            let f = ix.search(&scope("big"), &all[i], 0.9, 1);
+            if let Some(f) = f.first() {
+                assert_eq!(&*f.key, format!("k{i}").as_bytes());
+                assert!((f.similarity - 1.0).abs() < 0.005, "{}", f.similarity);
+                found += 1;
             }
         }
-        assert!(agree >= 99, "top-1 agreed {agree}/100");
+        assert!(found >= 260, "{found}/271 found themselves");
+    }
+
+    /// An entry removed or replaced never comes back from the graph, even when its id is
+    /// reused and even when it changes between a batch and its commit.
+    #[test]
+    fn graph_never_serves_a_removed_or_replaced_vector() {
+        let dims = 64;
+        let mut ix = Index::default();
+        let vs: Vec<Vec<f32>> = (0..GRAPH_FROM as u64 + 500).map(|i| rnd(i, dims)).collect();
+        for (i, v) in vs.iter().enumerate() {
+            ix.insert(scope("s"), format!("k{i}").as_bytes(), &format!("q{i}"), v);
+        }
+        settle(&mut ix);
+        // Remove a third, then insert new keys (reusing their ids) with other vectors.
+        for i in (0..vs.len()).step_by(3) {
+            assert!(ix.remove(0, format!("k{i}").as_bytes()));
+        }
+        for i in (0..vs.len()).step_by(3) {
+            ix.insert(
+                scope("s"),
+                format!("n{i}").as_bytes(),
+                "new",
+                &rnd(900_000 + i as u64, dims),
+            );
+        }
+        // A batch taken, then its entries removed or replaced before the commit.
+        let mut b = ix.graph_batch(GRAPH_BATCH).unwrap();
+        for i in (0..vs.len()).step_by(3) {
+            ix.remove(0, format!("n{i}").as_bytes());
+            ix.insert(
+                scope("s"),
+                format!("m{i}").as_bytes(),
+                "newer",
+                &rnd(800_000 + i as u64, dims),
+            );
+        }
+        ix.graph_add(&mut b, 2, &|| false);
+        ix.graph_commit(b);
+        settle(&mut ix);
+        let mut missed = Vec::new();
+        for (i, v) in vs.iter().enumerate() {
+            let f = ix.search(&scope("s"), v, 0.95, 4);
+            if i % 3 == 0 {
+                assert!(f.is_empty(), "k{i}: {f:?}");
+            } else if f.is_empty() {
+                missed.push(i);
+            } else {
+                assert_eq!(&*f[0].key, format!("k{i}").as_bytes());
+                assert_eq!(&*f[0].question, format!("q{i}"));
+            }
+        }
+        assert!(missed.len() <= vs.len() / 100, "not found: {missed:?}");
+        for i in (0..vs.len()).step_by(3) {
+            let f = ix.search(&scope("s"), &rnd(900_000 + i as u64, dims), 0.95, 4);
+            assert!(f.is_empty(), "n{i}: {f:?}");
+            let f = ix.search(&scope("s"), &rnd(800_000 + i as u64, dims), 0.95, 4);
+            assert_eq!(&*f[0].key, format!("m{i}").as_bytes());
+            assert_eq!(&*f[0].question, "newer");
+        }
+        // Dropping the cache hands its graph to the caller to free.
+        ix.drop_cache(0, b"s");
+        assert!(ix.is_empty());
+        assert_eq!(ix.take_trash().len(), 1);
+    }
+
+    /// Many small scopes cost little each: no graph, small vectors of members. (10k caches
+    /// of 10 entries: the figure printed is the one in docs/semantic.md.)
+    #[test]
+    fn small_scopes_stay_small() {
+        let mut ix = Index::default();
+        for c in 0..10_000u64 {
+            for i in 0..10u64 {
+                let key = format!("qa:{{c{c}}}:{:032x}", i);
+                ix.insert(
+                    scope(&format!("c{c}")),
+                    key.as_bytes(),
+                    "what is our refund policy",
+                    &rnd(c * 10 + i, 384),
+                );
+            }
+        }
+        assert!(!ix.has_graph_work());
+        let (raw, total) = ix.memory();
+        assert_eq!(raw, 100_000 * 384 * 4);
+        let per_scope = (total - raw) as f64 / 10_000.0;
+        eprintln!("10k scopes of 10 entries: {per_scope:.0} bytes per scope beyond the vectors");
+        assert!(
+            per_scope < 2_500.0,
+            "{per_scope} bytes per scope beyond the vectors"
+        );
     }
 
     #[test]

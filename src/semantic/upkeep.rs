@@ -19,14 +19,14 @@
 //! served wrongly.
 
 use std::os::raw::{c_int, c_void};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, LazyLock, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 
 use redis_module::{raw, Context, NotifyEvent};
 
 use super::cache_of_entry;
-use super::index::{Found, Index, ScopeKey};
+use super::index::{Found, Index, ScopeKey, GRAPH_BATCH};
 use crate::{entry, mainthread, normalize};
 
 enum Op {
@@ -39,8 +39,12 @@ enum Op {
 static INDEX: LazyLock<RwLock<Index>> = LazyLock::new(Default::default);
 static PENDING: Mutex<Vec<Op>> = Mutex::new(Vec::new());
 static WAKE: Condvar = Condvar::new();
+/// Set when some scope has graph work for the `qa-index` thread (see `index::Index::graph_batch`).
+static GRAPH_WORK: AtomicBool = AtomicBool::new(false);
 /// Entries indexed, as of the last change applied.
 static LEN: AtomicUsize = AtomicUsize::new(0);
+/// Entries not in their scope's graph yet, as of the last change applied.
+static GRAPH_PENDING: AtomicUsize = AtomicUsize::new(0);
 
 fn pending() -> MutexGuard<'static, Vec<Op>> {
     PENDING.lock().unwrap_or_else(|p| p.into_inner())
@@ -71,6 +75,10 @@ fn apply(op: Op) {
                 drop(queue);
                 apply_to(&mut ix, op);
                 LEN.store(ix.len(), Ordering::Relaxed);
+                GRAPH_PENDING.store(ix.lagging(), Ordering::Relaxed);
+                if ix.has_graph_work() {
+                    want_graph_work();
+                }
                 return;
             }
             queue.push(op);
@@ -94,6 +102,21 @@ fn drain(ix: &mut Index) {
         apply_to(ix, op);
     }
     LEN.store(ix.len(), Ordering::Relaxed);
+    GRAPH_PENDING.store(ix.lagging(), Ordering::Relaxed);
+    if ix.has_graph_work() {
+        want_graph_work();
+    }
+}
+
+/// Wakes the `qa-index` thread for graph work (once: until it has taken the work).
+fn want_graph_work() {
+    if !GRAPH_WORK.swap(true, Ordering::Relaxed) {
+        start_thread();
+        // Notified under the queue's lock, which the thread holds from its check to its
+        // wait: it cannot miss this.
+        let _q = pending();
+        WAKE.notify_one();
+    }
 }
 
 /// Starts the `qa-index` thread (at load: it is then asleep, at its low priority, before the
@@ -123,17 +146,57 @@ pub fn start_thread() {
 }
 
 fn index_loop() -> ! {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     loop {
         {
             let mut q = pending();
-            while q.is_empty() {
+            while q.is_empty() && !GRAPH_WORK.load(Ordering::Relaxed) {
                 q = WAKE.wait(q).unwrap_or_else(|p| p.into_inner());
             }
         }
         let _ = std::panic::catch_unwind(|| {
+            let trash = {
+                let mut ix = INDEX.write().unwrap_or_else(|p| p.into_inner());
+                drain(&mut ix);
+                ix.take_trash()
+            };
+            drop(trash);
+            graph_work(threads);
+        });
+    }
+}
+
+/// Moves tails into graphs, a batch at a time: the batch is taken and committed with the
+/// index held for writing (a copy of 256 vectors, then a few hundred microseconds of
+/// bookkeeping), and added to the graph with it held for reading, so searches go on
+/// meanwhile. Waiting changes are applied between batches (in order: only under the write
+/// lock). Stops when no scope has graph work left.
+fn graph_work(threads: usize) {
+    GRAPH_WORK.store(false, Ordering::Relaxed);
+    loop {
+        let batch = {
             let mut ix = INDEX.write().unwrap_or_else(|p| p.into_inner());
             drain(&mut ix);
-        });
+            ix.graph_batch(GRAPH_BATCH)
+        };
+        let Some(mut batch) = batch else {
+            return;
+        };
+        // At most a few milliseconds per batch, and none once changes wait (they are
+        // applied before the next batch).
+        let until = std::time::Instant::now() + Duration::from_millis(5);
+        let stop = || !pending().is_empty() || std::time::Instant::now() >= until;
+        INDEX
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .graph_add(&mut batch, threads, &stop);
+        let trash = {
+            let mut ix = INDEX.write().unwrap_or_else(|p| p.into_inner());
+            ix.graph_commit(batch);
+            GRAPH_PENDING.store(ix.lagging(), Ordering::Relaxed);
+            ix.take_trash()
+        };
+        drop(trash);
     }
 }
 
@@ -169,7 +232,13 @@ fn search_now(
             }
         }
         if let Ok(ix) = INDEX.try_read() {
-            return ix.search(scope, query, threshold, limit);
+            let (found, complete) = ix.search_complete(scope, query, threshold, limit);
+            if !complete {
+                // A rebuild's tail not scanned, or no free graph context: some entries were
+                // not looked at (misses, never wrong answers).
+                crate::stats::SEMANTIC_INDEX_BUSY.bump();
+            }
+            return found;
         }
         if std::time::Instant::now() >= deadline {
             crate::stats::SEMANTIC_INDEX_BUSY.bump();
@@ -221,6 +290,12 @@ pub fn size() -> (usize, usize, usize) {
         }
         Err(_) => (0, 0, 0),
     }
+}
+
+/// Entries searchable but not in their scope's HNSW graph yet (scanned exactly meanwhile),
+/// for INFO, as of the last change applied. Never waits.
+pub fn graph_pending() -> usize {
+    GRAPH_PENDING.load(Ordering::Relaxed)
 }
 
 /// The fields of an entry the index needs.
