@@ -26,6 +26,8 @@ use std::sync::Arc;
 
 use usearch::{MetricKind, ScalarKind};
 
+use super::gate::{Gate, ADD_THREADS, CONTEXTS};
+
 /// A scope: database, cache name, scope digest.
 pub type ScopeKey = (i32, Box<[u8]>, [u8; 16]);
 
@@ -44,9 +46,9 @@ const EXPANSION_ADD: usize = 128;
 const EXPANSION_SEARCH: usize = 128;
 /// How vectors are stored in a graph.
 pub const QUANTIZATION: ScalarKind = ScalarKind::F16;
-/// Threads that may use one graph at once (searches on worker threads, additions by the
-/// index thread); one more finds no free context and gets nothing (counted as busy).
-const GRAPH_THREADS: usize = 16;
+/// An addition turn on a graph ends after this long (or as soon as a search waits, see
+/// [`Gate`]), so searches of the graph wait at most about this long.
+const ADD_TURN: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// One match: similarity, the entry key, its normalized question.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,10 +66,33 @@ struct Member {
 /// `at` of a member whose vector is in the graph (not in the tail).
 const IN_GRAPH: u32 = u32::MAX;
 
+/// A scope's HNSW graph. What usearch allows at once, and how this module keeps to it
+/// (docs/semantic.md, "What usearch guarantees"): `reserve` and `remove` only with `&mut`
+/// access to the [`Index`] (nothing else runs on any graph: the caller's lock gives that);
+/// additions ([`Index::graph_add`]) and searches with shared access, but never at the same
+/// time on one graph: the [`Gate`] keeps them apart. `memory_usage` walks every node and is
+/// read only with `&mut` access ([`Index::graph_commit`]), cached in `bytes`.
 struct Graph {
     ix: usearch::Index,
+    gate: Gate,
     /// Unique per graph made, so a batch prepared for one graph is never added to another.
     serial: u64,
+    /// `ix.memory_usage()` and `ix.size()` when last measured.
+    bytes: usize,
+    measured_at: usize,
+}
+
+impl Graph {
+    /// Measures the graph's memory when it has changed size by a sixteenth since the last
+    /// time (a walk over every node: not on each batch of a large graph). `&mut`: no
+    /// addition runs.
+    fn measure(&mut self, force: bool) {
+        let size = self.ix.size();
+        if force || size.abs_diff(self.measured_at) >= (self.measured_at / 16).max(GRAPH_BATCH) {
+            self.bytes = self.ix.memory_usage();
+            self.measured_at = size;
+        }
+    }
 }
 
 /// Items a block holds: a tail grows by whole blocks, never by copying what is there (a
@@ -232,8 +257,14 @@ impl Scope {
         } else {
             complete = false;
         }
-        if let Some(g) = self.graph.as_ref().filter(|g| g.ix.size() > 0) {
-            match g.ix.search(q, limit.max(10)) {
+        // Only committed members count (`at == IN_GRAPH`): a graph none of whose vectors is
+        // committed yet is not searched.
+        let graphed = self.live - self.tail_ids.len();
+        if let Some(g) = self.graph.as_ref().filter(|_| graphed > 0) {
+            let turn = g.gate.search();
+            let result = g.ix.search(q, limit.max(10));
+            drop(turn);
+            match result {
                 Ok(m) => {
                     for (key, dist) in m.keys.iter().zip(&m.distances) {
                         let (id, generation) = (*key as u32, (*key >> 32) as u32);
@@ -262,7 +293,7 @@ impl Scope {
             b += m.key.len() + m.question.len() + 32;
         }
         if let Some(g) = &self.graph {
-            b += g.ix.memory_usage();
+            b += g.bytes + std::mem::size_of::<Graph>();
         }
         b
     }
@@ -380,7 +411,7 @@ fn new_graph(dims: usize, capacity: usize) -> Option<usearch::Index> {
             return None;
         }
     };
-    if let Err(e) = ix.reserve_capacity_and_threads(capacity, GRAPH_THREADS) {
+    if let Err(e) = ix.reserve_capacity_and_threads(capacity, CONTEXTS) {
         eprintln!("usearch reserve: {e}");
         return None;
     }
@@ -494,7 +525,11 @@ impl Index {
     pub fn clear(&mut self, db: Option<i32>) {
         match db {
             None => {
-                let trash = std::mem::take(&mut self.trash);
+                // Graphs go to the trash, for the index thread to free (not the caller).
+                let mut trash = std::mem::take(&mut self.trash);
+                for (_, s) in std::mem::take(&mut self.scopes).into_iter().flatten() {
+                    trash.extend(s.graph.map(|g| g.ix));
+                }
                 let serial = self.serial;
                 *self = Index::default();
                 self.trash = trash;
@@ -560,7 +595,7 @@ impl Index {
     }
 
     /// [`Index::search`], and whether every vector of the scope was looked at (not: a long
-    /// tail skipped during a rebuild, or no free graph context).
+    /// tail skipped during a rebuild, or the graph search failed).
     pub fn search_complete(
         &self,
         scope: &ScopeKey,
@@ -620,10 +655,15 @@ impl Index {
                     continue;
                 };
                 self.serial += 1;
-                s.graph = Some(Graph {
+                let mut g = Graph {
                     ix,
+                    gate: Gate::default(),
                     serial: self.serial,
-                });
+                    bytes: 0,
+                    measured_at: 0,
+                };
+                g.measure(true);
+                s.graph = Some(g);
             }
             let n = s.tail_ids.len().min(max);
             let Some(g) = s.graph.as_ref().filter(|_| n > 0) else {
@@ -633,10 +673,7 @@ impl Index {
             let want = g.ix.size() + n;
             if g.ix.capacity() < want {
                 let more = want.max(g.ix.capacity() + g.ix.capacity() / 2);
-                if g.ix
-                    .reserve_capacity_and_threads(more, GRAPH_THREADS)
-                    .is_err()
-                {
+                if g.ix.reserve_capacity_and_threads(more, CONTEXTS).is_err() {
                     self.needy.remove(&id);
                     continue;
                 }
@@ -659,36 +696,58 @@ impl Index {
         }
     }
 
-    fn graph_of(&self, batch: &Batch) -> Option<&usearch::Index> {
+    fn graph_of(&self, batch: &Batch) -> Option<&Graph> {
         let (_, s) = self.scopes.get(batch.scope as usize)?.as_ref()?;
         let g = s.graph.as_ref()?;
-        (g.serial == batch.serial).then_some(&g.ix)
+        (g.serial == batch.serial).then_some(g)
     }
 
     /// Adds a batch's vectors to its graph, on up to `threads` threads, until `stop` says so
     /// (changes are waiting: they are applied between batches, so a long batch would hold
     /// them back; what is not added stays in the tail for a later batch). Needs only shared
-    /// access: searches run meanwhile (the vectors are not served from the graph before
-    /// [`Index::graph_commit`]; until then their tail copies are).
+    /// access: searches of other scopes go on, and searches of this graph take turns with
+    /// the additions (see [`Gate`]: a turn lasts at most [`ADD_TURN`] and ends as soon as a
+    /// search waits). The vectors are not served from the graph before
+    /// [`Index::graph_commit`]; until then their tail copies are.
     pub fn graph_add(&self, batch: &mut Batch, threads: usize, stop: &(dyn Fn() -> bool + Sync)) {
         let Some(g) = self.graph_of(batch) else {
             return;
         };
-        let threads = threads.clamp(1, 4);
+        let threads = threads.clamp(1, ADD_THREADS);
         batch.stopped = false;
         let per = batch.items.len().div_ceil(threads).max(1);
-        std::thread::scope(|sc| {
-            let parts = batch.items.chunks(per).zip(batch.added.chunks_mut(per));
-            let mut parts: Vec<_> = parts.collect();
-            let mine = parts.pop();
-            for (items, added) in parts {
-                sc.spawn(move || add_all(g, items, added, stop));
+        let mut parts: Vec<_> = batch
+            .items
+            .chunks(per)
+            .zip(batch.added.chunks_mut(per))
+            .map(|(items, added)| (items, added, 0usize))
+            .collect();
+        loop {
+            let turn = g.gate.add();
+            let until = std::time::Instant::now() + ADD_TURN;
+            let pause = || g.gate.wanted() || std::time::Instant::now() >= until || stop();
+            let pause = &pause;
+            std::thread::scope(|sc| {
+                let mut rest = parts.iter_mut().filter(|p| p.2 < p.0.len());
+                let mine = rest.next();
+                for part in rest {
+                    sc.spawn(move || add_some(&g.ix, part, pause));
+                }
+                if let Some(part) = mine {
+                    add_some(&g.ix, part, pause);
+                }
+            });
+            drop(turn);
+            if parts.iter().all(|p| p.2 == p.0.len()) {
+                break;
             }
-            if let Some((items, added)) = mine {
-                add_all(g, items, added, stop);
+            if stop() {
+                batch.stopped = true;
+                break;
             }
-        });
-        batch.stopped = stop();
+            // Searches let in by the end of the turn go first.
+            std::thread::yield_now();
+        }
     }
 
     /// Marks a batch's vectors as in the graph and drops their tail copies; a vector whose
@@ -717,6 +776,9 @@ impl Index {
                 let _ = g.ix.remove(*key);
             }
         }
+        if let Some(g) = s.graph.as_mut() {
+            g.measure(s.tail_ids.is_empty());
+        }
         if (!any && !batch.stopped) || s.tail_ids.is_empty() {
             // Done, or the graph takes nothing (it is retried on the scope's next insert).
             self.needy.remove(&batch.scope);
@@ -724,17 +786,20 @@ impl Index {
     }
 }
 
-fn add_all(
-    g: &usearch::Index,
-    items: &[(u64, Vec<f32>)],
-    added: &mut [bool],
-    stop: &(dyn Fn() -> bool + Sync),
+/// Adds a part's items from its cursor on, at least one, until `pause` says so.
+fn add_some(
+    ix: &usearch::Index,
+    (items, added, next): &mut (&[(u64, Vec<f32>)], &mut [bool], usize),
+    pause: &(dyn Fn() -> bool + Sync),
 ) {
-    for ((key, v), ok) in items.iter().zip(added.iter_mut()) {
-        if stop() {
+    let first = *next;
+    while *next < items.len() {
+        if *next > first && pause() {
             return;
         }
-        *ok = g.add(*key, v).is_ok();
+        let (key, v) = &items[*next];
+        added[*next] = ix.add(*key, v).is_ok();
+        *next += 1;
     }
 }
 
@@ -984,6 +1049,159 @@ mod tests {
         ix.drop_cache(0, b"s");
         assert!(ix.is_empty());
         assert_eq!(ix.take_trash().len(), 1);
+    }
+
+    /// One graph used from more threads than cores and than the graph has contexts:
+    /// searches, additions in turns, inserts and removals that reuse graph slots, growth of
+    /// the graph (`reserve`), memory readings and dropped scopes, all at once, as `upkeep`
+    /// drives them (one lock around the index: shared for searches and additions, exclusive
+    /// for the rest). Every answer must be sane: a stored vector finds itself, and every
+    /// match's similarity is that of the match's own current vector (never a removed entry's
+    /// vector served for another).
+    #[test]
+    fn concurrent_use_of_one_graph_stays_sane() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::RwLock;
+        let dims = 48;
+        let stable = GRAPH_FROM as u64 + 1000;
+        let ix = Arc::new(RwLock::new(Index::default()));
+        {
+            let mut w = ix.write().unwrap();
+            for i in 0..stable {
+                w.insert(
+                    scope("s"),
+                    format!("s{i}").as_bytes(),
+                    &format!("s{i}"),
+                    &rnd(i, dims),
+                );
+            }
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        let churned = Arc::new(AtomicUsize::new(0));
+        // Churned entry j has the vector rnd(1_000_000 + j).
+        let churn = move |j: u64| rnd(1_000_000 + j, dims);
+        let indexer = {
+            let (ix, done) = (ix.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut batches = 0;
+                while !done.load(Ordering::SeqCst) {
+                    let batch = ix.write().unwrap().graph_batch(64);
+                    let Some(mut b) = batch else {
+                        std::thread::yield_now();
+                        continue;
+                    };
+                    ix.read().unwrap().graph_add(&mut b, 3, &|| false);
+                    let mut w = ix.write().unwrap();
+                    w.graph_commit(b);
+                    drop(w.take_trash());
+                    batches += 1;
+                }
+                batches
+            })
+        };
+        let mutator = {
+            let (ix, done, churned) = (ix.clone(), done.clone(), churned.clone());
+            std::thread::spawn(move || {
+                let mut live = std::collections::VecDeque::new();
+                let mut j = 0u64;
+                while j < 8_000 {
+                    let mut w = ix.write().unwrap();
+                    w.insert(
+                        scope("s"),
+                        format!("c{j}").as_bytes(),
+                        &format!("c{j}"),
+                        &churn(j),
+                    );
+                    live.push_back(j);
+                    // Keep about 2,000 churned entries: removals free graph slots that later
+                    // additions reuse, and the graph grows past its first capacity.
+                    if live.len() > 2_000 || j % 7 == 0 {
+                        if let Some(k) = live.pop_front() {
+                            assert!(w.remove(0, format!("c{k}").as_bytes()));
+                        }
+                    }
+                    // Another scope made and dropped: its graph goes to the trash.
+                    if j % 2_000 == 1_999 {
+                        for i in 0..GRAPH_FROM as u64 {
+                            w.insert(scope("t"), format!("t{i}").as_bytes(), "t", &rnd(i, 16));
+                        }
+                    }
+                    if j % 2_000 == 999 {
+                        w.drop_cache(0, b"t");
+                    }
+                    drop(w);
+                    j += 1;
+                    churned.store(j as usize, Ordering::SeqCst);
+                }
+                done.store(true, Ordering::SeqCst);
+            })
+        };
+        let searchers: Vec<_> = (0..12u64)
+            .map(|t| {
+                let (ix, done) = (ix.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let (mut asked, mut found) = (0, 0);
+                    let mut n = 0u64;
+                    while n < 600 || !done.load(Ordering::SeqCst) {
+                        n += 1;
+                        let i = (t * 7919 + n * 104_729) % stable;
+                        let q = rnd(i, dims);
+                        let r = ix.read().unwrap();
+                        if n % 10 == 0 {
+                            let (raw, total) = r.memory();
+                            assert!(raw > 0 && total > raw);
+                        }
+                        let f = r.search(&scope("s"), &q, 0.3, 5);
+                        drop(r);
+                        // Lets the writers in between searches, as workers do between jobs.
+                        std::thread::yield_now();
+                        asked += 1;
+                        if f.first()
+                            .is_some_and(|f| *f.key == *format!("s{i}").as_bytes())
+                        {
+                            found += 1;
+                        }
+                        for w in f.windows(2) {
+                            assert!(w[0].similarity >= w[1].similarity);
+                        }
+                        for m in &f {
+                            let key = std::str::from_utf8(&m.key).unwrap();
+                            assert_eq!(key, &*m.question, "a match carries its own question");
+                            let v = match key.split_at(1) {
+                                ("s", n) => rnd(n.parse().unwrap(), dims),
+                                ("c", n) => churn(n.parse().unwrap()),
+                                _ => panic!("{key}"),
+                            };
+                            let exact = dot(&q, &v);
+                            assert!(
+                                (m.similarity - exact).abs() < 0.01,
+                                "{key}: {} reported, {exact} exact",
+                                m.similarity
+                            );
+                        }
+                    }
+                    (asked, found)
+                })
+            })
+            .collect();
+        let (mut asked, mut found) = (0, 0);
+        mutator.join().unwrap();
+        for s in searchers {
+            let (a, f) = s.join().unwrap();
+            asked += a;
+            found += f;
+        }
+        let batches = indexer.join().unwrap();
+        let churned = churned.load(Ordering::SeqCst);
+        eprintln!("{asked} searches, {churned} inserts, {batches} graph batches");
+        assert!(
+            churned == 8_000 && batches >= 50,
+            "{churned} inserts, {batches} batches"
+        );
+        assert!(
+            found * 100 >= asked * 98,
+            "{found} of {asked} found themselves"
+        );
     }
 
     /// Many small scopes cost little each: no graph, small vectors of members. (10k caches

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod calibrate;
+mod gate;
 pub mod guard;
 pub mod index;
 pub mod upkeep;

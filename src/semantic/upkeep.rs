@@ -234,8 +234,8 @@ fn search_now(
         if let Ok(ix) = INDEX.try_read() {
             let (found, complete) = ix.search_complete(scope, query, threshold, limit);
             if !complete {
-                // A rebuild's tail not scanned, or no free graph context: some entries were
-                // not looked at (misses, never wrong answers).
+                // A rebuild's tail not scanned: some entries were not looked at (misses,
+                // never wrong answers).
                 crate::stats::SEMANTIC_INDEX_BUSY.bump();
             }
             return found;
