@@ -63,7 +63,8 @@ fn a_paraphrase_is_served_from_the_stored_entry_with_its_similarity() {
         .query(&mut con)
         .unwrap();
     let fields = entry_fields(&mut con, &key[3]);
-    assert!(fields["sem"].starts_with("qav1"), "{fields:?}");
+    // As f16 (`qav2`): magic, scope digest, dimension count, two bytes per dimension.
+    assert!(fields["sem"].starts_with("qav2"), "{fields:?}");
     assert_eq!(fields["answer"], A);
 
     let m = meta(&mut con, &["faq", PARAPHRASE]);

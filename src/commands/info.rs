@@ -94,6 +94,10 @@ pub fn info(ctx: &InfoContext, for_crash_report: bool) -> RedisResult<()> {
             "semantic_index_graph_pending",
             semantic::upkeep::graph_pending() as u64,
         )?
+        .field(
+            "semantic_rebuild_step_max_us",
+            semantic::upkeep::rebuild_step_max_us(),
+        )?
         .field("semantic_search_p50_us", search_p50)?
         .field("semantic_search_p99_us", search_p99)?;
     let (audited, agreed, disagreed) = if gauges {

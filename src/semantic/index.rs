@@ -1076,17 +1076,23 @@ mod tests {
                 );
             }
         }
+        // `mutated`: the mutator is through; `done`: and the graph has taken every vector.
+        let mutated = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicBool::new(false));
         let churned = Arc::new(AtomicUsize::new(0));
         // Churned entry j has the vector rnd(1_000_000 + j).
         let churn = move |j: u64| rnd(1_000_000 + j, dims);
         let indexer = {
-            let (ix, done) = (ix.clone(), done.clone());
+            let (ix, mutated, done) = (ix.clone(), mutated.clone(), done.clone());
             std::thread::spawn(move || {
                 let mut batches = 0;
-                while !done.load(Ordering::SeqCst) {
+                loop {
                     let batch = ix.write().unwrap().graph_batch(64);
                     let Some(mut b) = batch else {
+                        if mutated.load(Ordering::SeqCst) {
+                            done.store(true, Ordering::SeqCst);
+                            return batches;
+                        }
                         std::thread::yield_now();
                         continue;
                     };
@@ -1096,11 +1102,10 @@ mod tests {
                     drop(w.take_trash());
                     batches += 1;
                 }
-                batches
             })
         };
         let mutator = {
-            let (ix, done, churned) = (ix.clone(), done.clone(), churned.clone());
+            let (ix, mutated, churned) = (ix.clone(), mutated.clone(), churned.clone());
             std::thread::spawn(move || {
                 let mut live = std::collections::VecDeque::new();
                 let mut j = 0u64;
@@ -1133,7 +1138,7 @@ mod tests {
                     j += 1;
                     churned.store(j as usize, Ordering::SeqCst);
                 }
-                done.store(true, Ordering::SeqCst);
+                mutated.store(true, Ordering::SeqCst);
             })
         };
         let searchers: Vec<_> = (0..12u64)

@@ -57,35 +57,52 @@ pub fn scope_digest(model: &str, system: &str, generation: &[u8]) -> [u8; 16] {
     out
 }
 
-const MAGIC: &[u8; 4] = b"qav1";
+/// `sem` fields written before f16 (still read: entries live until their TTL, and RDB and
+/// AOF files outlive a module upgrade).
+const MAGIC_F32: &[u8; 4] = b"qav1";
+/// `sem` fields as written now: the vector as f16, half the bytes. The graph stores f16
+/// anyway, and the similarity between f16-rounded unit vectors differs from the float32
+/// one by less than 0.0001 (docs/semantic.md, "Choosing the ANN library"), so a threshold
+/// means the same.
+const MAGIC_F16: &[u8; 4] = b"qav2";
 
-/// The `sem` field: `qav1`, the 16-byte scope digest, the dimension count (u16 LE), then the
-/// unit vector as f32 LE.
+/// The `sem` field: `qav2`, the 16-byte scope digest, the dimension count (u16 LE), then the
+/// unit vector as IEEE f16 LE (`qav1`: as f32 LE, read only).
 pub fn encode(scope: &[u8; 16], v: &[f32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(22 + v.len() * 4);
-    out.extend_from_slice(MAGIC);
+    let mut out = Vec::with_capacity(22 + v.len() * 2);
+    out.extend_from_slice(MAGIC_F16);
     out.extend_from_slice(scope);
     out.extend_from_slice(&(v.len() as u16).to_le_bytes());
     for x in v {
-        out.extend_from_slice(&x.to_le_bytes());
+        out.extend_from_slice(&half::f16::from_f32(*x).to_bits().to_le_bytes());
     }
     out
 }
 
-/// Reads a `sem` field: the scope digest and the unit vector. `None` for anything else (a
-/// field written by hand, truncated, of another version, not finite, not unit length).
+/// Reads a `sem` field (`qav2` or `qav1`): the scope digest and the unit vector. `None` for
+/// anything else (a field written by hand, truncated, of another version, not finite, not
+/// unit length).
 pub fn decode(b: &[u8]) -> Option<([u8; 16], Vec<f32>)> {
-    let rest = b.strip_prefix(MAGIC)?;
+    let (width, rest) = match b.get(..4)? {
+        m if m == MAGIC_F16 => (2, &b[4..]),
+        m if m == MAGIC_F32 => (4, &b[4..]),
+        _ => return None,
+    };
     let scope: [u8; 16] = rest.get(..16)?.try_into().ok()?;
     let dims = u16::from_le_bytes(rest.get(16..18)?.try_into().ok()?) as usize;
     let body = rest.get(18..)?;
-    if dims == 0 || body.len() != dims * 4 {
+    if dims == 0 || body.len() != dims * width {
         return None;
     }
-    let v: Vec<f32> = body
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let v: Vec<f32> = if width == 2 {
+        body.chunks_exact(2)
+            .map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
+            .collect()
+    } else {
+        body.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
     // Renormalised: a hand-made field cannot skew similarities past 1.
     let u = index::unit(&v)?;
     Some((scope, u))
@@ -93,7 +110,10 @@ pub fn decode(b: &[u8]) -> Option<([u8; 16], Vec<f32>)> {
 
 /// Only the scope digest of a `sem` field (cheap: for checking a match before serving it).
 pub fn scope_of(b: &[u8]) -> Option<[u8; 16]> {
-    b.strip_prefix(MAGIC)?.get(..16)?.try_into().ok()
+    let rest = b
+        .strip_prefix(MAGIC_F16)
+        .or_else(|| b.strip_prefix(MAGIC_F32))?;
+    rest.get(..16)?.try_into().ok()
 }
 
 /// The cache of an entry key `qa:{<cache>}:<32 hex>` (not a generation key); keys of
@@ -137,19 +157,36 @@ mod tests {
         let (s, back) = decode(&b).unwrap();
         assert_eq!(s, scope);
         assert_eq!(scope_of(&b), Some(scope));
+        // f16: each value within 2^-11 of the original (relative), renormalised.
+        assert_eq!(b.len(), 4 + 16 + 2 + 3 * 2);
+        for (a, b) in back.iter().zip(&v) {
+            assert!((a - b).abs() < 1e-3, "{a} {b}");
+        }
+        // A field written as float32 before (`qav1`) is still read, exactly.
+        let mut old = [&b"qav1"[..], &scope, &3u16.to_le_bytes()].concat();
+        for x in &v {
+            old.extend_from_slice(&x.to_le_bytes());
+        }
+        let (s, back) = decode(&old).unwrap();
+        assert_eq!(s, scope);
+        assert_eq!(scope_of(&old), Some(scope));
         for (a, b) in back.iter().zip(&v) {
             assert!((a - b).abs() < 1e-6);
         }
-        // Truncated, padded, wrong magic, zero dims, NaN, zero vector.
+        // Truncated, padded, wrong magic, zero dims, NaN, zero vector, an f16 body under the
+        // f32 magic.
         let mut bad = vec![
             b[..b.len() - 1].to_vec(),
             [&b[..], &[0]].concat(),
-            [b"qav2", &b[4..]].concat(),
+            [b"qav9", &b[4..]].concat(),
+            [b"qav1", &b[4..]].concat(),
+            old[..old.len() - 2].to_vec(),
             encode(&scope, &[]),
             encode(&scope, &[f32::NAN, 1.0]),
             encode(&scope, &[0.0, 0.0]),
             Vec::new(),
             b"qav1".to_vec(),
+            b"qav2".to_vec(),
         ];
         // Every prefix of a valid field.
         bad.extend((0..b.len()).map(|n| b[..n].to_vec()));

@@ -369,6 +369,14 @@ static EPOCH: AtomicU64 = AtomicU64::new(0);
 /// Keys looked at per step of a rebuild scan.
 const SCAN_STEP: usize = 500;
 
+/// The longest step of a rebuild scan so far, in microseconds (main-thread time, for INFO).
+static SCAN_STEP_MAX_US: AtomicU64 = AtomicU64::new(0);
+
+/// The longest main-thread step of a rebuild scan since the module loaded, in microseconds.
+pub fn rebuild_step_max_us() -> u64 {
+    SCAN_STEP_MAX_US.load(Ordering::Relaxed)
+}
+
 /// Server events (called by `generation`'s handler, which owns the subscription).
 pub fn on_server_event(ctx: &Context, eid: u64, subevent: u64, data: *mut c_void) {
     if eid == raw::REDISMODULE_EVENT_FLUSHDB {
@@ -454,6 +462,7 @@ impl Scan {
             return;
         }
         let c = ctx.ctx;
+        let started = std::time::Instant::now();
         unsafe {
             if raw::RedisModule_SelectDb.unwrap()(c, self.db) != raw::REDISMODULE_OK as c_int {
                 REBUILDING.store(false, Ordering::Relaxed);
@@ -481,6 +490,7 @@ impl Scan {
                 self.db += 1;
             }
         }
+        SCAN_STEP_MAX_US.fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         mainthread::post_after(ctx, Duration::ZERO, Box::new(move |ctx| self.step(ctx)));
     }
 }
