@@ -461,6 +461,123 @@ fn hand_entries(con: &mut redis::Connection, cache: &str, n: usize, dims: usize)
     }
 }
 
+/// A scope past `GRAPH_FROM` (2,048) vectors gets an HNSW graph, filled by the index thread
+/// while the server goes on: misses search it and add entries, `DEL`s remove from it, `INFO`
+/// reads its size. The server survives (this is the load under which `INFO` once crashed a
+/// server: see docs/semantic.md, "What usearch guarantees"), and once the graph holds every
+/// vector a paraphrase is still served from its entry, found through the graph.
+#[test]
+fn a_large_scope_is_served_through_its_graph_while_it_changes() {
+    const N: usize = 4_000;
+    let b = Backend::start(Duration::ZERO);
+    let mut s = semantic_server(&b, &["--enable-debug-command", "yes"]);
+    let mut con = s.conn();
+    set(&mut con, &["faq", Q, A]);
+    let key: Vec<String> = redis::cmd("QA.KEY")
+        .arg(&["faq", Q])
+        .query(&mut con)
+        .unwrap();
+    // The entry's embedding is the last part of its value: `qav2`, then the scope digest.
+    let raw: Vec<u8> = redis::cmd("GET").arg(&key[3]).query(&mut con).unwrap();
+    let sem_len = 4 + 16 + 2 + 2 * common::backend::EMBED_DIMS;
+    let sem = &raw[raw.len() - sem_len..];
+    assert_eq!(&sem[..4], b"qav2");
+    let digest = sem[4..20].to_vec();
+    // N entries of that scope written by hand with random vectors, as float32 (`qav1`, as
+    // older builds wrote them), indexed by the rebuild after DEBUG RELOAD.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut pipe = redis::pipe();
+    for i in 0..N {
+        let v: Vec<f32> = (0..common::backend::EMBED_DIMS)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect();
+        let mut sem = b"qav1".to_vec();
+        sem.extend_from_slice(&digest);
+        sem.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        for f in &v {
+            sem.extend_from_slice(&f.to_le_bytes());
+        }
+        pipe.cmd("HSET")
+            .arg(format!("qa:{{faq}}:f{i:031x}"))
+            .arg("answer")
+            .arg(format!("answer {i}"))
+            .arg("question")
+            .arg(format!("filler question {i}"))
+            .arg("sem")
+            .arg(sem)
+            .ignore();
+    }
+    let _: () = pipe.query(&mut con).unwrap();
+    let _: String = redis::cmd("DEBUG").arg("RELOAD").query(&mut con).unwrap();
+    assert!(wait_until(Duration::from_secs(30), || info_field(
+        &mut con,
+        "semantic_index_entries"
+    ) == N as u64 + 1));
+    // While the graph fills: misses (a search each, then an insert), deletes, INFO.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..3)
+        .map(|w| {
+            let mut c = s.conn();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) || n < 20 {
+                    match w {
+                        0 => {
+                            let q = format!("a brand new question {n} about shipping");
+                            assert_eq!(
+                                qa_get(&mut c, &["faq", &q]).unwrap(),
+                                answer_for(&q, "gpt-4o-mini", "")
+                            );
+                        }
+                        1 => {
+                            let _: i64 = redis::cmd("DEL")
+                                .arg(format!("qa:{{faq}}:f{:031x}", 2 * n))
+                                .query(&mut c)
+                                .unwrap();
+                        }
+                        _ => {
+                            let _ = info_field(&mut c, "semantic_index_bytes");
+                        }
+                    }
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let caught_up = wait_until(Duration::from_secs(60), || {
+        info_field(&mut con, "semantic_index_graph_pending") == 0
+    });
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for w in workers {
+        assert!(w.join().unwrap() >= 20);
+    }
+    assert!(caught_up, "the graph did not take every vector");
+    assert!(wait_until(Duration::from_secs(30), || info_field(
+        &mut con,
+        "semantic_index_graph_pending"
+    ) == 0));
+    assert!(s.running(), "{}", s.log_tail(40));
+    // Every vector is in the graph: as f16, two bytes per dimension (a tail's are four).
+    let entries = info_field(&mut con, "semantic_index_entries");
+    assert!(entries > N as u64 / 2);
+    assert_eq!(
+        info_field(&mut con, "semantic_index_vector_bytes"),
+        entries * 2 * common::backend::EMBED_DIMS as u64
+    );
+    let m = meta(&mut con, &["faq", PARAPHRASE]);
+    assert_eq!(field(&m, "served"), "semantic");
+    assert_eq!(field(&m, "matched"), Q);
+    assert_eq!(field(&m, "answer"), A);
+    assert!(info_field(&mut con, "semantic_index_bytes") > 0);
+}
+
 fn usec_per_call(con: &mut redis::Connection, command: &str) -> f64 {
     let info: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
     let line = info

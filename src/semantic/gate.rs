@@ -15,6 +15,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 /// Searches of one graph at once (each needs one of the graph's thread contexts). More than
 /// the cores gains nothing: a search is CPU only.
@@ -64,19 +65,38 @@ impl Gate {
         self.cv.wait(g).unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits until a search may use the graph.
-    pub fn search(&self) -> Searching<'_> {
+    /// Waits until a search may use the graph, or until `deadline` (`None`: the index
+    /// thread, at idle priority, may be starved on a busy machine while it holds an addition
+    /// turn; the search then leaves the graph out rather than wait for it).
+    pub fn search(&self, deadline: Option<Instant>) -> Option<Searching<'_>> {
         let mut st = self.lock();
         st.search_waiting += 1;
         self.waiting.fetch_add(1, Ordering::Relaxed);
         while st.adding || st.searching >= SEARCH_SLOTS || (st.add_waiting && st.admit == 0) {
-            st = self.wait(st);
+            st = match deadline {
+                None => self.wait(st),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        st.search_waiting -= 1;
+                        self.waiting.fetch_sub(1, Ordering::Relaxed);
+                        st.admit = st.admit.min(st.search_waiting);
+                        drop(st);
+                        self.cv.notify_all();
+                        return None;
+                    }
+                    self.cv
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
         }
         st.search_waiting -= 1;
         self.waiting.fetch_sub(1, Ordering::Relaxed);
         st.admit = st.admit.saturating_sub(1);
         st.searching += 1;
-        Searching(self)
+        Some(Searching(self))
     }
 
     /// Waits until no search uses the graph, and keeps new ones out until the turn ends.
@@ -137,8 +157,12 @@ mod tests {
             .map(|_| {
                 let (gate, inside, adding) = (gate.clone(), inside.clone(), adding.clone());
                 std::thread::spawn(move || {
-                    for _ in 0..2_000 {
-                        let _s = gate.search();
+                    for n in 0..2_000 {
+                        // Some give up at once when they would wait: nothing may leak.
+                        let deadline = (n % 3 == 0).then(Instant::now);
+                        let Some(_s) = gate.search(deadline) else {
+                            continue;
+                        };
                         let n = inside.fetch_add(1, Ordering::SeqCst) + 1;
                         assert!(n <= SEARCH_SLOTS, "{n} searches inside");
                         assert!(!adding.load(Ordering::SeqCst), "a search during additions");
@@ -173,5 +197,8 @@ mod tests {
         }
         done.store(true, Ordering::SeqCst);
         assert!(adder.join().unwrap() > 0);
+        let st = gate.lock();
+        assert_eq!((st.searching, st.search_waiting, st.admit), (0, 0, 0));
+        assert!(!st.adding && !st.add_waiting && !gate.wanted());
     }
 }

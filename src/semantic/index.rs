@@ -244,7 +244,13 @@ impl Scope {
     }
 
     /// Matches at or above `threshold`, unsorted; whether the search was complete.
-    fn matches(&self, q: &[f32], threshold: f32, limit: usize) -> (Vec<(f32, u32)>, bool) {
+    fn matches(
+        &self,
+        q: &[f32],
+        threshold: f32,
+        limit: usize,
+        deadline: Option<std::time::Instant>,
+    ) -> (Vec<(f32, u32)>, bool) {
         let mut out = Vec::new();
         let mut complete = true;
         if self.graph.is_none() || self.tail_ids.len() <= TAIL_SCAN_MAX {
@@ -261,7 +267,9 @@ impl Scope {
         // committed yet is not searched.
         let graphed = self.live - self.tail_ids.len();
         if let Some(g) = self.graph.as_ref().filter(|_| graphed > 0) {
-            let turn = g.gate.search();
+            let Some(turn) = g.gate.search(deadline) else {
+                return (out, false);
+            };
             let result = g.ix.search(q, limit.max(10));
             drop(turn);
             match result {
@@ -595,7 +603,7 @@ impl Index {
     }
 
     /// [`Index::search`], and whether every vector of the scope was looked at (not: a long
-    /// tail skipped during a rebuild, or the graph search failed).
+    /// tail skipped during a rebuild, the graph busy past `deadline`, or its search failed).
     pub fn search_complete(
         &self,
         scope: &ScopeKey,
@@ -603,13 +611,26 @@ impl Index {
         threshold: f32,
         limit: usize,
     ) -> (Vec<Found>, bool) {
+        self.search_until(scope, query, threshold, limit, None)
+    }
+
+    /// [`Index::search_complete`], leaving a graph out if it stays busy with additions
+    /// past `deadline`.
+    pub fn search_until(
+        &self,
+        scope: &ScopeKey,
+        query: &[f32],
+        threshold: f32,
+        limit: usize,
+        deadline: Option<std::time::Instant>,
+    ) -> (Vec<Found>, bool) {
         let Some(s) = self.scope(scope) else {
             return (Vec::new(), true);
         };
         if query.len() != s.dims || s.live == 0 || limit == 0 {
             return (Vec::new(), true);
         }
-        let (mut found, complete) = s.matches(query, threshold, limit);
+        let (mut found, complete) = s.matches(query, threshold, limit, deadline);
         found.sort_by(|a, b| b.0.total_cmp(&a.0));
         found.truncate(limit);
         let found = found

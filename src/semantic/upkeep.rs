@@ -232,10 +232,10 @@ fn search_now(
             }
         }
         if let Ok(ix) = INDEX.try_read() {
-            let (found, complete) = ix.search_complete(scope, query, threshold, limit);
+            let (found, complete) = ix.search_until(scope, query, threshold, limit, Some(deadline));
             if !complete {
-                // A rebuild's tail not scanned: some entries were not looked at (misses,
-                // never wrong answers).
+                // A rebuild's tail not scanned, or the graph busy with additions past the
+                // deadline: some entries were not looked at (misses, never wrong answers).
                 crate::stats::SEMANTIC_INDEX_BUSY.bump();
             }
             return found;
