@@ -807,10 +807,14 @@ impl Index {
     }
 }
 
+/// A share of a batch for one adding thread: its items, whether each was added, and the
+/// next one to add.
+type Part<'a> = (&'a [(u64, Vec<f32>)], &'a mut [bool], usize);
+
 /// Adds a part's items from its cursor on, at least one, until `pause` says so.
 fn add_some(
     ix: &usearch::Index,
-    (items, added, next): &mut (&[(u64, Vec<f32>)], &mut [bool], usize),
+    (items, added, next): &mut Part<'_>,
     pause: &(dyn Fn() -> bool + Sync),
 ) {
     let first = *next;
@@ -1141,7 +1145,7 @@ mod tests {
                     live.push_back(j);
                     // Keep about 2,000 churned entries: removals free graph slots that later
                     // additions reuse, and the graph grows past its first capacity.
-                    if live.len() > 2_000 || j % 7 == 0 {
+                    if live.len() > 2_000 || j.is_multiple_of(7) {
                         if let Some(k) = live.pop_front() {
                             assert!(w.remove(0, format!("c{k}").as_bytes()));
                         }
@@ -1173,7 +1177,7 @@ mod tests {
                         let i = (t * 7919 + n * 104_729) % stable;
                         let q = rnd(i, dims);
                         let r = ix.read().unwrap();
-                        if n % 10 == 0 {
+                        if n.is_multiple_of(10) {
                             let (raw, total) = r.memory();
                             assert!(raw > 0 && total > raw);
                         }
