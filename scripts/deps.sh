@@ -6,6 +6,8 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
+# usearch (the semantic index's HNSW graph) is C++, built by its crate with the system's g++.
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
