@@ -213,11 +213,12 @@ def redis_benchmark(port, pipeline, cmd, n=200000, clients=50, timeout=180):
 
 def prepare_hit_entry(c, question):
     """One miss to learn the key, then the entry rewritten with a 500-byte answer (QA.SET)."""
-    before = set(c.r.keys(f"qa:{{{CACHE}}}:*"))
+    # Entry keys only: `qa:{cache}:` and 32 hex digits (not the cache's `:gen` key).
+    before = set(c.r.keys(f"qa:{{{CACHE}}}:" + "?" * 32))
     first = c.r.execute_command("QA.GET", CACHE, question).decode()
     if first != expected_answer(question):
         anomaly(f"first miss replied {first!r}, expected {expected_answer(question)!r}")
-    new = [k for k in c.r.keys(f"qa:{{{CACHE}}}:*") if k not in before]
+    new = [k for k in c.r.keys(f"qa:{{{CACHE}}}:" + "?" * 32) if k not in before]
     if len(new) != 1:
         raise RuntimeError(f"expected one new entry key, found {new}")
     key = new[0]

@@ -536,6 +536,7 @@ impl ConfigurationValue<RedisString> for StrSetting {
             if matches!(self.id, StrId::Model | StrId::SystemPrompt) {
                 s.default_prefix = keys::prefix_state(&s.model, &s.system_prompt);
                 s.prefix_epoch += 1;
+                keys::derivation_changed();
             }
         });
         Ok(())

@@ -53,7 +53,7 @@ pub const TOKEN_LEN: usize = 32;
 pub const MIRROR_HALF: usize = 8_192;
 
 /// One use in this many of a mirrored token reads the generation key (see the module doc).
-const TOUCH_EVERY: u32 = 32;
+pub const TOUCH_EVERY: u32 = 32;
 
 struct Mirrored {
     token: Box<[u8]>,
@@ -92,6 +92,7 @@ impl Mirror {
     }
 
     fn put(&mut self, db: usize, cache: Box<[u8]>, m: Mirrored) {
+        crate::keys::derivation_changed();
         if self.young_len >= MIRROR_HALF {
             self.old = std::mem::take(&mut self.young);
             self.young_len = 0;
@@ -105,6 +106,7 @@ impl Mirror {
     }
 
     fn remove(&mut self, db: usize, cache: &[u8]) {
+        crate::keys::derivation_changed();
         if let Some(m) = self.young.get_mut(db) {
             if m.remove(cache).is_some() {
                 self.young_len -= 1;
@@ -264,7 +266,10 @@ pub unsafe fn touch(ctx: *mut raw::RedisModuleCtx, cache: &[u8]) {
 }
 
 /// Opens the generation key for reading, which counts as a use for LRU/LFU eviction.
-unsafe fn touch_key(ctx: *mut raw::RedisModuleCtx, cache: &[u8]) {
+///
+/// # Safety
+/// `ctx` must be a command context on the main thread.
+pub unsafe fn touch_key(ctx: *mut raw::RedisModuleCtx, cache: &[u8]) {
     let name = gen_key(cache);
     let s = raw::RedisModule_CreateString.unwrap()(ctx, name.as_ptr().cast(), name.len());
     let k = raw::RedisModule_OpenKey.unwrap()(ctx, s, raw::REDISMODULE_READ as c_int);
@@ -387,6 +392,7 @@ pub fn forget<G: RedisLockIndicator>(ctx: &G, db: usize, cache: &[u8]) {
 pub fn forget_all<G: RedisLockIndicator>(ctx: &G) {
     let mut mirror = MIRROR.lock(ctx);
     *mirror = Mirror::default();
+    crate::keys::derivation_changed();
     count(&mirror);
 }
 

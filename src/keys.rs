@@ -17,6 +17,8 @@
 //! first field, so never the same digest input); either way their entries are not found by
 //! an exact lookup and expire with their TTL.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use sha2::{Digest, Sha256};
 
 use crate::normalize::NORMALIZATION_VERSION;
@@ -25,6 +27,23 @@ use crate::normalize::NORMALIZATION_VERSION;
 /// the padding follows the generation (builds before it hashed no such field and padded
 /// after the system prompt).
 pub const KEY_VERSION: &str = "qa-key-v3";
+
+/// Changes whenever an input of entry keys other than the question may have changed: a
+/// mirrored generation added, dropped or replaced (see `generation`), the default model or
+/// system prompt set. Keys remembered under another value are not used (see
+/// `commands::recent`). Main thread.
+static DERIVATION_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// The current derivation epoch.
+#[inline]
+pub fn derivation_epoch() -> u64 {
+    DERIVATION_EPOCH.load(Ordering::Relaxed)
+}
+
+/// Says that an input of entry keys other than the question may have changed.
+pub fn derivation_changed() {
+    DERIVATION_EPOCH.fetch_add(1, Ordering::Relaxed);
+}
 
 /// Hex digits of the digest in a key.
 pub const DIGEST_HEX: usize = 32;

@@ -386,8 +386,9 @@ fn hits_are_served_inside_multi_and_scripts() {
 /// hashing (src/commands/recent.rs). The kept key must never outlive what it was derived
 /// from: the default model and system prompt, the cache's generation, the cache, the
 /// database. Each step asks twice first (the first hit keeps the key), then changes one
-/// input and checks that the next ask goes where the new input says. A miss on a kept key
-/// still sends the backend the normalized question.
+/// input and checks that the next ask goes where the new input says (or swaps databases, or
+/// deletes the generation key by hand). A miss on a kept key still sends the backend the
+/// normalized question.
 #[test]
 fn a_question_asked_again_is_looked_up_under_its_current_key() {
     let b = Backend::start(Duration::ZERO);
@@ -451,6 +452,22 @@ fn a_question_asked_again_is_looked_up_under_its_current_key() {
     assert_eq!(twice(&mut con), a1);
     assert_eq!(b.calls(), 7);
     let _: () = redis::cmd("SELECT").arg(0).query(&mut con).unwrap();
+    assert_eq!(twice(&mut con), a1);
+    assert_eq!(b.calls(), 7);
+
+    // Databases swapped: database 0 now holds database 1's cache, whose entry answers.
+    let _: () = redis::cmd("SWAPDB").arg(0).arg(1).query(&mut con).unwrap();
+    let _: () = redis::cmd("QA.SET").arg("faq").arg(q).arg("swapped").query(&mut con).unwrap();
+    let _: () = redis::cmd("SWAPDB").arg(0).arg(1).query(&mut con).unwrap();
+    assert_eq!(twice(&mut con), a1);
+    let _: () = redis::cmd("SWAPDB").arg(0).arg(1).query(&mut con).unwrap();
+    assert_eq!(ask(&mut con), "swapped");
+    assert_eq!(b.calls(), 7);
+
+    // The generation key deleted by hand: the cache starts over.
+    let _: i64 = redis::cmd("DEL").arg("qa:{faq}:gen").query(&mut con).unwrap();
+    assert_eq!(twice(&mut con), a1);
+    assert_eq!(b.calls(), 8);
 
     // More questions than the table has slots, each hit twice: every one still gets its
     // own answer, and the first one is still a hit.
@@ -460,7 +477,7 @@ fn a_question_asked_again_is_looked_up_under_its_current_key() {
         assert_eq!(a, answer_for(&qn, MODEL, ""));
         assert_eq!(qa_get(&mut con, &["faq", &qn]).unwrap(), a);
     }
-    assert_eq!(b.calls(), 307);
+    assert_eq!(b.calls(), 308);
     for n in (0..300).step_by(7) {
         let qn = format!("Question number {n}?");
         assert_eq!(
@@ -469,5 +486,5 @@ fn a_question_asked_again_is_looked_up_under_its_current_key() {
         );
     }
     assert_eq!(ask(&mut con), a1);
-    assert_eq!(b.calls(), 307);
+    assert_eq!(b.calls(), 308);
 }

@@ -36,10 +36,10 @@ pub struct Scratch {
     /// Keys of recently hit questions (see `recent`).
     pub recent: recent::Recent,
     /// Set by [`resolve_recent`] when the key was derived in full: where to keep it after a
-    /// hit, and under which prefix epoch and generation.
+    /// hit, under which derivation epoch (read before the derivation) and database.
     pub recent_slot: Option<usize>,
     pub recent_epoch: u64,
-    pub recent_generation: Vec<u8>,
+    pub recent_db: i32,
 }
 
 impl Scratch {
@@ -50,10 +50,11 @@ impl Scratch {
             self.recent.put(
                 i,
                 self.recent_epoch,
-                &self.recent_generation,
+                self.recent_db,
                 cache,
                 question.as_bytes(),
                 &self.key,
+                self.slot,
             );
         }
     }
@@ -79,7 +80,7 @@ thread_local! {
             recent: recent::Recent::new(),
             recent_slot: None,
             recent_epoch: 0,
-            recent_generation: Vec::new(),
+            recent_db: 0,
         })
     };
 }
@@ -152,44 +153,37 @@ unsafe fn resolve_with<'a>(
         return Err(error::CONTEXT_TOO_LONG);
     }
     let plain = a.model.is_none() && a.system.is_none() && context.is_none();
-    let recent_at = (use_recent && plain).then(|| recent::index(a.cache, question.as_bytes()));
     s.recent_slot = None;
     s.normalized_ok = false;
-    if recent_at.is_none() {
-        normalize_checked(question, s)?;
+    if use_recent && plain {
+        let i = recent::index(a.cache, question.as_bytes());
+        let epoch = keys::derivation_epoch();
+        let db = raw::RedisModule_GetSelectedDb.unwrap()(ctx);
+        if let Some(found) = s.recent.get(i, epoch, db, a.cache, question.as_bytes()) {
+            s.key.clear();
+            s.key.extend_from_slice(found.key);
+            s.slot = found.stats_slot;
+            s.no_generation = false;
+            if found.touch {
+                generation::touch_key(ctx, a.cache);
+            }
+            return Ok(question);
+        }
+        (s.recent_slot, s.recent_epoch, s.recent_db) = (Some(i), epoch, db);
     }
+    normalize_checked(question, s)?;
     s.key.clear();
     let Scratch {
         normalized,
-        normalized_ok,
         key,
         slot,
         no_generation,
-        recent,
-        recent_slot,
-        recent_epoch,
-        recent_generation,
+        ..
     } = s;
     generation::with_generation_state(ctx, a.cache, |generation, stats_slot, kept| {
         *slot = stats_slot;
         *no_generation = generation.is_empty();
         config::with_strings(&Context::new(ctx), |cfg| {
-            if let Some(i) = recent_at {
-                let q = question.as_bytes();
-                if let Some(k) = recent.get(i, cfg.prefix_epoch, generation, a.cache, q) {
-                    key.extend_from_slice(k);
-                    return Ok(());
-                }
-                normalize::normalize_into(question, normalized);
-                if normalized.is_empty() {
-                    return Err(error::QUESTION_EMPTY);
-                }
-                *normalized_ok = true;
-                *recent_slot = Some(i);
-                *recent_epoch = cfg.prefix_epoch;
-                recent_generation.clear();
-                recent_generation.extend_from_slice(generation);
-            }
             match (a.model, a.system, context) {
                 (None, None, None) => {
                     // The hit path: the cache's state for the default prefix, derived once
@@ -217,9 +211,8 @@ unsafe fn resolve_with<'a>(
                     }
                 }
             }
-            Ok(())
         })
-    })??;
+    })?;
     Ok(question)
 }
 
