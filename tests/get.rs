@@ -457,7 +457,12 @@ fn a_question_asked_again_is_looked_up_under_its_current_key() {
 
     // Databases swapped: database 0 now holds database 1's cache, whose entry answers.
     let _: () = redis::cmd("SWAPDB").arg(0).arg(1).query(&mut con).unwrap();
-    let _: () = redis::cmd("QA.SET").arg("faq").arg(q).arg("swapped").query(&mut con).unwrap();
+    let _: () = redis::cmd("QA.SET")
+        .arg("faq")
+        .arg(q)
+        .arg("swapped")
+        .query(&mut con)
+        .unwrap();
     let _: () = redis::cmd("SWAPDB").arg(0).arg(1).query(&mut con).unwrap();
     assert_eq!(twice(&mut con), a1);
     let _: () = redis::cmd("SWAPDB").arg(0).arg(1).query(&mut con).unwrap();
@@ -465,7 +470,10 @@ fn a_question_asked_again_is_looked_up_under_its_current_key() {
     assert_eq!(b.calls(), 7);
 
     // The generation key deleted by hand: the cache starts over.
-    let _: i64 = redis::cmd("DEL").arg("qa:{faq}:gen").query(&mut con).unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg("qa:{faq}:gen")
+        .query(&mut con)
+        .unwrap();
     assert_eq!(twice(&mut con), a1);
     assert_eq!(b.calls(), 8);
 

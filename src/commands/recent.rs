@@ -63,17 +63,22 @@ pub fn index(cache: &[u8], question: &[u8]) -> usize {
     (h >> 56) as usize % SLOTS
 }
 
-/// The first (or last) eight bytes of `b` as a word, zero-filled if shorter.
+/// The first (or last) eight bytes of `b` as a word, zero-filled if shorter (one load, not
+/// a copy of a variable length).
 #[inline(always)]
 fn edge(b: &[u8], first: bool) -> u64 {
-    let mut w = [0u8; 8];
-    let n = b.len().min(8);
-    if first {
-        w[..n].copy_from_slice(&b[..n]);
+    let word = if first {
+        b.first_chunk::<8>()
     } else {
-        w[..n].copy_from_slice(&b[b.len() - n..]);
+        b.last_chunk::<8>()
+    };
+    match word {
+        Some(w) => u64::from_le_bytes(*w),
+        None => b
+            .iter()
+            .enumerate()
+            .fold(0, |w, (i, &x)| w | u64::from(x) << (8 * i)),
     }
-    u64::from_le_bytes(w)
 }
 
 #[inline(always)]
