@@ -233,7 +233,7 @@ def profile_callgrind(c, a, cache, question, log, hits=30000):
             except Exception:
                 time.sleep(0.1)
         r.execute_command("QA.GET", cache, question)
-        key = r.keys(f"qa:{{{cache}}}:*")[0]
+        key = r.keys(f"qa:{{{cache}}}:" + "?" * 32)[0]
         r.execute_command("QA.SET", cache, question, "x" * 500)
         subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", "10", "-n", str(hits),
                         "-P", "16", "-q", "QA.GET", cache, question], capture_output=True, timeout=300)

@@ -131,6 +131,19 @@ else
     TARGET="$TARGET_ROOT/release"
 fi
 MODULE="$TARGET/libredis_qa.so"
+# The module API's floor for the hit section (bench/floor: FLOOR.GET), a module of its own.
+FLOOR_MODULE=()
+case ",$SECTIONS," in
+    *,hit,*)
+        log "building bench/floor (release)"
+        if timeout 1800 cargo build --release --quiet --manifest-path "$ROOT/bench/floor/Cargo.toml" \
+            --target-dir "$TARGET_ROOT/floor"; then
+            FLOOR_MODULE=(--loadmodule "$TARGET_ROOT/floor/release/libqa_floor.so")
+        else
+            log "could not build bench/floor: the hit section goes on without its floor"
+        fi
+        ;;
+esac
 BACKEND_BIN="$TARGET/examples/demo_backend"
 [ -f "$MODULE" ] && [ -x "$BACKEND_BIN" ] || { log "build products missing"; exit 1; }
 
@@ -158,6 +171,7 @@ log "starting redis-server on 127.0.0.1:$RPORT (core $SERVER_CPU)"
 taskset -c "$SERVER_CPU" redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no \
     --maxclients 4000 \
     --loadmodule "$MODULE" --qa.backend-url "http://127.0.0.1:${BPORT[100]}/v1" \
+    "${FLOOR_MODULE[@]}" \
     --daemonize yes --pidfile "$WORK/redis.pid" --logfile "$WORK/redis.log"
 for _ in $(seq 50); do
     [ -s "$WORK/redis.pid" ] && redis-cli -h 127.0.0.1 -p "$RPORT" PING >/dev/null 2>&1 && break

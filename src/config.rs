@@ -15,7 +15,6 @@ use redis_module::configuration::ConfigurationContext;
 use redis_module::{
     ConfigurationValue, RedisError, RedisGILGuard, RedisLockIndicator, RedisString,
 };
-use sha2::Sha256;
 
 use crate::backend::breaker;
 use crate::backend::http::CallSettings;
@@ -402,7 +401,11 @@ pub struct Strings {
     pub audit_rate: String,
     pub target_precision: String,
     pub context_template: String,
-    pub default_prefix: Sha256,
+    /// The key digest's prefix for the default model and system prompt.
+    pub default_prefix: keys::Prefix,
+    /// Changes with `default_prefix`: generation states derived from an older one (kept
+    /// with the mirrored generations) are stale.
+    pub prefix_epoch: u64,
 }
 
 impl Strings {
@@ -436,6 +439,7 @@ static STRINGS: LazyLock<RedisGILGuard<Strings>> = LazyLock::new(|| {
         target_precision: SEMANTIC_TARGET_PRECISION.default.into(),
         context_template: CONTEXT_TEMPLATE.default.into(),
         default_prefix: keys::prefix_state(MODEL.default, SYSTEM_PROMPT.default),
+        prefix_epoch: 0,
     })
 });
 
@@ -531,6 +535,8 @@ impl ConfigurationValue<RedisString> for StrSetting {
             }
             if matches!(self.id, StrId::Model | StrId::SystemPrompt) {
                 s.default_prefix = keys::prefix_state(&s.model, &s.system_prompt);
+                s.prefix_epoch += 1;
+                keys::derivation_changed();
             }
         });
         Ok(())

@@ -34,7 +34,14 @@ use redis_module::{
     RedisLockIndicator,
 };
 
+use sha2::Sha256;
+
 use crate::error;
+
+/// A cache's key-derivation state for the default model and system prompt (see
+/// `keys::generation_state`), kept with its mirrored generation so a hit hashes only its
+/// question: the `config::Strings::prefix_epoch` it was derived under, and the state.
+pub type KeyState = Option<(u64, Sha256)>;
 
 /// The generation of a cache that has none: no entry is reachable under it.
 pub const NONE: &[u8] = b"";
@@ -46,7 +53,7 @@ pub const TOKEN_LEN: usize = 32;
 pub const MIRROR_HALF: usize = 8_192;
 
 /// One use in this many of a mirrored token reads the generation key (see the module doc).
-const TOUCH_EVERY: u32 = 32;
+pub const TOUCH_EVERY: u32 = 32;
 
 struct Mirrored {
     token: Box<[u8]>,
@@ -55,6 +62,7 @@ struct Mirrored {
     /// The key was evicted: the token is still the cache's (eviction is no invalidation) and
     /// the next miss writes the key again with it (see [`touch`]).
     evicted: bool,
+    key_state: KeyState,
 }
 
 type Names = Vec<HashMap<Box<[u8]>, Mirrored>>;
@@ -70,15 +78,21 @@ struct Mirror {
 
 impl Mirror {
     fn get(&mut self, db: usize, cache: &[u8]) -> Option<&mut Mirrored> {
-        let in_young = self.young.get(db).is_some_and(|m| m.contains_key(cache));
-        if !in_young {
-            let moved = self.old.get_mut(db).and_then(|m| m.remove_entry(cache))?;
-            self.put(db, moved.0, moved.1);
+        // One hash lookup when the name is young (the usual case). The borrow checker cannot
+        // yet end a returned borrow on the path that does not return, hence the pointer.
+        if let Some(m) = self.young.get_mut(db).and_then(|m| m.get_mut(cache)) {
+            let m: *mut Mirrored = m;
+            // SAFETY: `m` points into `self.young`, which nothing changes before the
+            // returned borrow (tied to `&mut self`) ends.
+            return Some(unsafe { &mut *m });
         }
+        let moved = self.old.get_mut(db).and_then(|m| m.remove_entry(cache))?;
+        self.put(db, moved.0, moved.1);
         self.young.get_mut(db)?.get_mut(cache)
     }
 
     fn put(&mut self, db: usize, cache: Box<[u8]>, m: Mirrored) {
+        crate::keys::derivation_changed();
         if self.young_len >= MIRROR_HALF {
             self.old = std::mem::take(&mut self.young);
             self.young_len = 0;
@@ -92,6 +106,7 @@ impl Mirror {
     }
 
     fn remove(&mut self, db: usize, cache: &[u8]) {
+        crate::keys::derivation_changed();
         if let Some(m) = self.young.get_mut(db) {
             if m.remove(cache).is_some() {
                 self.young_len -= 1;
@@ -145,6 +160,19 @@ pub unsafe fn with_generation<R>(
     cache: &[u8],
     f: impl FnOnce(&[u8], Option<usize>) -> R,
 ) -> Result<R, &'static str> {
+    with_generation_state(ctx, cache, |token, slot, _| f(token, slot))
+}
+
+/// [`with_generation`], also lending `f` the cache's [`KeyState`] (kept while the
+/// generation stays mirrored; `f` checks its epoch and replaces it when stale).
+///
+/// # Safety
+/// `ctx` must be a command context on the main thread.
+pub unsafe fn with_generation_state<R>(
+    ctx: *mut raw::RedisModuleCtx,
+    cache: &[u8],
+    f: impl FnOnce(&[u8], Option<usize>, &mut KeyState) -> R,
+) -> Result<R, &'static str> {
     let context = Context::new(ctx);
     let db = selected_db(ctx);
     // The mirror is borrowed only inside this block: reading the key below can run keyspace
@@ -155,7 +183,10 @@ pub unsafe fn with_generation<R>(
         match (mirror.get(db, cache), f.take()) {
             (Some(m), Some(f)) => {
                 m.uses = m.uses.wrapping_add(1);
-                Ok((m.uses % TOUCH_EVERY == 0, f(&m.token, m.slot)))
+                Ok((
+                    m.uses % TOUCH_EVERY == 0,
+                    f(&m.token, m.slot, &mut m.key_state),
+                ))
             }
             (_, f) => Err(f),
         }
@@ -177,12 +208,14 @@ pub unsafe fn with_generation<R>(
         // A cache with a generation has (or had) entries: it gets its figures.
         crate::stats::track(&context, cache)
     };
-    let result = f(&token, slot);
+    let mut key_state = None;
+    let result = f(&token, slot, &mut key_state);
     let m = Mirrored {
         token: token.into_boxed_slice(),
         slot,
         uses: 0,
         evicted: false,
+        key_state,
     };
     let mut mirror = MIRROR.lock(&context);
     mirror.put(db, cache.into(), m);
@@ -233,7 +266,10 @@ pub unsafe fn touch(ctx: *mut raw::RedisModuleCtx, cache: &[u8]) {
 }
 
 /// Opens the generation key for reading, which counts as a use for LRU/LFU eviction.
-unsafe fn touch_key(ctx: *mut raw::RedisModuleCtx, cache: &[u8]) {
+///
+/// # Safety
+/// `ctx` must be a command context on the main thread.
+pub unsafe fn touch_key(ctx: *mut raw::RedisModuleCtx, cache: &[u8]) {
     let name = gen_key(cache);
     let s = raw::RedisModule_CreateString.unwrap()(ctx, name.as_ptr().cast(), name.len());
     let k = raw::RedisModule_OpenKey.unwrap()(ctx, s, raw::REDISMODULE_READ as c_int);
@@ -356,6 +392,7 @@ pub fn forget<G: RedisLockIndicator>(ctx: &G, db: usize, cache: &[u8]) {
 pub fn forget_all<G: RedisLockIndicator>(ctx: &G) {
     let mut mirror = MIRROR.lock(ctx);
     *mirror = Mirror::default();
+    crate::keys::derivation_changed();
     count(&mirror);
 }
 

@@ -2,20 +2,48 @@
 //!
 //! `qa:{<cache>}:<32 hex digits>`: the first 128 bits of a SHA-256. The hash tag keeps all
 //! of a cache's entries in the cluster slot of the cache name (the command's declared key).
-//! The digest covers, each length-prefixed so no two field lists encode alike: the
-//! normalization version, the model, the system prompt (zero-padded to a 64-byte block), the
-//! cache's generation (see `generation`) and the normalized question.
+//! The digest covers, each length-prefixed so no two field lists encode alike: the key
+//! layout's version ([`KEY_VERSION`]), the normalization version, the model, the system
+//! prompt and the cache's generation (see `generation`), zero-padded to a whole number of
+//! 64-byte blocks, then the normalized question (and the app's context, if any). The state
+//! up to the padding is computed once per (model, system prompt, generation) and kept with
+//! the cache's mirrored generation, so a hit hashes only its question: one block for a
+//! question of up to 47 bytes.
 //!
 //! 128 bits: the chance that any two of n questions of one cache share a key is at most
 //! n²/2¹²⁹, about 1.5·10⁻²¹ for a billion of them. Half the digits of the whole digest save
 //! 32 bytes per key (a third of a short entry's key allocation). Older builds wrote all 64
-//! digits; being longer, their keys can never be taken for one of these, and are never
-//! looked up again by an exact lookup (they expire with their TTL). The key's length is its
-//! version: the digest's input is unchanged.
+//! digits (never looked up again: their keys are longer) or hashed another layout (another
+//! first field, so never the same digest input); either way their entries are not found by
+//! an exact lookup and expire with their TTL.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
 use crate::normalize::NORMALIZATION_VERSION;
+
+/// The first field of every key's digest: the layout of the fields after it. `qa-key-v3`:
+/// the padding follows the generation (builds before it hashed no such field and padded
+/// after the system prompt).
+pub const KEY_VERSION: &str = "qa-key-v3";
+
+/// Changes whenever an input of entry keys other than the question may have changed: a
+/// mirrored generation added, dropped or replaced (see `generation`), the default model or
+/// system prompt set. Keys remembered under another value are not used (see
+/// `commands::recent`). Main thread.
+static DERIVATION_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// The current derivation epoch.
+#[inline]
+pub fn derivation_epoch() -> u64 {
+    DERIVATION_EPOCH.load(Ordering::Relaxed)
+}
+
+/// Says that an input of entry keys other than the question may have changed.
+pub fn derivation_changed() {
+    DERIVATION_EPOCH.fetch_add(1, Ordering::Relaxed);
+}
 
 /// Hex digits of the digest in a key.
 pub const DIGEST_HEX: usize = 32;
@@ -48,18 +76,34 @@ fn update_field(h: &mut Sha256, field: &[u8]) {
     h.update(field);
 }
 
-/// The digest state after the version, the model and the system prompt, zero-padded to a
-/// whole number of 64-byte SHA-256 blocks: computed once per (model, system) and cloned per
-/// request, so a hit hashes only the generation and the question, in a single block when
-/// they take at most 39 bytes together. The padding is unambiguous: the fields before it are
-/// length-prefixed, so where it starts and ends follows from them.
-pub fn prefix_state(model: &str, system: &str) -> Sha256 {
-    let mut h = Sha256::new();
+/// The digest state after the key version, the normalization version, the model and the
+/// system prompt (not padded): computed once per (model, system prompt).
+#[derive(Clone)]
+pub struct Prefix {
+    state: Sha256,
+    /// Bytes hashed so far.
+    len: usize,
+}
+
+pub fn prefix_state(model: &str, system: &str) -> Prefix {
+    let mut state = Sha256::new();
     let mut len = 0;
-    for field in [NORMALIZATION_VERSION, model, system] {
-        update_field(&mut h, field.as_bytes());
+    for field in [KEY_VERSION, NORMALIZATION_VERSION, model, system] {
+        update_field(&mut state, field.as_bytes());
         len += 8 + field.len();
     }
+    Prefix { state, len }
+}
+
+/// The digest state of one cache generation under `prefix`: the generation's field, then
+/// zero padding to a whole number of 64-byte SHA-256 blocks, so that finishing it with a
+/// question clones no partial block and hashes the question alone. The padding is
+/// unambiguous: the fields before it are length-prefixed, so where it starts and ends
+/// follows from them.
+pub fn generation_state(prefix: &Prefix, generation: &[u8]) -> Sha256 {
+    let mut h = prefix.state.clone();
+    update_field(&mut h, generation);
+    let len = prefix.len + 8 + generation.len();
     h.update(&[0u8; 64][..(64 - len % 64) % 64]);
     h
 }
@@ -69,17 +113,10 @@ pub fn key_len(cache_len: usize) -> usize {
     "qa:{".len() + cache_len + "}:".len() + DIGEST_HEX
 }
 
-/// Appends `qa:{<cache>}:<hex>` to `out`, finishing `prefix` with the cache's generation
-/// (empty if never invalidated) and the normalized question.
-pub fn entry_key_into(
-    prefix: &Sha256,
-    cache: &[u8],
-    generation: &[u8],
-    normalized: &str,
-    out: &mut Vec<u8>,
-) {
-    let mut h = prefix.clone();
-    update_field(&mut h, generation);
+/// Appends `qa:{<cache>}:<hex>` to `out`, finishing `state` (a [`generation_state`] of the
+/// cache) with the normalized question.
+pub fn entry_key_into(state: &Sha256, cache: &[u8], normalized: &str, out: &mut Vec<u8>) {
+    let mut h = state.clone();
     update_field(&mut h, normalized.as_bytes());
     finish_key(h, cache, out);
 }
@@ -88,15 +125,13 @@ pub fn entry_key_into(
 /// context's bytes follow the question as one more length-prefixed field, so the same
 /// question with another context (or none: one field fewer) is another key.
 pub fn entry_key_with_context_into(
-    prefix: &Sha256,
+    state: &Sha256,
     cache: &[u8],
-    generation: &[u8],
     normalized: &str,
     context: &[u8],
     out: &mut Vec<u8>,
 ) {
-    let mut h = prefix.clone();
-    update_field(&mut h, generation);
+    let mut h = state.clone();
     update_field(&mut h, normalized.as_bytes());
     update_field(&mut h, context);
     finish_key(h, cache, out);
@@ -135,13 +170,8 @@ const HEX_PAIRS: [[u8; 2]; 256] = {
 #[cfg(test)]
 fn entry_key(cache: &[u8], model: &str, system: &str, normalized: &str) -> Vec<u8> {
     let mut out = Vec::new();
-    entry_key_into(
-        &prefix_state(model, system),
-        cache,
-        b"",
-        normalized,
-        &mut out,
-    );
+    let state = generation_state(&prefix_state(model, system), b"");
+    entry_key_into(&state, cache, normalized, &mut out);
     out
 }
 
@@ -166,27 +196,29 @@ mod tests {
     #[test]
     fn known_vector() {
         // Pinned so an accidental change of the encoding (which would orphan every stored
-        // entry) fails here first. Recompute only together with NORMALIZATION_VERSION.
-        // Header fields, zero padding to the 64-byte block, then the question.
+        // entry) fails here first. Recompute only together with KEY_VERSION or
+        // NORMALIZATION_VERSION. Header fields, zero padding to the 64-byte block, then the
+        // question.
         let mut h = Sha256::new();
         let mut header = Vec::new();
-        for f in ["qa-norm-v2", "gpt-4o-mini", ""] {
+        for f in ["qa-key-v3", "qa-norm-v2", "gpt-4o-mini", "", "g1"] {
             header.extend_from_slice(&(f.len() as u64).to_be_bytes());
             header.extend_from_slice(f.as_bytes());
         }
-        header.resize(64, 0);
+        assert!(header.len() <= 128);
+        header.resize(128, 0);
         h.update(&header);
-        h.update(0u64.to_be_bytes()); // generation ""
         h.update(5u64.to_be_bytes());
         h.update(b"hello");
         let hex: String = h.finalize()[..16]
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        assert_eq!(
-            key("c", "gpt-4o-mini", "", "hello"),
-            format!("qa:{{c}}:{hex}")
-        );
+        let mut k = Vec::new();
+        let state = generation_state(&prefix_state("gpt-4o-mini", ""), b"g1");
+        entry_key_into(&state, b"c", "hello", &mut k);
+        assert_eq!(String::from_utf8(k).unwrap(), format!("qa:{{c}}:{hex}"));
+        assert_eq!(hex, "f361d7311290976777a50cc5380e7428", "pinned");
     }
 
     /// Each row differs from the base in one field; every one must give another key.
@@ -214,45 +246,56 @@ mod tests {
 
     #[test]
     fn padding_does_not_merge_fields() {
-        // A system prompt of NULs must not collide with the padding after a shorter one.
+        let with_gen = |system: &str, generation: &[u8], q: &str| {
+            let mut k = Vec::new();
+            let state = generation_state(&prefix_state("m", system), generation);
+            entry_key_into(&state, b"c", q, &mut k);
+            k
+        };
+        // A generation of NULs must not collide with the padding after a shorter one.
+        assert_ne!(with_gen("", b"", "q"), with_gen("", b"\0", "q"));
+        assert_ne!(with_gen("", b"", "q"), with_gen("", &[0; 8], "q"));
         assert_ne!(key("c", "m", "", "q"), key("c", "m", "\0", "q"));
-        assert_ne!(
-            key("c", "m", "", "q"),
-            key("c", "m", "\0\0\0\0\0\0\0\0", "q")
-        );
         // A header of exactly one block gets no padding, and still differs from its neighbours.
-        let exact = "s".repeat(64 - 3 * 8 - NORMALIZATION_VERSION.len() - 1);
+        let fixed = 5 * 8 + KEY_VERSION.len() + NORMALIZATION_VERSION.len() + 1;
+        let exact = "s".repeat(64 - fixed);
+        assert_eq!((fixed + exact.len()) % 64, 0);
         assert_ne!(
             key("c", "m", &exact, "q"),
             key("c", "m", &format!("{exact}s"), "q")
         );
+        assert_ne!(key("c", "m", &exact, "q"), key("c", "m", &exact[1..], "q"));
     }
 
     #[test]
-    fn prefix_state_is_reusable() {
+    fn generation_state_is_reusable() {
         let p = prefix_state("m", "s");
+        let state = generation_state(&p, b"");
         let mut a = Vec::new();
         let mut b = Vec::new();
-        entry_key_into(&p, b"c", b"", "one", &mut a);
-        entry_key_into(&p, b"c", b"", "one", &mut b);
+        entry_key_into(&state, b"c", "one", &mut a);
+        entry_key_into(&state, b"c", "one", &mut b);
         assert_eq!(a, b);
         assert_eq!(a, entry_key(b"c", "m", "s", "one"));
-        // Another generation is another key.
+        // Another generation is another key; the prefix is reusable too.
         let mut g = Vec::new();
-        entry_key_into(&p, b"c", b"1", "one", &mut g);
+        entry_key_into(&generation_state(&p, b"1"), b"c", "one", &mut g);
         assert_ne!(a, g);
+        let mut again = Vec::new();
+        entry_key_into(&generation_state(&p, b""), b"c", "one", &mut again);
+        assert_eq!(a, again);
     }
 
     #[test]
     fn context_is_part_of_the_key() {
-        let p = prefix_state("m", "s");
+        let state = generation_state(&prefix_state("m", "s"), b"g");
         let with = |ctx: &[u8]| {
             let mut k = Vec::new();
-            entry_key_with_context_into(&p, b"c", b"g", "q", ctx, &mut k);
+            entry_key_with_context_into(&state, b"c", "q", ctx, &mut k);
             k
         };
         let mut plain = Vec::new();
-        entry_key_into(&p, b"c", b"g", "q", &mut plain);
+        entry_key_into(&state, b"c", "q", &mut plain);
         // (context A, context B): each pair must give two keys.
         let rows: &[(&[u8], &[u8])] = &[
             (b"doc one", b"doc two"),

@@ -9,15 +9,6 @@ use std::time::Duration;
 use common::backend::{answer_for, Backend, Recorded, Reply};
 use common::*;
 
-fn config_set(con: &mut redis::Connection, name: &str, value: &str) {
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(name)
-        .arg(value)
-        .query(con)
-        .unwrap_or_else(|e| panic!("CONFIG SET {name} {value}: {e}"));
-}
-
 fn entry(con: &mut redis::Connection) -> HashMap<String, String> {
     let keys: Vec<String> = entry_keys(con);
     assert_eq!(keys.len(), 1, "{keys:?}");

@@ -381,3 +381,118 @@ fn hits_are_served_inside_multi_and_scripts() {
     assert_eq!(r, want);
     assert_eq!(b.calls(), 1);
 }
+
+/// A hit keeps its question's key so that the same bytes asked again skip normalization and
+/// hashing (src/commands/recent.rs). The kept key must never outlive what it was derived
+/// from: the default model and system prompt, the cache's generation, the cache, the
+/// database. Each step asks twice first (the first hit keeps the key), then changes one
+/// input and checks that the next ask goes where the new input says (or swaps databases, or
+/// deletes the generation key by hand). A miss on a kept key still sends the backend the
+/// normalized question.
+#[test]
+fn a_question_asked_again_is_looked_up_under_its_current_key() {
+    let b = Backend::start(Duration::ZERO);
+    let hook = b.hook_url();
+    let s = Server::start(&["--qa.backend-url", &hook, "--qa.backend-format", "webhook"]);
+    let mut con = s.conn();
+    let q = "What is our refund policy?";
+    let ask = |con: &mut redis::Connection| qa_get(con, &["faq", q]).unwrap();
+    let twice = |con: &mut redis::Connection| {
+        let a = ask(con);
+        assert_eq!(ask(con), a);
+        a
+    };
+    let a1 = twice(&mut con);
+    assert_eq!(ask(&mut con), a1);
+    assert_eq!(b.calls(), 1);
+    let normalized_sent = |b: &Backend| {
+        let r = b.requests();
+        r.last().unwrap().body["normalized"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(normalized_sent(&b), "what is our refund policy");
+
+    // Another default model: another entry, then back to the first without a call.
+    config_set(&mut con, "qa.model", "m2");
+    assert_eq!(twice(&mut con), answer_for(q, "m2", ""));
+    assert_eq!(b.calls(), 2);
+    config_set(&mut con, "qa.system-prompt", "Be brief.");
+    assert_eq!(twice(&mut con), answer_for(q, "m2", "Be brief."));
+    assert_eq!(b.calls(), 3);
+    config_set(&mut con, "qa.model", MODEL);
+    config_set(&mut con, "qa.system-prompt", "");
+    assert_eq!(ask(&mut con), a1);
+    assert_eq!(b.calls(), 3);
+
+    // Invalidated: asked again, the backend is called (the same question, the same answer).
+    let _: String = redis::cmd("QA.INVALIDATE")
+        .arg("faq")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(twice(&mut con), a1);
+    assert_eq!(b.calls(), 4);
+
+    // The entry deleted under a kept key: a miss, and the backend gets the normalized question.
+    let deleted: i64 = redis::cmd("QA.DEL")
+        .arg("faq")
+        .arg(q)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(deleted, 1);
+    assert_eq!(ask(&mut con), a1);
+    assert_eq!(b.calls(), 5);
+    assert_eq!(normalized_sent(&b), "what is our refund policy");
+
+    // Another cache, another database: misses of their own.
+    assert_eq!(qa_get(&mut con, &["faq2", q]).unwrap(), a1);
+    assert_eq!(b.calls(), 6);
+    let _: () = redis::cmd("SELECT").arg(1).query(&mut con).unwrap();
+    assert_eq!(twice(&mut con), a1);
+    assert_eq!(b.calls(), 7);
+    let _: () = redis::cmd("SELECT").arg(0).query(&mut con).unwrap();
+    assert_eq!(twice(&mut con), a1);
+    assert_eq!(b.calls(), 7);
+
+    // Databases swapped: database 0 now holds database 1's cache, whose entry answers.
+    let _: () = redis::cmd("SWAPDB").arg(0).arg(1).query(&mut con).unwrap();
+    let _: () = redis::cmd("QA.SET")
+        .arg("faq")
+        .arg(q)
+        .arg("swapped")
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("SWAPDB").arg(0).arg(1).query(&mut con).unwrap();
+    assert_eq!(twice(&mut con), a1);
+    let _: () = redis::cmd("SWAPDB").arg(0).arg(1).query(&mut con).unwrap();
+    assert_eq!(ask(&mut con), "swapped");
+    assert_eq!(b.calls(), 7);
+
+    // The generation key deleted by hand: the cache starts over.
+    let _: i64 = redis::cmd("DEL")
+        .arg("qa:{faq}:gen")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(twice(&mut con), a1);
+    assert_eq!(b.calls(), 8);
+
+    // More questions than the table has slots, each hit twice: every one still gets its
+    // own answer, and the first one is still a hit.
+    for n in 0..300 {
+        let qn = format!("Question number {n}?");
+        let a = qa_get(&mut con, &["faq", &qn]).unwrap();
+        assert_eq!(a, answer_for(&qn, MODEL, ""));
+        assert_eq!(qa_get(&mut con, &["faq", &qn]).unwrap(), a);
+    }
+    assert_eq!(b.calls(), 308);
+    for n in (0..300).step_by(7) {
+        let qn = format!("Question number {n}?");
+        assert_eq!(
+            qa_get(&mut con, &["faq", &qn]).unwrap(),
+            answer_for(&qn, MODEL, "")
+        );
+    }
+    assert_eq!(ask(&mut con), a1);
+    assert_eq!(b.calls(), 308);
+}

@@ -18,15 +18,6 @@ fn start(b: &Backend, extra: &[&str]) -> Server {
     Server::start(&args)
 }
 
-fn config_set(con: &mut redis::Connection, name: &str, value: &str) {
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(name)
-        .arg(value)
-        .query(con)
-        .unwrap_or_else(|e| panic!("CONFIG SET {name} {value}: {e}"));
-}
-
 fn get_err(con: &mut redis::Connection, q: &str) -> String {
     match qa_get(con, &["faq", q]) {
         Err(e) => err_text(&e),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use redis_module::{raw, Context};
 
 use super::args::{Allowed, EntryArgs};
-use super::{reply_error, resolve, with_entry_args, Scratch};
+use super::{reply_error, resolve, resolve_recent, with_entry_args, Scratch};
 use crate::backend::Request;
 use crate::blocked::{self, Waiter};
 use crate::config;
@@ -42,7 +42,7 @@ pub(crate) extern "C" fn qa_get(
 /// # Safety
 /// `ctx` must be the running command's context, on the main thread.
 unsafe fn get(ctx: *mut raw::RedisModuleCtx, a: &EntryArgs<'_>, s: &mut Scratch) -> c_int {
-    let question = match resolve(ctx, a, s) {
+    let question = match resolve_recent(ctx, a, s) {
         Ok(q) => q,
         Err(e) => return reply_error(ctx, e),
     };
@@ -52,7 +52,9 @@ unsafe fn get(ctx: *mut raw::RedisModuleCtx, a: &EntryArgs<'_>, s: &mut Scratch)
             Lookup::Hit(hit) => {
                 reply_hit(ctx, &hit, a.withmeta);
                 count_hit(ctx, s.slot, &hit);
+                s.keep_recent(a.cache, question);
                 if hit.stale {
+                    s.ensure_normalized(question);
                     refresh_stale(ctx, a, question, &s.normalized, &s.key, s.slot);
                 }
                 return raw::REDISMODULE_OK as c_int;
@@ -61,6 +63,7 @@ unsafe fn get(ctx: *mut raw::RedisModuleCtx, a: &EntryArgs<'_>, s: &mut Scratch)
             Lookup::Miss => {}
         }
     }
+    s.ensure_normalized(question);
     if let Some(e) = miss_refused(ctx) {
         return reply_error(ctx, e);
     }

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod entries;
 pub mod get;
 pub mod info;
+pub mod recent;
 pub mod sources;
 pub mod stream;
 
@@ -23,22 +24,63 @@ use args::EntryArgs;
 /// Scratch buffers reused by every command on the main thread, so a hit allocates nothing
 /// of ours.
 pub struct Scratch {
+    /// The normalized question, when `normalized_ok` (see [`resolve_recent`]).
     pub normalized: String,
+    pub normalized_ok: bool,
     pub key: Vec<u8>,
     /// The cache's stats slot, set by `resolve`.
     pub slot: Option<usize>,
     /// Set by `resolve`: the cache has no generation yet, so no entry of it is reachable
     /// (nothing to look up; a write must first make one, see `generation::ensure`).
     pub no_generation: bool,
+    /// Keys of recently hit questions (see `recent`).
+    pub recent: recent::Recent,
+    /// Set by [`resolve_recent`] when the key was derived in full: where to keep it after a
+    /// hit, under which derivation epoch (read before the derivation) and database.
+    pub recent_slot: Option<usize>,
+    pub recent_epoch: u64,
+    pub recent_db: i32,
+}
+
+impl Scratch {
+    /// After a hit on a key [`resolve_recent`] derived in full: keeps it for the next time
+    /// the same question is asked.
+    pub fn keep_recent(&mut self, cache: &[u8], question: &str) {
+        if let Some(i) = self.recent_slot.take() {
+            self.recent.put(
+                i,
+                self.recent_epoch,
+                self.recent_db,
+                cache,
+                question.as_bytes(),
+                &self.key,
+                self.slot,
+            );
+        }
+    }
+
+    /// Makes `normalized` hold `question`'s normalization (a key taken from `recent` left
+    /// it unset).
+    pub fn ensure_normalized(&mut self, question: &str) {
+        if !self.normalized_ok {
+            normalize::normalize_into(question, &mut self.normalized);
+            self.normalized_ok = true;
+        }
+    }
 }
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = const {
         std::cell::RefCell::new(Scratch {
             normalized: String::new(),
+            normalized_ok: false,
             key: Vec::new(),
             slot: None,
             no_generation: false,
+            recent: recent::Recent::new(),
+            recent_slot: None,
+            recent_epoch: 0,
+            recent_db: 0,
         })
     };
 }
@@ -77,6 +119,32 @@ pub unsafe fn resolve<'a>(
     a: &EntryArgs<'a>,
     s: &mut Scratch,
 ) -> Result<&'a str, &'static str> {
+    resolve_with(ctx, a, s, false)
+}
+
+/// [`resolve`] for a lookup: a question asked with the default model and system prompt and
+/// no context may take its key from the recently hit ones (`recent`), leaving
+/// `s.normalized` unset (`s.normalized_ok` false: see [`Scratch::ensure_normalized`]); if
+/// not, `s.recent_slot` says where to keep the key after a hit ([`Scratch::keep_recent`]).
+///
+/// # Safety
+/// `ctx` must be the running command's context, on the main thread.
+#[inline]
+pub unsafe fn resolve_recent<'a>(
+    ctx: *mut raw::RedisModuleCtx,
+    a: &EntryArgs<'a>,
+    s: &mut Scratch,
+) -> Result<&'a str, &'static str> {
+    resolve_with(ctx, a, s, true)
+}
+
+#[inline(always)]
+unsafe fn resolve_with<'a>(
+    ctx: *mut raw::RedisModuleCtx,
+    a: &EntryArgs<'a>,
+    s: &mut Scratch,
+    use_recent: bool,
+) -> Result<&'a str, &'static str> {
     let max_q = config::MAX_QUESTION_BYTES.get().max(0) as usize;
     let question = args::question_str(a.question, max_q)?;
     // `CONTEXT`: checked here, and its bytes are part of the key.
@@ -84,41 +152,78 @@ pub unsafe fn resolve<'a>(
     if context.is_some_and(|c| c.len() as i64 > config::MAX_CONTEXT_BYTES.get()) {
         return Err(error::CONTEXT_TOO_LONG);
     }
-    normalize::normalize_into(question, &mut s.normalized);
-    if s.normalized.is_empty() {
-        return Err(error::QUESTION_EMPTY);
+    let plain = a.model.is_none() && a.system.is_none() && context.is_none();
+    s.recent_slot = None;
+    s.normalized_ok = false;
+    if use_recent && plain {
+        let i = recent::index(a.cache, question.as_bytes());
+        let epoch = keys::derivation_epoch();
+        let db = raw::RedisModule_GetSelectedDb.unwrap()(ctx);
+        if let Some(found) = s.recent.get(i, epoch, db, a.cache, question.as_bytes()) {
+            s.key.clear();
+            s.key.extend_from_slice(found.key);
+            s.slot = found.stats_slot;
+            s.no_generation = false;
+            if found.touch {
+                generation::touch_key(ctx, a.cache);
+            }
+            return Ok(question);
+        }
+        (s.recent_slot, s.recent_epoch, s.recent_db) = (Some(i), epoch, db);
     }
+    normalize_checked(question, s)?;
     s.key.clear();
     let Scratch {
         normalized,
         key,
         slot,
         no_generation,
+        ..
     } = s;
-    generation::with_generation(ctx, a.cache, |generation, stats_slot| {
+    generation::with_generation_state(ctx, a.cache, |generation, stats_slot, kept| {
         *slot = stats_slot;
         *no_generation = generation.is_empty();
         config::with_strings(&Context::new(ctx), |cfg| {
             match (a.model, a.system, context) {
                 (None, None, None) => {
-                    keys::entry_key_into(&cfg.default_prefix, a.cache, generation, normalized, key)
+                    // The hit path: the cache's state for the default prefix, derived once
+                    // per generation (and again after `qa.model`/`qa.system-prompt` change).
+                    let state = match kept {
+                        Some((epoch, state)) if *epoch == cfg.prefix_epoch => state,
+                        _ => {
+                            let state = keys::generation_state(&cfg.default_prefix, generation);
+                            &mut kept.insert((cfg.prefix_epoch, state)).1
+                        }
+                    };
+                    keys::entry_key_into(state, a.cache, normalized, key)
                 }
                 (m, sys, context) => {
                     let prefix = keys::prefix_state(
                         m.unwrap_or(&cfg.model),
                         sys.unwrap_or(&cfg.system_prompt),
                     );
+                    let state = keys::generation_state(&prefix, generation);
                     match context {
-                        None => keys::entry_key_into(&prefix, a.cache, generation, normalized, key),
-                        Some(c) => keys::entry_key_with_context_into(
-                            &prefix, a.cache, generation, normalized, c, key,
-                        ),
+                        None => keys::entry_key_into(&state, a.cache, normalized, key),
+                        Some(c) => {
+                            keys::entry_key_with_context_into(&state, a.cache, normalized, c, key)
+                        }
                     }
                 }
             }
         })
     })?;
     Ok(question)
+}
+
+/// Normalizes `question` into `s.normalized`; an empty result is refused.
+fn normalize_checked(question: &str, s: &mut Scratch) -> Result<(), &'static str> {
+    normalize::normalize_into(question, &mut s.normalized);
+    if s.normalized.is_empty() {
+        return Err(error::QUESTION_EMPTY);
+    }
+    s.normalized_ok = true;
+    Ok(())
 }
 
 /// [`resolve`] for a command about to write an entry: gives the cache its first generation

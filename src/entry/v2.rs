@@ -125,38 +125,57 @@ struct Cur<'a> {
 }
 
 impl<'a> Cur<'a> {
+    #[inline(always)]
     fn expect(&mut self, lit: &[u8]) -> Option<()> {
-        let end = self.i.checked_add(lit.len())?;
-        (self.b.get(self.i..end)? == lit).then(|| self.i = end)
+        let rest = self.b.get(self.i..)?;
+        rest.starts_with(lit).then(|| self.i += lit.len())
     }
 
-    /// A canonical decimal u64, up to the first non-digit (not consumed).
+    /// A canonical decimal u64 (no sign, no leading zero), up to the first non-digit (not
+    /// consumed).
+    #[inline(always)]
     fn num(&mut self) -> Option<u64> {
-        let start = self.i;
+        let rest = self.b.get(self.i..)?;
         let mut v = 0u64;
-        while let Some(&c) = self.b.get(self.i) {
+        let mut digits = 0;
+        // Up to 19 digits cannot overflow: no checked (slower, serial) arithmetic in the loop.
+        for &c in rest.iter().take(19) {
             let d = c.wrapping_sub(b'0');
             if d > 9 {
                 break;
             }
-            // Up to 19 digits cannot overflow: checked arithmetic only past them.
-            v = if self.i - start < 19 {
-                v * 10 + u64::from(d)
-            } else {
-                v.checked_mul(10)?.checked_add(u64::from(d))?
-            };
-            self.i += 1;
+            v = v * 10 + u64::from(d);
+            digits += 1;
         }
-        let digits = self.i - start;
+        if digits == 19 {
+            // The 20th digit, if any, may overflow; a 21st always would.
+            while let Some(d) = rest.get(digits).map(|c| c.wrapping_sub(b'0')) {
+                if d > 9 {
+                    break;
+                }
+                v = v.checked_mul(10)?.checked_add(u64::from(d))?;
+                digits += 1;
+            }
+        }
         // Empty, or a leading zero: not what `encode` writes.
-        if digits == 0 || (digits > 1 && self.b[start] == b'0') {
+        if digits == 0 || (digits > 1 && rest[0] == b'0') {
             return None;
         }
+        self.i += digits;
         Some(v)
     }
 
     /// The escaped model, up to the space that ends it (not consumed).
+    #[inline(always)]
     fn model(&mut self) -> Option<&'a [u8]> {
+        let rest = self.b.get(self.i..)?;
+        // The usual case, nothing escaped: the first byte that would need escaping is the
+        // space that ends the model.
+        let plain = rest.iter().position(|&c| needs_escape(c))?;
+        if rest[plain] == b' ' {
+            self.i += plain;
+            return Some(&rest[..plain]);
+        }
         let start = self.i;
         while let Some(&c) = self.b.get(self.i) {
             if c == b' ' {

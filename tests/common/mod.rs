@@ -215,6 +215,16 @@ pub fn err_text(e: &redis::RedisError) -> String {
 }
 
 /// `QA.GET` with arguments, as a result.
+/// `CONFIG SET <name> <value>`, which must succeed.
+pub fn config_set(con: &mut redis::Connection, name: &str, value: &str) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .query(con)
+        .unwrap_or_else(|e| panic!("CONFIG SET {name} {value}: {e}"));
+}
+
 pub fn qa_get(con: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<String> {
     redis::cmd("QA.GET").arg(args).query(con)
 }
