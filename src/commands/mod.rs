@@ -37,7 +37,7 @@ pub struct Scratch {
     pub recent: recent::Recent,
     /// Set by [`resolve_recent`] when the key was derived in full: where to keep it after a
     /// hit, under which derivation epoch (read before the derivation) and database.
-    pub recent_slot: Option<usize>,
+    pub recent_slot: Option<recent::Place>,
     pub recent_epoch: u64,
     pub recent_db: i32,
 }
@@ -156,7 +156,7 @@ unsafe fn resolve_with<'a>(
     s.recent_slot = None;
     s.normalized_ok = false;
     if use_recent && plain {
-        let i = recent::index(a.cache, question.as_bytes());
+        let i = recent::place(a.cache, question.as_bytes());
         let epoch = keys::derivation_epoch();
         let db = raw::RedisModule_GetSelectedDb.unwrap()(ctx);
         if let Some(found) = s.recent.get(i, epoch, db, a.cache, question.as_bytes()) {
