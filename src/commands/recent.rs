@@ -61,6 +61,15 @@ impl Recent {
     }
 }
 
+/// What a kept key is valid for besides its cache and question: its place, the derivation
+/// epoch and the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Under {
+    pub at: Place,
+    pub epoch: u64,
+    pub db: i32,
+}
+
 /// Where (cache, question) is kept: its slot and the hash's full 64 bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Place {
@@ -110,19 +119,12 @@ fn mix(h: u64, w: u64) -> u64 {
 impl Recent {
     /// The kept key of (cache, question) in `db`, if its slot holds exactly that under
     /// `epoch`; counts a use.
-    pub fn get(
-        &mut self,
-        at: Place,
-        epoch: u64,
-        db: i32,
-        cache: &[u8],
-        question: &[u8],
-    ) -> Option<Found<'_>> {
-        let s = self.slots.get_mut(at.slot)?;
+    pub fn get(&mut self, u: Under, cache: &[u8], question: &[u8]) -> Option<Found<'_>> {
+        let s = self.slots.get_mut(u.at.slot)?;
         if s.bytes.is_empty()
-            || s.tag != at.tag
-            || s.epoch != epoch
-            || s.db != db
+            || s.tag != u.at.tag
+            || s.epoch != u.epoch
+            || s.db != u.db
             || s.cache_len != cache.len()
             || s.question_len != question.len()
         {
@@ -144,27 +146,24 @@ impl Recent {
     /// Keeps `key` (and the cache's stats slot) for (cache, question) in `db` under `epoch`
     /// at its place, replacing what the slot held. Questions longer than [`MAX_QUESTION`]
     /// are not kept.
-    #[allow(clippy::too_many_arguments)]
     pub fn put(
         &mut self,
-        at: Place,
-        epoch: u64,
-        db: i32,
+        u: Under,
         cache: &[u8],
         question: &[u8],
         key: &[u8],
         stats_slot: Option<usize>,
     ) {
-        if at.slot >= SLOTS || question.len() > MAX_QUESTION || key.is_empty() {
+        if u.at.slot >= SLOTS || question.len() > MAX_QUESTION || key.is_empty() {
             return;
         }
         if self.slots.is_empty() {
             self.slots.resize_with(SLOTS, Slot::default);
         }
-        let s = &mut self.slots[at.slot];
-        s.epoch = epoch;
-        s.tag = at.tag;
-        s.db = db;
+        let s = &mut self.slots[u.at.slot];
+        s.epoch = u.epoch;
+        s.tag = u.at.tag;
+        s.db = u.db;
         s.stats_slot = stats_slot;
         s.uses = 0;
         s.cache_len = cache.len();
@@ -187,8 +186,12 @@ impl Recent {
 mod tests {
     use super::*;
 
+    fn under(at: Place, epoch: u64, db: i32) -> Under {
+        Under { at, epoch, db }
+    }
+
     fn key_of(r: &mut Recent, at: Place, e: u64, db: i32, c: &[u8], q: &[u8]) -> Option<Vec<u8>> {
-        r.get(at, e, db, c, q).map(|f| f.key.to_vec())
+        r.get(under(at, e, db), c, q).map(|f| f.key.to_vec())
     }
 
     #[test]
@@ -197,8 +200,8 @@ mod tests {
         let (c, q) = (&b"faq"[..], &b"What is our refund policy?"[..]);
         let i = place(c, q);
         assert_eq!(key_of(&mut r, i, 0, 0, c, q), None, "empty table");
-        r.put(i, 7, 0, c, q, b"qa:{faq}:k", Some(3));
-        let f = r.get(i, 7, 0, c, q).unwrap();
+        r.put(under(i, 7, 0), c, q, b"qa:{faq}:k", Some(3));
+        let f = r.get(under(i, 7, 0), c, q).unwrap();
         assert_eq!((f.key, f.stats_slot), (&b"qa:{faq}:k"[..], Some(3)));
         // Each row differs in one input: never the kept key.
         // (epoch, db, cache, question)
@@ -231,7 +234,7 @@ mod tests {
         };
         assert_eq!(key_of(&mut r, other_tag, 7, 0, c, q), None);
         // Replaced by the next put in its slot.
-        r.put(i, 7, 0, c, b"other", b"qa:{faq}:o", None);
+        r.put(under(i, 7, 0), c, b"other", b"qa:{faq}:o", None);
         assert_eq!(key_of(&mut r, i, 7, 0, c, q), None);
         r.clear();
         assert_eq!(key_of(&mut r, i, 7, 0, c, b"other"), None);
@@ -241,10 +244,10 @@ mod tests {
     fn one_use_in_touch_every_reads_the_generation_key() {
         let mut r = Recent::default();
         let i = place(b"c", b"q");
-        r.put(i, 0, 0, b"c", b"q", b"k", None);
+        r.put(under(i, 0, 0), b"c", b"q", b"k", None);
         let every = crate::generation::TOUCH_EVERY as usize;
         let touches = (0..every * 3)
-            .filter(|_| r.get(i, 0, 0, b"c", b"q").unwrap().touch)
+            .filter(|_| r.get(under(i, 0, 0), b"c", b"q").unwrap().touch)
             .count();
         assert_eq!(touches, 3);
     }
@@ -254,13 +257,13 @@ mod tests {
         let mut r = Recent::default();
         let long = vec![b'x'; MAX_QUESTION + 1];
         let i = place(b"c", &long);
-        r.put(i, 0, 0, b"c", &long, b"k", None);
+        r.put(under(i, 0, 0), b"c", &long, b"k", None);
         assert_eq!(key_of(&mut r, i, 0, 0, b"c", &long), None);
         let out = Place {
             slot: SLOTS,
             ..place(b"c", b"q")
         };
-        r.put(out, 0, 0, b"c", b"q", b"k", None);
+        r.put(under(out, 0, 0), b"c", b"q", b"k", None);
         assert_eq!(key_of(&mut r, out, 0, 0, b"c", b"q"), None);
     }
 
