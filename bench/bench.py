@@ -898,7 +898,8 @@ def targets_md(results):
     rows = []
     verdict = lambda ok: "met" if ok else "**not met**"
     api = ("what is left is the module API itself (command dispatch through the module, key "
-           "open with its handle allocation, the reply) and hashing the question; see the profile")
+           "open with its handle allocation, the reply: see the floor below) and the module's own "
+           "work on a hit (the entry's header, the arguments, the remembered key); see the profile")
     if "hit" in results:
         qus, gus, uus = results["hit"]["us"]
         s = results["hit"]["summary"]

@@ -23,15 +23,6 @@ const FILL_FACTOR: u64 = 4;
 /// What INFO's own reply may add to the `used_memory` it reports.
 const INFO_SLACK: u64 = 4096;
 
-fn config_set(con: &mut redis::Connection, name: &str, value: &str) {
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(name)
-        .arg(value)
-        .query(con)
-        .unwrap_or_else(|e| panic!("CONFIG SET {name} {value}: {e}"));
-}
-
 fn used_memory(con: &mut redis::Connection) -> u64 {
     info_num(con, "memory", "used_memory")
 }

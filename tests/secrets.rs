@@ -148,15 +148,6 @@ fn assert_nowhere(places: &[(String, String)], secret: &str) {
     }
 }
 
-fn config_set(con: &mut redis::Connection, name: &str, value: &str) {
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(name)
-        .arg(value)
-        .query(con)
-        .unwrap_or_else(|e| panic!("CONFIG SET {name} {value}: {e}"));
-}
-
 #[test]
 fn the_api_key_is_sent_to_the_backend_and_shown_nowhere() {
     let b = Backend::start(Duration::ZERO);

@@ -37,25 +37,16 @@ pub struct Scratch {
     pub recent: recent::Recent,
     /// Set by [`resolve_recent`] when the key was derived in full: where to keep it after a
     /// hit, under which derivation epoch (read before the derivation) and database.
-    pub recent_slot: Option<usize>,
-    pub recent_epoch: u64,
-    pub recent_db: i32,
+    pub recent_under: Option<recent::Under>,
 }
 
 impl Scratch {
     /// After a hit on a key [`resolve_recent`] derived in full: keeps it for the next time
     /// the same question is asked.
     pub fn keep_recent(&mut self, cache: &[u8], question: &str) {
-        if let Some(i) = self.recent_slot.take() {
-            self.recent.put(
-                i,
-                self.recent_epoch,
-                self.recent_db,
-                cache,
-                question.as_bytes(),
-                &self.key,
-                self.slot,
-            );
+        if let Some(u) = self.recent_under.take() {
+            self.recent
+                .put(u, cache, question.as_bytes(), &self.key, self.slot);
         }
     }
 
@@ -78,9 +69,7 @@ thread_local! {
             slot: None,
             no_generation: false,
             recent: recent::Recent::new(),
-            recent_slot: None,
-            recent_epoch: 0,
-            recent_db: 0,
+            recent_under: None,
         })
     };
 }
@@ -125,7 +114,7 @@ pub unsafe fn resolve<'a>(
 /// [`resolve`] for a lookup: a question asked with the default model and system prompt and
 /// no context may take its key from the recently hit ones (`recent`), leaving
 /// `s.normalized` unset (`s.normalized_ok` false: see [`Scratch::ensure_normalized`]); if
-/// not, `s.recent_slot` says where to keep the key after a hit ([`Scratch::keep_recent`]).
+/// not, `s.recent_under` says where to keep the key after a hit ([`Scratch::keep_recent`]).
 ///
 /// # Safety
 /// `ctx` must be the running command's context, on the main thread.
@@ -153,13 +142,15 @@ unsafe fn resolve_with<'a>(
         return Err(error::CONTEXT_TOO_LONG);
     }
     let plain = a.model.is_none() && a.system.is_none() && context.is_none();
-    s.recent_slot = None;
+    s.recent_under = None;
     s.normalized_ok = false;
     if use_recent && plain {
-        let i = recent::index(a.cache, question.as_bytes());
-        let epoch = keys::derivation_epoch();
-        let db = raw::RedisModule_GetSelectedDb.unwrap()(ctx);
-        if let Some(found) = s.recent.get(i, epoch, db, a.cache, question.as_bytes()) {
+        let under = recent::Under {
+            at: recent::place(a.cache, question.as_bytes()),
+            epoch: keys::derivation_epoch(),
+            db: raw::RedisModule_GetSelectedDb.unwrap()(ctx),
+        };
+        if let Some(found) = s.recent.get(under, a.cache, question.as_bytes()) {
             s.key.clear();
             s.key.extend_from_slice(found.key);
             s.slot = found.stats_slot;
@@ -169,7 +160,7 @@ unsafe fn resolve_with<'a>(
             }
             return Ok(question);
         }
-        (s.recent_slot, s.recent_epoch, s.recent_db) = (Some(i), epoch, db);
+        s.recent_under = Some(under);
     }
     normalize_checked(question, s)?;
     s.key.clear();

@@ -20,14 +20,25 @@ pub const MAX_QUESTION: usize = 256;
 #[derive(Default)]
 struct Slot {
     epoch: u64,
+    /// The full hash of (cache, question) the slot was chosen by: compared before any byte.
+    tag: u64,
     db: i32,
-    cache: Vec<u8>,
-    question: Vec<u8>,
-    /// The entry key; empty: the slot is free.
-    key: Vec<u8>,
+    cache_len: usize,
+    question_len: usize,
+    /// The cache name, the question and the entry key, one after the other (one buffer, so
+    /// that keeping and comparing touch one allocation); empty: the slot is free.
+    bytes: Vec<u8>,
     /// The cache's stats slot (as the mirror had it).
     stats_slot: Option<usize>,
     uses: u32,
+}
+
+impl Slot {
+    fn parts(&self) -> (&[u8], &[u8], &[u8]) {
+        let (cache, rest) = self.bytes.split_at(self.cache_len.min(self.bytes.len()));
+        let (question, key) = rest.split_at(self.question_len.min(rest.len()));
+        (cache, question, key)
+    }
 }
 
 /// A kept key, found.
@@ -50,17 +61,36 @@ impl Recent {
     }
 }
 
-/// The slot of (cache, question): a multiplicative hash of their lengths and of their first
-/// and last eight bytes (constant time: the question is compared in full anyway). Not keyed:
-/// a collision only makes two questions take turns in one slot.
+/// What a kept key is valid for besides its cache and question: its place, the derivation
+/// epoch and the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Under {
+    pub at: Place,
+    pub epoch: u64,
+    pub db: i32,
+}
+
+/// Where (cache, question) is kept: its slot and the hash's full 64 bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Place {
+    pub slot: usize,
+    pub tag: u64,
+}
+
+/// The place of (cache, question): a multiplicative hash of their lengths and of their first
+/// and last eight bytes (constant time: a match is compared in full anyway). Not keyed: a
+/// collision only makes two questions take turns in one slot.
 #[inline]
-pub fn index(cache: &[u8], question: &[u8]) -> usize {
+pub fn place(cache: &[u8], question: &[u8]) -> Place {
     let mut h = (cache.len() as u64) << 32 | question.len() as u64;
     for part in [cache, question] {
         h = mix(h, edge(part, true));
         h = mix(h, edge(part, false));
     }
-    (h >> 56) as usize % SLOTS
+    Place {
+        slot: (h >> 56) as usize % SLOTS,
+        tag: h,
+    }
 }
 
 /// The first (or last) eight bytes of `b` as a word, zero-filled if shorter (one load, not
@@ -87,65 +117,60 @@ fn mix(h: u64, w: u64) -> u64 {
 }
 
 impl Recent {
-    /// The kept key of (cache, question) in `db`, if slot `i` holds exactly that under
+    /// The kept key of (cache, question) in `db`, if its slot holds exactly that under
     /// `epoch`; counts a use.
-    pub fn get(
-        &mut self,
-        i: usize,
-        epoch: u64,
-        db: i32,
-        cache: &[u8],
-        question: &[u8],
-    ) -> Option<Found<'_>> {
-        let s = self.slots.get_mut(i)?;
-        if s.key.is_empty()
-            || s.epoch != epoch
-            || s.db != db
-            || s.question != question
-            || s.cache != cache
+    pub fn get(&mut self, u: Under, cache: &[u8], question: &[u8]) -> Option<Found<'_>> {
+        let s = self.slots.get_mut(u.at.slot)?;
+        if s.bytes.is_empty()
+            || s.tag != u.at.tag
+            || s.epoch != u.epoch
+            || s.db != u.db
+            || s.cache_len != cache.len()
+            || s.question_len != question.len()
         {
             return None;
         }
+        let (c, q, key) = s.parts();
+        if q != question || c != cache || key.is_empty() {
+            return None;
+        }
         s.uses = s.uses.wrapping_add(1);
+        let (stats_slot, touch) = (s.stats_slot, s.uses % crate::generation::TOUCH_EVERY == 0);
         Some(Found {
-            key: &s.key,
-            stats_slot: s.stats_slot,
-            touch: s.uses % crate::generation::TOUCH_EVERY == 0,
+            key: s.parts().2,
+            stats_slot,
+            touch,
         })
     }
 
     /// Keeps `key` (and the cache's stats slot) for (cache, question) in `db` under `epoch`
-    /// in slot `i`, replacing what it held. Questions longer than [`MAX_QUESTION`] are not
-    /// kept.
-    #[allow(clippy::too_many_arguments)]
+    /// at its place, replacing what the slot held. Questions longer than [`MAX_QUESTION`]
+    /// are not kept.
     pub fn put(
         &mut self,
-        i: usize,
-        epoch: u64,
-        db: i32,
+        u: Under,
         cache: &[u8],
         question: &[u8],
         key: &[u8],
         stats_slot: Option<usize>,
     ) {
-        if i >= SLOTS || question.len() > MAX_QUESTION || key.is_empty() {
+        if u.at.slot >= SLOTS || question.len() > MAX_QUESTION || key.is_empty() {
             return;
         }
         if self.slots.is_empty() {
             self.slots.resize_with(SLOTS, Slot::default);
         }
-        let s = &mut self.slots[i];
-        s.epoch = epoch;
-        s.db = db;
+        let s = &mut self.slots[u.at.slot];
+        s.epoch = u.epoch;
+        s.tag = u.at.tag;
+        s.db = u.db;
         s.stats_slot = stats_slot;
         s.uses = 0;
-        for (buf, from) in [
-            (&mut s.cache, cache),
-            (&mut s.question, question),
-            (&mut s.key, key),
-        ] {
-            buf.clear();
-            buf.extend_from_slice(from);
+        s.cache_len = cache.len();
+        s.question_len = question.len();
+        s.bytes.clear();
+        for part in [cache, question, key] {
+            s.bytes.extend_from_slice(part);
         }
     }
 
@@ -161,18 +186,22 @@ impl Recent {
 mod tests {
     use super::*;
 
-    fn key_of(r: &mut Recent, i: usize, e: u64, db: i32, c: &[u8], q: &[u8]) -> Option<Vec<u8>> {
-        r.get(i, e, db, c, q).map(|f| f.key.to_vec())
+    fn under(at: Place, epoch: u64, db: i32) -> Under {
+        Under { at, epoch, db }
+    }
+
+    fn key_of(r: &mut Recent, at: Place, e: u64, db: i32, c: &[u8], q: &[u8]) -> Option<Vec<u8>> {
+        r.get(under(at, e, db), c, q).map(|f| f.key.to_vec())
     }
 
     #[test]
     fn a_slot_serves_only_the_exact_inputs_it_was_kept_for() {
         let mut r = Recent::default();
         let (c, q) = (&b"faq"[..], &b"What is our refund policy?"[..]);
-        let i = index(c, q);
+        let i = place(c, q);
         assert_eq!(key_of(&mut r, i, 0, 0, c, q), None, "empty table");
-        r.put(i, 7, 0, c, q, b"qa:{faq}:k", Some(3));
-        let f = r.get(i, 7, 0, c, q).unwrap();
+        r.put(under(i, 7, 0), c, q, b"qa:{faq}:k", Some(3));
+        let f = r.get(under(i, 7, 0), c, q).unwrap();
         assert_eq!((f.key, f.stats_slot), (&b"qa:{faq}:k"[..], Some(3)));
         // Each row differs in one input: never the kept key.
         // (epoch, db, cache, question)
@@ -193,10 +222,19 @@ mod tests {
                 "{epoch} {db} {c2:?} {q2:?}"
             );
         }
-        // Another slot index is never the kept one.
-        assert_eq!(key_of(&mut r, (i + 1) % SLOTS, 7, 0, c, q), None);
+        // Another place (slot or tag) is never the kept one.
+        let other_slot = Place {
+            slot: (i.slot + 1) % SLOTS,
+            ..i
+        };
+        assert_eq!(key_of(&mut r, other_slot, 7, 0, c, q), None);
+        let other_tag = Place {
+            tag: i.tag ^ 1,
+            ..i
+        };
+        assert_eq!(key_of(&mut r, other_tag, 7, 0, c, q), None);
         // Replaced by the next put in its slot.
-        r.put(i, 7, 0, c, b"other", b"qa:{faq}:o", None);
+        r.put(under(i, 7, 0), c, b"other", b"qa:{faq}:o", None);
         assert_eq!(key_of(&mut r, i, 7, 0, c, q), None);
         r.clear();
         assert_eq!(key_of(&mut r, i, 7, 0, c, b"other"), None);
@@ -205,11 +243,11 @@ mod tests {
     #[test]
     fn one_use_in_touch_every_reads_the_generation_key() {
         let mut r = Recent::default();
-        let i = index(b"c", b"q");
-        r.put(i, 0, 0, b"c", b"q", b"k", None);
+        let i = place(b"c", b"q");
+        r.put(under(i, 0, 0), b"c", b"q", b"k", None);
         let every = crate::generation::TOUCH_EVERY as usize;
         let touches = (0..every * 3)
-            .filter(|_| r.get(i, 0, 0, b"c", b"q").unwrap().touch)
+            .filter(|_| r.get(under(i, 0, 0), b"c", b"q").unwrap().touch)
             .count();
         assert_eq!(touches, 3);
     }
@@ -218,11 +256,15 @@ mod tests {
     fn long_questions_and_out_of_range_slots_are_not_kept() {
         let mut r = Recent::default();
         let long = vec![b'x'; MAX_QUESTION + 1];
-        let i = index(b"c", &long);
-        r.put(i, 0, 0, b"c", &long, b"k", None);
+        let i = place(b"c", &long);
+        r.put(under(i, 0, 0), b"c", &long, b"k", None);
         assert_eq!(key_of(&mut r, i, 0, 0, b"c", &long), None);
-        r.put(SLOTS, 0, 0, b"c", b"q", b"k", None);
-        assert_eq!(key_of(&mut r, SLOTS, 0, 0, b"c", b"q"), None);
+        let out = Place {
+            slot: SLOTS,
+            ..place(b"c", b"q")
+        };
+        r.put(under(out, 0, 0), b"c", b"q", b"k", None);
+        assert_eq!(key_of(&mut r, out, 0, 0, b"c", b"q"), None);
     }
 
     #[test]
@@ -230,7 +272,7 @@ mod tests {
         let mut seen = [0u32; SLOTS];
         for n in 0..(SLOTS * 64) {
             let q = format!("question number {n}?");
-            let i = index(b"faq", q.as_bytes());
+            let i = place(b"faq", q.as_bytes()).slot;
             assert!(i < SLOTS);
             seen[i] += 1;
         }
@@ -239,7 +281,7 @@ mod tests {
         // Hostile lengths and bytes never panic.
         for len in 0..40 {
             let b = vec![0xffu8; len];
-            assert!(index(&b, &b) < SLOTS);
+            assert!(place(&b, &b).slot < SLOTS);
         }
     }
 }
