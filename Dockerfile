@@ -1,9 +1,11 @@
 # redis-qa in the official Redis 7 image. Mirrors `make build`: a release build of the module
-# (bindgen needs libclang), then redis-server with the repository's redis.conf.
+# (bindgen needs libclang; the semantic index's usearch is C++, built with g++), then
+# redis-server with the repository's redis.conf (the module links libstdc++, which the Redis
+# image has: apt needs it).
 # Not built where this project is developed (no Docker engine there).
 
 FROM rust:1-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends libclang-dev && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends libclang-dev g++ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
