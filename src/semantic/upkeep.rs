@@ -366,8 +366,12 @@ static REBUILDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool
 /// newer value stops.
 static EPOCH: AtomicU64 = AtomicU64::new(0);
 
-/// Keys looked at per step of a rebuild scan.
+/// Keys looked at per step of a rebuild scan, at most.
 const SCAN_STEP: usize = 500;
+
+/// A step also ends when it has taken this long (checked after each scanned bucket), so a
+/// slow or loaded machine gets shorter steps rather than longer pauses.
+const SCAN_STEP_BUDGET: Duration = Duration::from_millis(2);
 
 /// The longest step of a rebuild scan so far, in microseconds (main-thread time, for INFO).
 static SCAN_STEP_MAX_US: AtomicU64 = AtomicU64::new(0);
@@ -476,7 +480,7 @@ impl Scan {
                 keys: 0,
             };
             let mut more = true;
-            while more && seen.keys < SCAN_STEP {
+            while more && seen.keys < SCAN_STEP && started.elapsed() < SCAN_STEP_BUDGET {
                 more = raw::RedisModule_Scan.unwrap()(
                     c,
                     self.cursor,
