@@ -57,13 +57,17 @@ eval-semantic: deps
 
 # The semantic index: search time, memory and rebuild for 100k entries (docs/semantic.md).
 # The semantic index with its HNSW graph through a live server (issue #16): fill, memory,
-# search, inserts while searching, restart, small scopes (docs/semantic.md). Needs numpy and
-# redis-py in bench/.venv (made here if missing). SEMANTIC_ENTRIES=300000 for a larger scope.
+# search, inserts while searching, restart, small scopes (docs/semantic.md), its table in
+# bench/out/graph-<entries>.md and a chart of every such table there in
+# bench/out/semantic-graph.png. Needs numpy, redis-py and matplotlib in bench/.venv (made
+# here if missing). SEMANTIC_ENTRIES=300000 for a larger scope.
 SEMANTIC_ENTRIES ?= 100000
 bench-semantic: build
-	@bench/.venv/bin/python -c 'import numpy, redis' 2>/dev/null || \
-		{ python3 -m venv bench/.venv && bench/.venv/bin/pip install --quiet numpy redis; }
-	bench/.venv/bin/python bench/ann/graph_bench.py --entries $(SEMANTIC_ENTRIES)
+	@bench/.venv/bin/python -c 'import numpy, redis, matplotlib' 2>/dev/null || \
+		{ python3 -m venv bench/.venv && bench/.venv/bin/pip install --quiet numpy redis matplotlib; }
+	@mkdir -p bench/out
+	bench/.venv/bin/python bench/ann/graph_bench.py --entries $(SEMANTIC_ENTRIES) | tee bench/out/graph-$(SEMANTIC_ENTRIES).md
+	bench/.venv/bin/python bench/ann/graph_chart.py bench/out/graph-*.md --png bench/out/semantic-graph.png
 
 # HNSW libraries (usearch f32/f16/int8, hnsw_rs) against exact search on 100k random unit
 # vectors: recall, search and insert cost, memory (bench/ann, a cargo project of its own; the
