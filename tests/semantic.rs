@@ -440,25 +440,43 @@ fn hand_entries(con: &mut redis::Connection, cache: &str, n: usize, dims: usize)
     for chunk in (0..n).collect::<Vec<_>>().chunks(2_000) {
         let mut pipe = redis::pipe();
         for &i in chunk {
-            let mut sem = b"qav1".to_vec();
-            sem.extend_from_slice(&[7u8; 16]);
-            sem.extend_from_slice(&(dims as u16).to_le_bytes());
-            for d in 0..dims {
-                let x = if d == i % dims { 1.0f32 } else { 0.0 };
-                sem.extend_from_slice(&x.to_le_bytes());
-            }
-            pipe.cmd("HSET")
-                .arg(format!("qa:{{{cache}}}:{i:064x}"))
-                .arg("answer")
-                .arg(format!("answer {i}"))
-                .arg("question")
-                .arg(format!("question {i}"))
-                .arg("sem")
-                .arg(sem)
-                .ignore();
+            let v: Vec<f32> = (0..dims)
+                .map(|d| if d == i % dims { 1.0 } else { 0.0 })
+                .collect();
+            hand_entry(
+                &mut pipe,
+                &format!("qa:{{{cache}}}:{i:064x}"),
+                &format!("question {i}"),
+                &sem_qav1(&[7u8; 16], &v),
+            );
         }
         let _: () = pipe.query(con).unwrap();
     }
+}
+
+/// An embedding field as older builds wrote it: `qav1`, the 16-byte scope digest, u16 LE
+/// dimensions, f32 LE values.
+fn sem_qav1(digest: &[u8], v: &[f32]) -> Vec<u8> {
+    let mut sem = b"qav1".to_vec();
+    sem.extend_from_slice(digest);
+    sem.extend_from_slice(&(v.len() as u16).to_le_bytes());
+    for f in v {
+        sem.extend_from_slice(&f.to_le_bytes());
+    }
+    sem
+}
+
+/// Queues the `HSET` of a format-1 entry at `key` (answer `answer <question>`).
+fn hand_entry(pipe: &mut redis::Pipeline, key: &str, question: &str, sem: &[u8]) {
+    pipe.cmd("HSET")
+        .arg(key)
+        .arg("answer")
+        .arg(format!("answer to {question}"))
+        .arg("question")
+        .arg(question)
+        .arg("sem")
+        .arg(sem)
+        .ignore();
 }
 
 /// A scope past `GRAPH_FROM` (2,048) vectors gets an HNSW graph, filled by the index thread
@@ -496,21 +514,12 @@ fn a_large_scope_is_served_through_its_graph_while_it_changes() {
                 (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
             })
             .collect();
-        let mut sem = b"qav1".to_vec();
-        sem.extend_from_slice(&digest);
-        sem.extend_from_slice(&(v.len() as u16).to_le_bytes());
-        for f in &v {
-            sem.extend_from_slice(&f.to_le_bytes());
-        }
-        pipe.cmd("HSET")
-            .arg(format!("qa:{{faq}}:f{i:031x}"))
-            .arg("answer")
-            .arg(format!("answer {i}"))
-            .arg("question")
-            .arg(format!("filler question {i}"))
-            .arg("sem")
-            .arg(sem)
-            .ignore();
+        hand_entry(
+            &mut pipe,
+            &format!("qa:{{faq}}:f{i:031x}"),
+            &format!("filler question {i}"),
+            &sem_qav1(&digest, &v),
+        );
     }
     let _: () = pipe.query(&mut con).unwrap();
     let _: String = redis::cmd("DEBUG").arg("RELOAD").query(&mut con).unwrap();

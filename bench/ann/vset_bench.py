@@ -37,23 +37,25 @@ def free_port():
     return p
 
 
-def start(server, work):
+def start(server, work, limit_s=600):
+    """Starts a server on `work` (loading the RDB there, if any) and waits until it answers
+    with its data loaded."""
     port = free_port()
     proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--dir", work,
                              "--save", "", "--appendonly", "no"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     r = redis.Redis(port=port, socket_timeout=600)
-    deadline = time.time() + 30
+    deadline = time.time() + limit_s
     while True:
         try:
-            r.ping()
-            break
+            if r.ping() and int(r.info("persistence").get("loading", 0)) == 0:
+                return proc, r
         except Exception:
-            if time.time() > deadline:
-                proc.kill()
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
-    return proc, r
+            pass
+        if time.time() > deadline:
+            proc.kill()
+            raise RuntimeError("redis-server did not start (or load its RDB)")
+        time.sleep(0.05)
 
 
 def unit(x):
@@ -128,7 +130,7 @@ def run(server, n, nq, quant, dims, seed):
         r.shutdown(nosave=True)
         proc.wait(60)
         t0 = time.perf_counter()
-        proc, r = start_with_rdb(server, work)
+        proc, r = start(server, work)
         load_s = time.perf_counter() - t0
         card = int(r.execute_command("VCARD", "v"))
     finally:
@@ -145,26 +147,6 @@ def run(server, n, nq, quant, dims, seed):
         "recall10": float(np.mean(got10)), "max_sim_err": err, "vrem_us": rem_us,
         "save_s": save_s, "load_s": load_s, "card_after_restart": card,
     }
-
-
-def start_with_rdb(server, work):
-    """Starts the server on the RDB in `work` and waits until it answers (after loading)."""
-    port = free_port()
-    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--dir", work,
-                             "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    r = redis.Redis(port=port, socket_timeout=600)
-    deadline = time.time() + 600
-    while True:
-        try:
-            if r.ping() and int(r.info("persistence").get("loading", 0)) == 0:
-                return proc, r
-        except Exception:
-            pass
-        if time.time() > deadline:
-            proc.kill()
-            raise RuntimeError("redis-server did not load its RDB")
-        time.sleep(0.05)
 
 
 def main():
