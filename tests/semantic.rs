@@ -334,12 +334,7 @@ fn the_index_follows_delete_expiry_invalidation_and_flush() {
     assert!(!is_semantic(&mut con));
 
     // Overwritten by hand with another question's fields: read back, refused, forgotten.
-    set(&mut con, &["faq", Q, A]);
-    let key: Vec<String> = redis::cmd("QA.KEY")
-        .arg(&["faq", Q])
-        .query(&mut con)
-        .unwrap();
-    let raw: Vec<u8> = redis::cmd("GET").arg(&key[3]).query(&mut con).unwrap();
+    let (entry_key, raw) = stored(&mut con, "faq", Q, A);
     let nl = raw.iter().position(|b| *b == b'\n').unwrap();
     let other = "something else entirely";
     let header = String::from_utf8(raw[..nl].to_vec()).unwrap().replacen(
@@ -356,7 +351,7 @@ fn the_index_follows_delete_expiry_invalidation_and_flush() {
     .concat();
     assert_eq!(decode_entry(&edited).unwrap()["question"], other);
     let _: () = redis::cmd("SET")
-        .arg(&key[3])
+        .arg(&entry_key)
         .arg(edited)
         .arg("KEEPTTL")
         .query(&mut con)
@@ -433,6 +428,14 @@ fn a_promoted_replica_rebuilds_its_index_and_serves_paraphrases() {
     assert_eq!(chat_calls(&b), 0);
 }
 
+/// `QA.SET <cache> <question> <answer>`, then the entry's key and its value as stored.
+fn stored(con: &mut redis::Connection, cache: &str, q: &str, a: &str) -> (String, Vec<u8>) {
+    set(con, &[cache, q, a]);
+    let key: Vec<String> = redis::cmd("QA.KEY").arg(&[cache, q]).query(con).unwrap();
+    let raw: Vec<u8> = redis::cmd("GET").arg(&key[3]).query(con).unwrap();
+    (key[3].clone(), raw)
+}
+
 /// Writes `n` entries of cache `cache` by hand, each with an embedding field of `dims`
 /// dimensions (the `sem` layout: `qav1`, a 16-byte scope digest, u16 LE dimensions, f32 LE
 /// values), in pipelines.
@@ -490,13 +493,8 @@ fn a_large_scope_is_served_through_its_graph_while_it_changes() {
     let b = Backend::start(Duration::ZERO);
     let mut s = semantic_server(&b, &["--enable-debug-command", "yes"]);
     let mut con = s.conn();
-    set(&mut con, &["faq", Q, A]);
-    let key: Vec<String> = redis::cmd("QA.KEY")
-        .arg(&["faq", Q])
-        .query(&mut con)
-        .unwrap();
     // The entry's embedding is the last part of its value: `qav2`, then the scope digest.
-    let raw: Vec<u8> = redis::cmd("GET").arg(&key[3]).query(&mut con).unwrap();
+    let (_, raw) = stored(&mut con, "faq", Q, A);
     let sem_len = 4 + 16 + 2 + 2 * common::backend::EMBED_DIMS;
     let sem = &raw[raw.len() - sem_len..];
     assert_eq!(&sem[..4], b"qav2");
