@@ -104,6 +104,18 @@ def searches(r, count, tag):
     return i["qa_semantic_search_p50_us"], i["qa_semantic_search_p99_us"]
 
 
+class FillOnly(Exception):
+    """--fill-only: the figures after the fill are all that is wanted."""
+
+
+class Figures(dict):
+    """The results, each also logged to stderr as it comes (a long run shows its progress)."""
+
+    def __setitem__(self, k, v):
+        print("[graph_bench] %s: %s" % (k, v), file=sys.stderr, flush=True)
+        super().__setitem__(k, v)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--entries", type=int, default=100_000)
@@ -112,13 +124,15 @@ def main():
     ap.add_argument("--insert-rate", type=int, default=2000)
     ap.add_argument("--insert-secs", type=int, default=10)
     ap.add_argument("--scopes", type=int, default=10_000)
+    ap.add_argument("--fill-only", action="store_true",
+                    help="stop after the fill, memory and search figures (a large N's first look)")
     args = ap.parse_args()
     StandIn.dims = args.dims
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     hp = httpd.server_address[1]
     work = tempfile.mkdtemp(prefix="qa-graph-bench.")
-    res = {}
+    res = Figures()
     n = args.entries
     s = None
     try:
@@ -162,6 +176,8 @@ def main():
             assert b"qav2" in r.get(key)
             sizes.append(r.memory_usage(key))
         res["entry written by the module (40-byte question, 200-byte answer, f16 sem), MEMORY USAGE bytes"] = sum(sizes) / len(sizes)
+        if args.fill_only:
+            raise FillOnly
 
         # Inserts while a client searches.
         r.execute_command("QA.RESETSTATS")
@@ -259,6 +275,8 @@ def main():
         i = info(r)
         res["%d scopes of 10: index bytes per scope beyond the vectors" % args.scopes] = (
             i["qa_semantic_index_bytes"] - i["qa_semantic_index_vector_bytes"]) / args.scopes
+    except FillOnly:
+        pass
     finally:
         if s is not None:
             s.kill()
