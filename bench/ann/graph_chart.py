@@ -56,7 +56,15 @@ def main():
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--png", required=True)
     a = ap.parse_args()
-    runs = sorted((parse(p) for p in a.runs), key=lambda r: r["n"])
+    runs = []
+    for p in a.runs:
+        try:
+            runs.append(parse(p))
+        except KeyError as e:
+            print(f"{p}: no {e} (a --fill-only run?): left out of the chart")
+    if not runs:
+        raise SystemExit("no complete graph_bench.py run to draw")
+    runs.sort(key=lambda r: r["n"])
     labels = [f"{r['n'] // 1000}k" for r in runs]
     fig, ax = plt.subplots(1, 3, figsize=(12, 3.6))
     width = 0.8 / len(runs)
