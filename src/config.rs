@@ -127,6 +127,8 @@ pub static SEMANTIC: BoolSetting = BoolSetting::new("semantic", false);
 /// The guards against look-alike questions (numbers, negations...): off only to measure
 /// what they prevent.
 pub static SEMANTIC_GUARDS: BoolSetting = BoolSetting::new("semantic-guards", true);
+/// Save the semantic index's graphs next to the RDB file, and read them back after a load.
+pub static SEMANTIC_GRAPH_FILE: BoolSetting = BoolSetting::new("semantic-graph-file", true);
 
 redis_module::enum_configuration! {
     /// The values of `qa.backend-format`, spelled as in the config (the macro uses the

@@ -459,7 +459,11 @@ extern "C" fn on_server_event(
 ) {
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let ctx = Context::new(ctx);
-        forget_all(&ctx);
+        // A save or a shutdown changes no key: the mirror stays.
+        if eid.id != raw::REDISMODULE_EVENT_PERSISTENCE && eid.id != raw::REDISMODULE_EVENT_SHUTDOWN
+        {
+            forget_all(&ctx);
+        }
         crate::semantic::upkeep::on_server_event(&ctx, eid.id, subevent, data);
     }));
 }
@@ -485,6 +489,15 @@ pub fn subscribe(ctx: &Context) {
         },
         raw::RedisModuleEvent {
             id: raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
+            dataver: 1,
+        },
+        // Saves and shutdown: the semantic index's graphs are saved beside the RDB file.
+        raw::RedisModuleEvent {
+            id: raw::REDISMODULE_EVENT_PERSISTENCE,
+            dataver: 1,
+        },
+        raw::RedisModuleEvent {
+            id: raw::REDISMODULE_EVENT_SHUTDOWN,
             dataver: 1,
         },
     ];

@@ -102,6 +102,7 @@ mod module {
                 [CACHE_TRUNCATED.name, &CACHE_TRUNCATED, CACHE_TRUNCATED.default, ConfigurationFlags::DEFAULT, None],
                 [SEMANTIC.name, &SEMANTIC, SEMANTIC.default, ConfigurationFlags::DEFAULT, None],
                 [SEMANTIC_GUARDS.name, &SEMANTIC_GUARDS, SEMANTIC_GUARDS.default, ConfigurationFlags::DEFAULT, None],
+                [SEMANTIC_GRAPH_FILE.name, &SEMANTIC_GRAPH_FILE, SEMANTIC_GRAPH_FILE.default, ConfigurationFlags::DEFAULT, None],
             ],
             enum: [
                 [BACKEND_FORMAT.name, &BACKEND_FORMAT, BACKEND_FORMAT.default, ConfigurationFlags::DEFAULT, None],

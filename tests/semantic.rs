@@ -942,3 +942,226 @@ fn a_webhook_backend_needs_an_embed_url() {
         "Yes."
     );
 }
+
+/// Files of the graph checkpoint in a server's directory (`dump.rdb.qa-graph*`), by name.
+fn checkpoint_files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("dump.rdb.qa-graph")
+        })
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A save writes the large scope's graph beside the RDB file; a restart reads it back
+/// instead of building it again, and uses a saved vector only for an entry that is there
+/// with the same key, scope and vector: a checkpoint older than the data (entries deleted
+/// and changed since) is claimed where it agrees and the rest is dropped; a damaged one is
+/// ignored and the graph built again. Paraphrases are served throughout.
+#[test]
+fn a_restart_reads_the_saved_graph_and_keeps_only_what_the_entries_confirm() {
+    const N: usize = 3_000;
+    let b = Backend::start(Duration::ZERO);
+    let mut s = semantic_server(&b, &["--enable-debug-command", "yes"]);
+    let mut con = s.conn();
+    let (_, raw) = stored(&mut con, "faq", Q, A);
+    let sem_len = 4 + 16 + 2 + 2 * common::backend::EMBED_DIMS;
+    let digest = raw[raw.len() - sem_len + 4..raw.len() - sem_len + 20].to_vec();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut random = || -> Vec<f32> {
+        (0..common::backend::EMBED_DIMS)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect()
+    };
+    let mut pipe = redis::pipe();
+    for i in 0..N {
+        hand_entry(
+            &mut pipe,
+            &format!("qa:{{faq}}:f{i:031x}"),
+            &format!("filler question {i}"),
+            &sem_qav1(&digest, &random()),
+        );
+    }
+    let _: () = pipe.query(&mut con).unwrap();
+    let _: String = redis::cmd("DEBUG").arg("RELOAD").query(&mut con).unwrap();
+    let all = N as u64 + 1;
+    let graphed = |con: &mut redis::Connection, n: u64| {
+        wait_until(Duration::from_secs(60), || {
+            info_field(con, "semantic_index_entries") == n
+                && info_field(con, "semantic_index_graph_pending") == 0
+        })
+    };
+    assert!(graphed(&mut con, all), "{}", s.log_tail(20));
+    assert_eq!(info_field(&mut con, "semantic_graph_restored"), 0);
+
+    // SAVE waits for the checkpoint: its files are there when it replies.
+    let _: String = redis::cmd("SAVE").query(&mut con).unwrap();
+    assert_eq!(info_field(&mut con, "semantic_graph_checkpoints"), 1);
+    let saved = checkpoint_files(&s.dir);
+    assert_eq!(saved.len(), 2, "a manifest and one graph: {saved:?}");
+    assert!(info_field(&mut con, "semantic_graph_checkpoint_bytes") > (N * 2 * 8) as u64);
+    // Nothing changed: a second save writes nothing new.
+    let _: String = redis::cmd("SAVE").query(&mut con).unwrap();
+    assert_eq!(info_field(&mut con, "semantic_graph_checkpoints"), 1);
+
+    // A restart (SIGKILL, then the RDB of that SAVE): the graph is read back, not built.
+    s.restart(&[]);
+    let mut con = s.conn();
+    assert!(graphed(&mut con, all), "{}", s.log_tail(20));
+    assert_eq!(info_field(&mut con, "semantic_graph_restored"), all);
+    assert_eq!(info_field(&mut con, "semantic_graph_restored_unclaimed"), 0);
+    let m = meta(&mut con, &["faq", PARAPHRASE]);
+    assert_eq!(field(&m, "served"), "semantic");
+    assert_eq!(field(&m, "answer"), A);
+
+    // The data moves on past the checkpoint: 100 entries deleted, one given another vector,
+    // then saved (a new checkpoint), and the old checkpoint put back in its place.
+    for i in 0..100 {
+        let _: i64 = redis::cmd("DEL")
+            .arg(format!("qa:{{faq}}:f{i:031x}"))
+            .query(&mut con)
+            .unwrap();
+    }
+    let changed = format!("qa:{{faq}}:f{:031x}", 500);
+    let _: i64 = redis::cmd("HSET")
+        .arg(&changed)
+        .arg("sem")
+        .arg(sem_qav1(&digest, &random()))
+        .query(&mut con)
+        .unwrap();
+    let _: String = redis::cmd("SAVE").query(&mut con).unwrap();
+    assert_ne!(checkpoint_files(&s.dir), saved);
+    for (name, _) in checkpoint_files(&s.dir) {
+        std::fs::remove_file(s.dir.join(name)).unwrap();
+    }
+    for (name, bytes) in &saved {
+        std::fs::write(s.dir.join(name), bytes).unwrap();
+    }
+    let _: String = redis::cmd("DEBUG")
+        .arg("RELOAD")
+        .arg("NOSAVE")
+        .query(&mut con)
+        .unwrap();
+    let left = all - 100;
+    assert!(graphed(&mut con, left), "{}", s.log_tail(20));
+    assert_eq!(info_field(&mut con, "semantic_graph_restored"), all);
+    // The deleted entries' vectors went when the scan ended; the changed one at once (its
+    // new vector went to the graph the usual way).
+    assert!(wait_until(Duration::from_secs(10), || info_field(
+        &mut con,
+        "semantic_graph_restored_unclaimed"
+    ) == 100));
+    // Every indexed vector is in the graph once: f16, two bytes per dimension.
+    assert_eq!(
+        info_field(&mut con, "semantic_index_vector_bytes"),
+        left * 2 * common::backend::EMBED_DIMS as u64
+    );
+    assert_eq!(
+        field(&meta(&mut con, &["faq", PARAPHRASE]), "served"),
+        "semantic"
+    );
+
+    // A damaged graph file is refused (its CRC) and logged; the graph is built again.
+    let _: String = redis::cmd("SAVE").query(&mut con).unwrap();
+    let files = checkpoint_files(&s.dir);
+    let (graph, bytes) = files
+        .iter()
+        .find(|(n, _)| n.contains(".qa-graph."))
+        .unwrap();
+    let mut bytes = bytes.clone();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(s.dir.join(graph), bytes).unwrap();
+    let _: String = redis::cmd("DEBUG")
+        .arg("RELOAD")
+        .arg("NOSAVE")
+        .query(&mut con)
+        .unwrap();
+    assert!(graphed(&mut con, left), "{}", s.log_tail(20));
+    assert_eq!(info_field(&mut con, "semantic_graph_restored"), 0);
+    assert!(s.log().contains("was not used"), "{}", s.log_tail(20));
+    assert_eq!(
+        field(&meta(&mut con, &["faq", PARAPHRASE]), "served"),
+        "semantic"
+    );
+
+    // Off: no file is written or read.
+    config_set(&mut con, "qa.semantic-graph-file", "no");
+    for (name, _) in checkpoint_files(&s.dir) {
+        std::fs::remove_file(s.dir.join(name)).unwrap();
+    }
+    let _: String = redis::cmd("SAVE").query(&mut con).unwrap();
+    assert!(checkpoint_files(&s.dir).is_empty());
+    assert!(s.running());
+}
+
+/// With the AOF alone (no RDB save point), a shutdown still writes the graphs, and the next
+/// start reads them back while it replays the AOF.
+#[test]
+fn with_the_aof_alone_a_shutdown_saves_the_graph_for_the_next_start() {
+    const N: usize = 2_500;
+    let b = Backend::start(Duration::ZERO);
+    let mut s = semantic_server(&b, &["--appendonly", "yes"]);
+    let mut con = s.conn();
+    let (_, raw) = stored(&mut con, "faq", Q, A);
+    let sem_len = 4 + 16 + 2 + 2 * common::backend::EMBED_DIMS;
+    let digest = raw[raw.len() - sem_len + 4..raw.len() - sem_len + 20].to_vec();
+    // Entries that arrive by RESTORE are indexed as they come (as a migrated slot's are).
+    let mut pipe = redis::pipe();
+    for i in 0..N {
+        hand_entry(
+            &mut pipe,
+            &format!("scratch{i}"),
+            &format!("filler question {i}"),
+            &sem_qav1(
+                &digest,
+                &(0..common::backend::EMBED_DIMS)
+                    .map(|d| ((i * 31 + d * 17) % 101) as f32 - 50.0)
+                    .collect::<Vec<_>>(),
+            ),
+        );
+        pipe.cmd("RENAME")
+            .arg(format!("scratch{i}"))
+            .arg(format!("qa:{{faq}}:f{i:031x}"))
+            .ignore();
+    }
+    let _: () = pipe.query(&mut con).unwrap();
+    let all = N as u64 + 1;
+    let graphed = |con: &mut redis::Connection| {
+        wait_until(Duration::from_secs(60), || {
+            info_field(con, "semantic_index_entries") == all
+                && info_field(con, "semantic_index_graph_pending") == 0
+        })
+    };
+    assert!(graphed(&mut con), "{}", s.log_tail(20));
+    let _ = redis::cmd("SHUTDOWN").query::<()>(&mut con);
+    assert!(s.wait_exit(Duration::from_secs(60)).is_some(), "no exit");
+    let files = checkpoint_files(&s.dir);
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(!s.dir.join("dump.rdb").exists(), "no RDB was written");
+    s.restart(&[]);
+    let mut con = s.conn();
+    assert!(graphed(&mut con), "{}", s.log_tail(20));
+    assert_eq!(info_field(&mut con, "semantic_graph_restored"), all);
+    assert_eq!(info_field(&mut con, "semantic_graph_restored_unclaimed"), 0);
+    assert_eq!(
+        field(&meta(&mut con, &["faq", PARAPHRASE]), "served"),
+        "semantic"
+    );
+}

@@ -74,6 +74,8 @@ pub fn info(ctx: &InfoContext, for_crash_report: bool) -> RedisResult<()> {
         b = b.field(kind.info_field(), n)?;
     }
     let (entries, raw_bytes, index_bytes) = semantic::upkeep::size();
+    let [restored, unclaimed, restore_ms, checkpoints, checkpoint_ms, checkpoint_bytes] =
+        semantic::upkeep::checkpoint_stats();
     let (search_p50, search_p99) = if gauges {
         stats::search_percentiles()
     } else {
@@ -98,6 +100,12 @@ pub fn info(ctx: &InfoContext, for_crash_report: bool) -> RedisResult<()> {
             "semantic_rebuild_step_max_us",
             semantic::upkeep::rebuild_step_max_us(),
         )?
+        .field("semantic_graph_restored", restored)?
+        .field("semantic_graph_restored_unclaimed", unclaimed)?
+        .field("semantic_graph_restore_ms", restore_ms)?
+        .field("semantic_graph_checkpoints", checkpoints)?
+        .field("semantic_graph_checkpoint_ms", checkpoint_ms)?
+        .field("semantic_graph_checkpoint_bytes", checkpoint_bytes)?
         .field("semantic_search_p50_us", search_p50)?
         .field("semantic_search_p99_us", search_p99)?;
     let (audited, agreed, disagreed) = if gauges {

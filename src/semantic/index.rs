@@ -177,6 +177,11 @@ struct Scope {
     tail_ids: Vec<u32>,
     tail: Blocks<f32>,
     graph: Option<Graph>,
+    /// Graph members restored from a saved checkpoint that no entry has claimed yet (entry
+    /// key -> id): not searchable (their `members` slot is `None`) until the rebuild scan
+    /// finds their entry with the same vector ([`Index::insert`]); removed by
+    /// [`Index::settle`] when the scan ends.
+    unclaimed: HashMap<Arc<[u8]>, u32>,
 }
 
 fn graph_key(id: u32, generation: u32) -> u64 {
@@ -239,6 +244,42 @@ impl Scope {
         self.live -= 1;
     }
 
+    /// The id of a restored, unclaimed graph member for entry `key` whose saved vector is
+    /// `v` (as f16: each value within 2^-10 of it), now marked claimed (the caller stores the
+    /// member). A restored member of that key with another vector leaves the graph.
+    fn claim(&mut self, key: Arc<[u8]>, v: &[f32]) -> Option<u32> {
+        let id = self.unclaimed.remove(&key)?;
+        let g = self.graph.as_ref()?;
+        let label = graph_key(id, self.gens[id as usize]);
+        let mut saved = vec![0f32; self.dims];
+        let same = matches!(g.ix.get(label, &mut saved), Ok(n) if n == 1)
+            && saved
+                .iter()
+                .zip(v)
+                .all(|(a, b)| (a - b).abs() <= 1.0 / 1024.0);
+        if same {
+            return Some(id);
+        }
+        let _ = g.ix.remove(label);
+        self.free.push(id);
+        None
+    }
+
+    /// Removes every restored member no entry claimed; how many.
+    fn settle(&mut self) -> usize {
+        let gone = std::mem::take(&mut self.unclaimed);
+        for id in gone.values() {
+            if let Some(g) = &self.graph {
+                let _ = g.ix.remove(graph_key(*id, self.gens[*id as usize]));
+            }
+            self.free.push(*id);
+        }
+        if let Some(g) = self.graph.as_mut() {
+            g.measure(true);
+        }
+        gone.len()
+    }
+
     fn member(&self, id: u32) -> Option<&Member> {
         self.members.get(id as usize)?.as_ref()
     }
@@ -252,7 +293,8 @@ impl Scope {
         deadline: Option<std::time::Instant>,
     ) -> (Vec<(f32, u32)>, bool) {
         let mut out = Vec::new();
-        let mut complete = true;
+        // Restored members not claimed yet (a rebuild in progress) are not served.
+        let mut complete = self.unclaimed.is_empty();
         if self.graph.is_none() || self.tail_ids.len() <= TAIL_SCAN_MAX {
             for (p, v) in self.tail.chunks().enumerate() {
                 let sim = dot(q, v);
@@ -300,6 +342,7 @@ impl Scope {
         for m in self.members.iter().flatten() {
             b += m.key.len() + m.question.len() + 32;
         }
+        b += self.unclaimed.capacity() * (16 + 4 + 1);
         if let Some(g) = &self.graph {
             b += g.bytes + std::mem::size_of::<Graph>();
         }
@@ -426,7 +469,176 @@ fn new_graph(dims: usize, capacity: usize) -> Option<usearch::Index> {
     Some(ix)
 }
 
+/// A graph read back from a checkpoint (see `persist`), for [`Index::adopt`].
+pub struct Restored {
+    pub scope: ScopeKey,
+    pub dims: usize,
+    ix: usearch::Index,
+    members: Vec<(u64, Box<[u8]>)>,
+}
+
+/// Opens a saved graph file for `listed`: refused unless usearch's header matches what this
+/// module writes (dimensions, cosine, [`QUANTIZATION`], one vector per key) and the graph
+/// holds exactly the listed members (so it has no vector the manifest does not name).
+pub fn open_graph(
+    path: &std::path::Path,
+    listed: &super::persist::Listed,
+) -> Result<Restored, String> {
+    let p = path.to_str().ok_or("path is not UTF-8")?;
+    let meta = usearch::Index::metadata(p).map_err(|e| format!("header: {e}"))?;
+    if meta.dimensions != listed.dims as u64
+        || meta.metric != MetricKind::Cos
+        || meta.quantization != QUANTIZATION
+        || meta.multi
+        || meta.count_present != listed.members.len() as u64
+    {
+        return Err("header differs from the manifest".into());
+    }
+    let ix = new_graph(listed.dims, 0).ok_or("cannot make a graph")?;
+    ix.load(p).map_err(|e| format!("load: {e}"))?;
+    if ix.dimensions() != listed.dims
+        || ix.size() != listed.members.len()
+        || ix.connectivity() != CONNECTIVITY
+    {
+        return Err("graph differs from the manifest".into());
+    }
+    ix.change_expansion_add(EXPANSION_ADD);
+    ix.change_expansion_search(EXPANSION_SEARCH);
+    let mut ids = HashSet::with_capacity(listed.members.len());
+    for (label, _) in &listed.members {
+        if !ids.insert(*label as u32) || !ix.contains(*label) {
+            return Err("a listed member is missing from the graph".into());
+        }
+    }
+    ix.reserve_capacity_and_threads(ix.size() + GRAPH_BATCH, CONTEXTS)
+        .map_err(|e| format!("reserve: {e}"))?;
+    Ok(Restored {
+        scope: listed.scope.clone(),
+        dims: listed.dims,
+        ix,
+        members: listed.members.clone(),
+    })
+}
+
 impl Index {
+    /// The graphs to checkpoint, with their committed members (graph key, entry key): every
+    /// scope whose graph holds at least one committed vector. `None` while a restored graph
+    /// still has unclaimed members (a rebuild in progress: the files it came from stay).
+    pub fn to_save(&self) -> Option<Vec<super::persist::ToSave<'_>>> {
+        let mut out = Vec::new();
+        for (key, s) in self.scopes.iter().flatten() {
+            if !s.unclaimed.is_empty() {
+                return None;
+            }
+            let Some(g) = &s.graph else { continue };
+            let members: Vec<(u64, Arc<[u8]>)> = s
+                .members
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| s.at[*i] == IN_GRAPH)
+                .filter_map(|(i, m)| {
+                    let m = m.as_ref()?;
+                    Some((graph_key(i as u32, s.gens[i]), m.key.clone()))
+                })
+                .collect();
+            if members.is_empty() || members.len() != g.ix.size() {
+                continue;
+            }
+            out.push(super::persist::ToSave {
+                scope: key,
+                dims: s.dims,
+                graph: &g.ix,
+                members,
+            });
+        }
+        Some(out)
+    }
+
+    /// Takes restored graphs in, their members unclaimed: the rebuild scan's inserts claim
+    /// them ([`Index::insert`]), [`Index::settle`] removes the rest. A scope that already has
+    /// vectors keeps them and the restored graph is dropped.
+    pub fn adopt(&mut self, restored: Vec<Restored>) -> usize {
+        let mut taken = 0;
+        for r in restored {
+            let id = self.scope_id(r.scope.clone());
+            let Some((_, s)) = self.scopes[id as usize].as_mut() else {
+                continue;
+            };
+            if s.live > 0 || s.graph.is_some() {
+                self.trash.push(r.ix);
+                continue;
+            }
+            let n = r
+                .members
+                .iter()
+                .map(|(l, _)| *l as u32 as usize + 1)
+                .max()
+                .unwrap_or(0);
+            s.dims = r.dims;
+            s.members = (0..n).map(|_| None).collect();
+            s.gens = vec![0; n];
+            s.at = vec![0; n];
+            s.unclaimed = HashMap::with_capacity(r.members.len());
+            for (label, key) in r.members {
+                let (i, generation) = (label as u32 as usize, (label >> 32) as u32);
+                s.gens[i] = generation;
+                s.at[i] = IN_GRAPH;
+                s.unclaimed.insert(key.into(), i as u32);
+            }
+            s.free = (0..n as u32)
+                .rev()
+                .filter(|i| s.at[*i as usize] != IN_GRAPH)
+                .collect();
+            taken += s.unclaimed.len();
+            self.serial += 1;
+            let mut g = Graph {
+                ix: r.ix,
+                gate: Gate::default(),
+                serial: self.serial,
+                bytes: 0,
+                measured_at: 0,
+            };
+            g.measure(true);
+            s.graph = Some(g);
+            if s.unclaimed.is_empty() {
+                self.release(id);
+            }
+        }
+        taken
+    }
+
+    /// Removes the restored members no entry claimed (the rebuild scan has ended); how many.
+    pub fn settle(&mut self) -> usize {
+        let mut removed = 0;
+        let mut empty = Vec::new();
+        for (id, (_, s)) in self
+            .scopes
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i, s.as_mut()?)))
+        {
+            if s.unclaimed.is_empty() {
+                continue;
+            }
+            removed += s.settle();
+            if s.live == 0 {
+                empty.push(id as u32);
+            }
+        }
+        for id in empty {
+            self.release(id);
+        }
+        removed
+    }
+
+    /// Whether restored members wait to be claimed or removed.
+    pub fn unsettled(&self) -> bool {
+        self.scopes
+            .iter()
+            .flatten()
+            .any(|(_, s)| !s.unclaimed.is_empty())
+    }
+
     fn scope_id(&mut self, scope: ScopeKey) -> u32 {
         if let Some(id) = self.ids.get(&scope) {
             return *id;
@@ -476,7 +688,7 @@ impl Index {
             s.dims = v.len();
         }
         if v.len() != s.dims {
-            if s.live == 0 {
+            if s.live == 0 && s.unclaimed.is_empty() {
                 self.release(id);
             }
             return false;
@@ -486,12 +698,31 @@ impl Index {
             key: key.clone(),
             question: question.into(),
         };
+        if let Some(at) = s.claim(member.key.clone(), v) {
+            s.members[at as usize] = Some(member);
+            s.live += 1;
+            self.slots.insert((db, key), Slot { scope: id, at });
+            return true;
+        }
         let at = s.push(member, v);
         if s.live >= GRAPH_FROM || s.graph.is_some() {
             self.needy.insert(id);
         }
         self.slots.insert((db, key), Slot { scope: id, at });
         true
+    }
+
+    /// Whether inserting into `scope` would grow a large table (the entry map, or the
+    /// scope's per-member vectors past [`BIG`] items): a copy or rehash of megabytes, which
+    /// the main thread leaves to the index thread.
+    pub fn insert_grows_large(&self, scope: &ScopeKey) -> bool {
+        const BIG: usize = 16_384;
+        if self.slots.len() >= self.slots.capacity() && self.slots.len() >= BIG {
+            return true;
+        }
+        self.scope(scope).is_some_and(|s| {
+            s.free.is_empty() && s.members.len() >= BIG && s.members.len() == s.members.capacity()
+        })
     }
 
     /// Forgets entry `key` of database `db`; whether it was indexed.
@@ -504,7 +735,7 @@ impl Index {
             return true;
         };
         s.remove(slot.at);
-        if s.live == 0 {
+        if s.live == 0 && s.unclaimed.is_empty() {
             self.release(slot.scope);
         }
         true
@@ -628,7 +859,7 @@ impl Index {
             return (Vec::new(), true);
         };
         if query.len() != s.dims || s.live == 0 || limit == 0 {
-            return (Vec::new(), true);
+            return (Vec::new(), s.unclaimed.is_empty());
         }
         let (mut found, complete) = s.matches(query, threshold, limit, deadline);
         found.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -935,6 +1166,95 @@ mod tests {
             ix.graph_commit(b);
         }
         drop(ix.take_trash());
+    }
+
+    /// A graph saved and read back is adopted, its members claimed by entries that are there
+    /// with the same vector; the rest never match and go at `settle`.
+    #[test]
+    fn a_saved_graph_is_claimed_by_its_entries_and_the_rest_removed() {
+        let dims = 32;
+        let n = 3000;
+        let vs: Vec<Vec<f32>> = (0..n).map(|i| rnd(i, dims)).collect();
+        let mut ix = Index::default();
+        for (i, v) in vs.iter().enumerate() {
+            ix.insert(scope("big"), format!("k{i}").as_bytes(), "q", v);
+        }
+        settle(&mut ix);
+        assert_eq!(ix.lagging(), 0);
+        let dir = std::env::temp_dir().join(format!("qa-index-save-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let base = dir.join("dump.rdb");
+        let w = super::super::persist::save(&base, 7, &ix.to_save().unwrap()).unwrap();
+        assert_eq!((w.graphs, w.vectors), (1, n as usize));
+        let found = super::super::persist::load(&base, open_graph);
+        assert!(found.refused.is_empty(), "{:?}", found.refused);
+        assert_eq!(found.graphs.len(), 1);
+
+        let mut back = Index::default();
+        assert_eq!(back.adopt(found.graphs), n as usize);
+        assert!(back.unsettled());
+        // Nothing is served before its entry claims it, and the search says it was partial.
+        let (f, complete) = back.search_complete(&scope("big"), &vs[5], 0.5, 3);
+        assert!(f.is_empty() && !complete);
+        // Entries 0..2000 come back unchanged; 2000 comes back with another vector; the
+        // rest are gone (expired while the server was down).
+        for (i, v) in vs.iter().enumerate().take(2000) {
+            assert!(back.insert(scope("big"), format!("k{i}").as_bytes(), "q", v));
+        }
+        let other = rnd(99_999, dims);
+        back.insert(scope("big"), b"k2000", "q", &other);
+        assert_eq!(
+            back.lagging(),
+            1,
+            "only the changed vector waits for the graph"
+        );
+        assert_eq!(back.settle(), (n - 2001) as usize);
+        assert!(!back.unsettled());
+        assert_eq!(back.len(), 2001);
+        let (f, complete) = back.search_complete(&scope("big"), &vs[5], 0.99, 1);
+        assert!(complete);
+        assert_eq!(&*f[0].key, b"k5");
+        // The old vector of k2000 and the vectors of entries that did not come back never
+        // match; the new vector of k2000 does.
+        for i in [2000usize, 2500, 2999] {
+            let f = back.search(&scope("big"), &vs[i], 0.99, 3);
+            assert!(f.is_empty(), "{i}: {:?}", f.first().map(|f| f.key.clone()));
+        }
+        assert_eq!(
+            &*back.search(&scope("big"), &other, 0.99, 1)[0].key,
+            b"k2000"
+        );
+        // New inserts reuse freed ids and reach the graph.
+        for i in 0..300u64 {
+            back.insert(
+                scope("big"),
+                format!("new{i}").as_bytes(),
+                "q",
+                &rnd(50_000 + i, dims),
+            );
+        }
+        settle(&mut back);
+        assert_eq!(back.lagging(), 0);
+        assert_eq!(back.len(), 2301);
+        assert_eq!(
+            &*back.search(&scope("big"), &rnd(50_007, dims), 0.99, 1)[0].key,
+            b"new7"
+        );
+        // A graph file damaged on disk is refused (CRC), not loaded.
+        let file = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(".7.0"))
+            .unwrap();
+        let mut bytes = std::fs::read(&file).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        std::fs::write(&file, bytes).unwrap();
+        let found = super::super::persist::load(&base, open_graph);
+        assert!(found.graphs.is_empty());
+        assert_eq!(found.refused.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn clustered(n: u64, dims: usize, spread: f32) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {

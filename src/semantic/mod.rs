@@ -11,6 +11,7 @@ pub mod calibrate;
 mod gate;
 pub mod guard;
 pub mod index;
+pub mod persist;
 pub mod upkeep;
 pub mod verify;
 

@@ -19,14 +19,15 @@
 //! served wrongly.
 
 use std::os::raw::{c_int, c_void};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, LazyLock, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 
 use redis_module::{raw, Context, NotifyEvent};
 
-use super::cache_of_entry;
-use super::index::{Found, Index, ScopeKey, GRAPH_BATCH};
+use super::index::{Found, Index, Restored, ScopeKey, GRAPH_BATCH};
+use super::{cache_of_entry, persist};
 use crate::{entry, mainthread, normalize};
 
 enum Op {
@@ -34,6 +35,10 @@ enum Op {
     Remove(i32, Vec<u8>),
     DropCache(i32, Vec<u8>),
     Clear(Option<i32>),
+    /// Graphs restored from a checkpoint, before the rebuild scan's inserts claim them.
+    Adopt(Vec<Restored>),
+    /// The rebuild scan has ended: restored members not claimed go.
+    Settle,
 }
 
 static INDEX: LazyLock<RwLock<Index>> = LazyLock::new(Default::default);
@@ -60,7 +65,16 @@ fn apply_to(ix: &mut Index, op: Op) {
         }
         Op::DropCache(db, cache) => ix.drop_cache(db, &cache),
         Op::Clear(db) => ix.clear(db),
+        Op::Adopt(graphs) => {
+            let n = ix.adopt(graphs);
+            GRAPH_RESTORED.store(n as u64, Ordering::Relaxed);
+        }
+        Op::Settle => {
+            let n = ix.settle();
+            GRAPH_UNCLAIMED.store(n as u64, Ordering::Relaxed);
+        }
     }
+    CHANGES.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Applies `op`: at once if it is cheap (one entry in or out), the index is free and no
@@ -71,7 +85,10 @@ fn apply(op: Op) {
     if matches!(op, Op::Insert(..) | Op::Remove(..)) {
         if let Ok(mut ix) = INDEX.try_write() {
             let mut queue = pending();
-            if queue.is_empty() {
+            // An insert that would grow a large table (a copy or rehash of megabytes) is
+            // the index thread's.
+            let large = matches!(&op, Op::Insert(scope, ..) if ix.insert_grows_large(scope));
+            if queue.is_empty() && !large {
                 drop(queue);
                 apply_to(&mut ix, op);
                 LEN.store(ix.len(), Ordering::Relaxed);
@@ -150,7 +167,10 @@ fn index_loop() -> ! {
     loop {
         {
             let mut q = pending();
-            while q.is_empty() && !GRAPH_WORK.load(Ordering::Relaxed) {
+            while q.is_empty()
+                && !GRAPH_WORK.load(Ordering::Relaxed)
+                && !JOB.load(Ordering::Relaxed)
+            {
                 q = WAKE.wait(q).unwrap_or_else(|p| p.into_inner());
             }
         }
@@ -161,6 +181,7 @@ fn index_loop() -> ! {
                 ix.take_trash()
             };
             drop(trash);
+            run_jobs();
             graph_work(threads);
         });
     }
@@ -170,10 +191,14 @@ fn index_loop() -> ! {
 /// index held for writing (a copy of 256 vectors, then a few hundred microseconds of
 /// bookkeeping), and added to the graph with it held for reading, so searches go on
 /// meanwhile. Waiting changes are applied between batches (in order: only under the write
-/// lock). Stops when no scope has graph work left.
+/// lock). Stops when no scope has graph work left, or a checkpoint or restore waits.
 fn graph_work(threads: usize) {
     GRAPH_WORK.store(false, Ordering::Relaxed);
     loop {
+        if JOB.load(Ordering::Relaxed) {
+            GRAPH_WORK.store(true, Ordering::Relaxed);
+            return;
+        }
         let batch = {
             let mut ix = INDEX.write().unwrap_or_else(|p| p.into_inner());
             drain(&mut ix);
@@ -182,10 +207,14 @@ fn graph_work(threads: usize) {
         let Some(mut batch) = batch else {
             return;
         };
-        // At most a few milliseconds per batch, and none once changes wait (they are
-        // applied before the next batch).
+        // At most a few milliseconds per batch, and none once changes or a job wait (they
+        // are applied before the next batch).
         let until = std::time::Instant::now() + Duration::from_millis(5);
-        let stop = || !pending().is_empty() || std::time::Instant::now() >= until;
+        let stop = || {
+            !pending().is_empty()
+                || JOB.load(Ordering::Relaxed)
+                || std::time::Instant::now() >= until
+        };
         INDEX
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -193,11 +222,227 @@ fn graph_work(threads: usize) {
         let trash = {
             let mut ix = INDEX.write().unwrap_or_else(|p| p.into_inner());
             ix.graph_commit(batch);
+            CHANGES.fetch_add(1, Ordering::Relaxed);
             GRAPH_PENDING.store(ix.lagging(), Ordering::Relaxed);
             ix.take_trash()
         };
         drop(trash);
     }
+}
+
+// ---- Checkpoints: the graphs saved next to the RDB file, restored after a load. ----
+
+/// Changes applied to the index (and graph batches committed): a checkpoint with nothing
+/// changed since the last one to the same place is skipped.
+static CHANGES: AtomicU64 = AtomicU64::new(0);
+/// Set when a checkpoint or a restore waits for the `qa-index` thread.
+static JOB: AtomicBool = AtomicBool::new(false);
+
+#[derive(Default)]
+struct Jobs {
+    /// Where to write the next checkpoint.
+    checkpoint: Option<PathBuf>,
+    /// Checkpoints asked for and done (a synchronous save waits for its own).
+    asked: u64,
+    done: u64,
+    /// A restore to read: where from, and its number in [`RESTORE`].
+    restore: Option<(PathBuf, u64)>,
+    /// The last checkpoint written: where, and [`CHANGES`] then.
+    last: Option<(PathBuf, u64)>,
+}
+
+static JOBS: LazyLock<Mutex<Jobs>> = LazyLock::new(Default::default);
+static JOBS_DONE: Condvar = Condvar::new();
+
+fn jobs() -> MutexGuard<'static, Jobs> {
+    JOBS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+enum RestoreState {
+    Idle,
+    /// The thread is reading checkpoint `n`.
+    Reading(u64),
+    /// Checkpoint `n` read: graphs for the rebuild scan to adopt.
+    Ready(Vec<Restored>),
+}
+
+static RESTORE: Mutex<RestoreState> = Mutex::new(RestoreState::Idle);
+static RESTORE_SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn restore_state() -> MutexGuard<'static, RestoreState> {
+    RESTORE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How long a rebuild scan waits for a checkpoint being read before it starts without it.
+const RESTORE_WAIT: Duration = Duration::from_secs(120);
+/// How long a synchronous save (`SAVE`, `SHUTDOWN`, `DEBUG RELOAD`) waits for its checkpoint.
+const CHECKPOINT_WAIT: Duration = Duration::from_secs(120);
+
+static GRAPH_RESTORED: AtomicU64 = AtomicU64::new(0);
+static GRAPH_UNCLAIMED: AtomicU64 = AtomicU64::new(0);
+static RESTORE_MS: AtomicU64 = AtomicU64::new(0);
+static CHECKPOINTS: AtomicU64 = AtomicU64::new(0);
+static CHECKPOINT_MS: AtomicU64 = AtomicU64::new(0);
+static CHECKPOINT_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Checkpoint figures for INFO: (vectors restored at the last load, of them removed as
+/// unclaimed, restore ms, checkpoints written, last checkpoint ms, its bytes).
+pub fn checkpoint_stats() -> [u64; 6] {
+    [
+        GRAPH_RESTORED.load(Ordering::Relaxed),
+        GRAPH_UNCLAIMED.load(Ordering::Relaxed),
+        RESTORE_MS.load(Ordering::Relaxed),
+        CHECKPOINTS.load(Ordering::Relaxed),
+        CHECKPOINT_MS.load(Ordering::Relaxed),
+        CHECKPOINT_BYTES.load(Ordering::Relaxed),
+    ]
+}
+
+fn wake_for_job() {
+    JOB.store(true, Ordering::Relaxed);
+    start_thread();
+    let _q = pending();
+    WAKE.notify_one();
+}
+
+fn run_jobs() {
+    if !JOB.swap(false, Ordering::Relaxed) {
+        return;
+    }
+    let (restore, checkpoint) = {
+        let mut j = jobs();
+        let asked = j.asked;
+        (j.restore.take(), j.checkpoint.take().map(|p| (p, asked)))
+    };
+    if let Some((base, n)) = restore {
+        restore_now(&base, n);
+    }
+    if let Some((base, asked)) = checkpoint {
+        checkpoint_now(&base);
+        let mut j = jobs();
+        j.done = j.done.max(asked);
+        JOBS_DONE.notify_all();
+    }
+}
+
+fn checkpoint_now(base: &std::path::Path) {
+    let started = std::time::Instant::now();
+    let ix = INDEX.read().unwrap_or_else(|p| p.into_inner());
+    let changes = CHANGES.load(Ordering::Relaxed);
+    if jobs().last.as_ref() == Some(&(base.to_path_buf(), changes)) {
+        return; // nothing changed since the last checkpoint there
+    }
+    let Some(graphs) = ix.to_save() else {
+        return; // a rebuild is claiming a restored graph: the files it came from stay
+    };
+    if graphs.is_empty() && !persist::manifest_path(base).exists() {
+        return;
+    }
+    let seq = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    match persist::save(base, seq, &graphs) {
+        Ok(w) => {
+            CHECKPOINTS.fetch_add(1, Ordering::Relaxed);
+            CHECKPOINT_MS.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            CHECKPOINT_BYTES.store(w.bytes, Ordering::Relaxed);
+            jobs().last = Some((base.to_path_buf(), changes));
+        }
+        Err(e) => redis_module::logging::log_warning(format!(
+            "redis-qa: the semantic graphs were not saved ({e}); a restart builds them again"
+        )),
+    }
+}
+
+fn restore_now(base: &std::path::Path, n: u64) {
+    let started = std::time::Instant::now();
+    let found = persist::load(base, super::index::open_graph);
+    for why in &found.refused {
+        redis_module::logging::log_warning(format!(
+            "redis-qa: a saved semantic graph was not used ({why}); it is built again"
+        ));
+    }
+    RESTORE_MS.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    let mut st = restore_state();
+    if matches!(*st, RestoreState::Reading(m) if m == n) {
+        *st = RestoreState::Ready(found.graphs);
+    }
+}
+
+/// `<dir>/<dbfilename>`: where this server's checkpoint lives (Redis runs in `dir`).
+fn graph_base(ctx: &Context) -> Option<PathBuf> {
+    let dir = std::env::current_dir().ok()?;
+    let reply = ctx.call("CONFIG", &["GET", "dbfilename"]).ok()?;
+    let redis_module::RedisValue::Array(items) = reply else {
+        return None;
+    };
+    let name = match items.get(1)? {
+        redis_module::RedisValue::BulkString(s) | redis_module::RedisValue::SimpleString(s) => {
+            s.clone()
+        }
+        redis_module::RedisValue::BulkRedisString(s) => s.try_as_str().ok()?.to_string(),
+        redis_module::RedisValue::StringBuffer(b) => String::from_utf8(b.clone()).ok()?,
+        _ => return None,
+    };
+    (!name.is_empty() && !name.contains('/')).then(|| dir.join(name))
+}
+
+/// A save is starting: the graphs are written next to its file by the `qa-index` thread. A
+/// synchronous save (`SAVE`, `SHUTDOWN`, `DEBUG RELOAD`) waits for them (bounded), as it waits
+/// for its own file; a background one does not.
+fn request_checkpoint(ctx: &Context, wait: bool) {
+    if !crate::config::SEMANTIC_GRAPH_FILE.get() || is_replica(ctx) {
+        return;
+    }
+    let Some(base) = graph_base(ctx) else {
+        return;
+    };
+    if LEN.load(Ordering::Relaxed) == 0 && !persist::manifest_path(&base).exists() {
+        return; // no semantic index here, and no files of one to replace
+    }
+    let asked = {
+        let mut j = jobs();
+        j.checkpoint = Some(base);
+        j.asked += 1;
+        j.asked
+    };
+    wake_for_job();
+    if wait {
+        let deadline = std::time::Instant::now() + CHECKPOINT_WAIT;
+        let mut j = jobs();
+        while j.done < asked {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                ctx.log_warning(
+                    "redis-qa: the semantic graphs are still being saved; not waiting longer",
+                );
+                break;
+            }
+            j = JOBS_DONE
+                .wait_timeout(j, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// A load is starting: the `qa-index` thread reads the last checkpoint meanwhile, for the
+/// rebuild scan that follows the load.
+fn request_restore(ctx: &Context) {
+    *restore_state() = RestoreState::Idle;
+    if !crate::config::SEMANTIC_GRAPH_FILE.get() || is_replica(ctx) {
+        return;
+    }
+    let Some(base) = graph_base(ctx) else {
+        return;
+    };
+    if !persist::manifest_path(&base).exists() {
+        return;
+    }
+    let n = RESTORE_SEQ.fetch_add(1, Ordering::Relaxed) + 1;
+    *restore_state() = RestoreState::Reading(n);
+    jobs().restore = Some((base, n));
+    wake_for_job();
 }
 
 /// The best matches for `query` (a unit vector) in `scope`, best first. Worker threads.
@@ -397,10 +642,27 @@ pub fn on_server_event(ctx: &Context, eid: u64, subevent: u64, data: *mut c_void
         // A flush of one database leaves a running rebuild scan going for the others (in
         // the flushed one it finds nothing more).
         apply(Op::Clear((db >= 0).then_some(db)));
+    } else if eid == raw::REDISMODULE_EVENT_PERSISTENCE {
+        match subevent {
+            raw::REDISMODULE_SUBEVENT_PERSISTENCE_RDB_START
+            | raw::REDISMODULE_SUBEVENT_PERSISTENCE_AOF_START => request_checkpoint(ctx, false),
+            raw::REDISMODULE_SUBEVENT_PERSISTENCE_SYNC_RDB_START
+            | raw::REDISMODULE_SUBEVENT_PERSISTENCE_SYNC_AOF_START => request_checkpoint(ctx, true),
+            _ => {}
+        }
+    } else if eid == raw::REDISMODULE_EVENT_SHUTDOWN {
+        // With the AOF alone (no RDB save at shutdown) the graphs are still saved for the
+        // next start; after an RDB save nothing changed since, and nothing is written again.
+        request_checkpoint(ctx, true);
     } else if eid == raw::REDISMODULE_EVENT_LOADING {
         EPOCH.fetch_add(1, Ordering::Relaxed);
         REBUILDING.store(false, Ordering::Relaxed);
         apply(Op::Clear(None));
+        if subevent == raw::REDISMODULE_SUBEVENT_LOADING_RDB_START
+            || subevent == raw::REDISMODULE_SUBEVENT_LOADING_AOF_START
+        {
+            request_restore(ctx);
+        }
         if subevent == raw::REDISMODULE_SUBEVENT_LOADING_ENDED
             || subevent == raw::REDISMODULE_SUBEVENT_LOADING_FAILED
         {
@@ -434,6 +696,9 @@ pub fn rebuild(ctx: &Context) {
         epoch,
         db: 0,
         cursor: std::ptr::null_mut(),
+        started: std::time::Instant::now(),
+        restore: true,
+        adopted: false,
     };
     mainthread::post_after(ctx, Duration::ZERO, Box::new(move |ctx| scan.step(ctx)));
 }
@@ -442,6 +707,11 @@ struct Scan {
     epoch: u64,
     db: i32,
     cursor: *mut raw::RedisModuleScanCursor,
+    started: std::time::Instant,
+    /// Whether to look for restored graphs before the first step.
+    restore: bool,
+    /// Whether restored graphs were adopted (settled when the scan ends).
+    adopted: bool,
 }
 
 // SAFETY: the cursor is only used on the main thread (each step runs there).
@@ -465,11 +735,38 @@ impl Scan {
         if EPOCH.load(Ordering::Relaxed) != self.epoch {
             return;
         }
+        if self.restore {
+            let mut st = restore_state();
+            match std::mem::replace(&mut *st, RestoreState::Idle) {
+                RestoreState::Reading(n) if self.started.elapsed() < RESTORE_WAIT => {
+                    // The checkpoint is still being read: look again in a millisecond.
+                    *st = RestoreState::Reading(n);
+                    drop(st);
+                    mainthread::post_after(
+                        ctx,
+                        Duration::from_millis(1),
+                        Box::new(move |ctx| self.step(ctx)),
+                    );
+                    return;
+                }
+                RestoreState::Ready(graphs) => {
+                    drop(st);
+                    // Queued behind the rebuild's clear, ahead of the scan's inserts.
+                    apply(Op::Adopt(graphs));
+                    self.adopted = true;
+                }
+                _ => {} // none, or read for too long: built again
+            }
+            self.restore = false;
+        }
         let c = ctx.ctx;
         let started = std::time::Instant::now();
         unsafe {
             if raw::RedisModule_SelectDb.unwrap()(c, self.db) != raw::REDISMODULE_OK as c_int {
                 REBUILDING.store(false, Ordering::Relaxed);
+                if self.adopted {
+                    apply(Op::Settle);
+                }
                 return; // past the last database: done
             }
             if self.cursor.is_null() {
