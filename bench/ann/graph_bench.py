@@ -126,6 +126,8 @@ def main():
     ap.add_argument("--scopes", type=int, default=10_000)
     ap.add_argument("--fill-only", action="store_true",
                     help="stop after the fill, memory and search figures (a large N's first look)")
+    ap.add_argument("--skip-inserts", action="store_true",
+                    help="leave out the inserts phase (a large N: fill, restart, small scopes)")
     args = ap.parse_args()
     StandIn.dims = args.dims
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
@@ -179,76 +181,10 @@ def main():
         if args.fill_only:
             raise FillOnly
 
-        # Inserts while a client searches.
-        r.execute_command("QA.RESETSTATS")
-        stop = threading.Event()
-        lat = {}
-
-        def searcher():
-            c = redis.Redis(port=s.port)
-            k = 0
-            while not stop.is_set():
-                c.execute_command("QA.GET", "bench", "searching while inserting %d" % k, "SEMANTIC")
-                k += 1
-            lat["n"] = k
-        th = threading.Thread(target=searcher)
-        th.start()
-        total = args.insert_rate * args.insert_secs
-        vecs = unit_rows(np.random.default_rng(2), total, args.dims)
-        t0 = time.monotonic()
-        step = args.insert_rate // 10
-        for b in range(0, total, step):
-            pipe = r.pipeline(transaction=False)
-            for j in range(b, min(b + step, total)):
-                pipe.hset("scratch", mapping={
-                    "answer": "x", "question": "inserted %d" % j, "model": "gpt-4o-mini",
-                    "created": "0", "sem": sem_f16(scope, vecs[j])})
-                pipe.rename("scratch", "qa:{bench}:%032x" % (n + 1_000_000 + j))
-            pipe.execute()
-            lag = t0 + (b + step) / args.insert_rate - time.monotonic()
-            if lag > 0:
-                time.sleep(lag)
-        took = time.monotonic() - t0
-        i = info(r)
-        stop.set()
-        th.join()
-        res["inserts: offered / achieved rate (/s)"] = "%d / %.0f" % (args.insert_rate, total / took)
-        res["inserts: search p50 / p99 meanwhile (µs, INFO)"] = "%d / %d" % (
-            i["qa_semantic_search_p50_us"], i["qa_semantic_search_p99_us"])
-        res["inserts: searches meanwhile"] = lat["n"]
-        res["inserts: not in the graph yet at the end"] = i["qa_semantic_index_graph_pending"]
-        assert wait(lambda: info(r)["qa_semantic_index_graph_pending"] == 0, 3600, 0.2)
-        res["inserts: graph absorption rate (/s)"] = total / (time.monotonic() - t0)
         entries = info(r)["qa_semantic_index_entries"]
-
-        # Restart.
-        r.save()
-        s.kill()
-        t0 = time.monotonic()
-        s.proc = subprocess.Popen(s.cmd, stdout=s.log, stderr=subprocess.STDOUT)
-        r = s.r = redis.Redis(port=s.port)
-        assert wait(lambda: r.ping() and r.info("persistence")["loading"] == 0, 600)
-        res["restart: RDB loaded (s)"] = time.monotonic() - t0
-        worst = [0.0]
-        done = threading.Event()
-
-        def pinger():
-            c = redis.Redis(port=s.port)
-            while not done.is_set():
-                t = time.monotonic()
-                c.ping()
-                worst[0] = max(worst[0], time.monotonic() - t)
-                time.sleep(0.001)
-        pt = threading.Thread(target=pinger)
-        pt.start()
-        assert wait(lambda: info(r)["qa_semantic_index_entries"] >= entries, 600)
-        res["restart: every entry searchable (s)"] = time.monotonic() - t0
-        res["restart: longest rebuild step on the main thread (µs, INFO)"] = info(r)["qa_semantic_rebuild_step_max_us"]
-        assert wait(lambda: graph_done(r, entries), 7200, 0.5)
-        res["restart: graph complete (s)"] = time.monotonic() - t0
-        done.set()
-        pt.join()
-        res["restart: slowest PING while rebuilding (ms)"] = worst[0] * 1000
+        if not args.skip_inserts:
+            entries = inserts(args, s, r, scope, n, res)
+        r = restart(s, entries, res)
         r.execute_command("QA.RESETSTATS")
         p50, p99 = searches(r, args.queries, "b")
         res["search p50 / p99 after the restart (µs, INFO)"] = "%d / %d" % (p50, p99)
@@ -287,6 +223,95 @@ def main():
     for k, v in res.items():
         print("| %s | %s |" % (k, ("%.1f" % v) if isinstance(v, float) else (
             "{:,}".format(v) if isinstance(v, int) else v)))
+
+
+def inserts(args, s, r, scope, n, res):
+    """Entries arriving at --insert-rate while a client searches; the entries indexed after."""
+    r.execute_command("QA.RESETSTATS")
+    stop = threading.Event()
+    lat = {}
+
+    def searcher():
+        c = redis.Redis(port=s.port)
+        k = 0
+        while not stop.is_set():
+            c.execute_command("QA.GET", "bench", "searching while inserting %d" % k, "SEMANTIC")
+            k += 1
+        lat["n"] = k
+    th = threading.Thread(target=searcher)
+    th.start()
+    total = args.insert_rate * args.insert_secs
+    vecs = unit_rows(np.random.default_rng(2), total, args.dims)
+    t0 = time.monotonic()
+    step = args.insert_rate // 10
+    for b in range(0, total, step):
+        pipe = r.pipeline(transaction=False)
+        for j in range(b, min(b + step, total)):
+            pipe.hset("scratch", mapping={
+                "answer": "x", "question": "inserted %d" % j, "model": "gpt-4o-mini",
+                "created": "0", "sem": sem_f16(scope, vecs[j])})
+            pipe.rename("scratch", "qa:{bench}:%032x" % (n + 1_000_000 + j))
+        pipe.execute()
+        lag = t0 + (b + step) / args.insert_rate - time.monotonic()
+        if lag > 0:
+            time.sleep(lag)
+    took = time.monotonic() - t0
+    i = info(r)
+    stop.set()
+    th.join()
+    res["inserts: offered / achieved rate (/s)"] = "%d / %.0f" % (args.insert_rate, total / took)
+    res["inserts: search p50 / p99 meanwhile (µs, INFO)"] = "%d / %d" % (
+        i["qa_semantic_search_p50_us"], i["qa_semantic_search_p99_us"])
+    res["inserts: searches meanwhile"] = lat["n"]
+    res["inserts: not in the graph yet at the end"] = i["qa_semantic_index_graph_pending"]
+    assert wait(lambda: info(r)["qa_semantic_index_graph_pending"] == 0, 3600, 0.2)
+    res["inserts: graph absorption rate (/s)"] = total / (time.monotonic() - t0)
+    entries = info(r)["qa_semantic_index_entries"]
+    return entries
+
+
+def restart(s, entries, res):
+    """SAVE (which writes the graph checkpoint), kill -9, restart: RDB load, every entry
+    searchable, graph complete (read back from the checkpoint), the longest main-thread step
+    and the slowest PING meanwhile. Returns the new connection."""
+    r = s.r
+    t0 = time.monotonic()
+    r.save()
+    res["restart: SAVE with the graph checkpoint (s)"] = time.monotonic() - t0
+    i = info(r)
+    res["restart: graph checkpoint written (ms, INFO) / bytes per entry"] = "%d / %.0f" % (
+        i["qa_semantic_graph_checkpoint_ms"], i["qa_semantic_graph_checkpoint_bytes"] / entries)
+    s.kill()
+    t0 = time.monotonic()
+    s.proc = subprocess.Popen(s.cmd, stdout=s.log, stderr=subprocess.STDOUT)
+    r = s.r = redis.Redis(port=s.port)
+    assert wait(lambda: r.ping() and r.info("persistence")["loading"] == 0, 600)
+    res["restart: RDB loaded (s)"] = time.monotonic() - t0
+    worst = [0.0]
+    done = threading.Event()
+
+    def pinger():
+        c = redis.Redis(port=s.port)
+        while not done.is_set():
+            t = time.monotonic()
+            c.ping()
+            worst[0] = max(worst[0], time.monotonic() - t)
+            time.sleep(0.001)
+    pt = threading.Thread(target=pinger)
+    pt.start()
+    assert wait(lambda: info(r)["qa_semantic_index_entries"] >= entries, 600)
+    res["restart: every entry searchable (s)"] = time.monotonic() - t0
+    assert wait(lambda: graph_done(r, entries), 7200, 0.5)
+    res["restart: graph complete (s)"] = time.monotonic() - t0
+    done.set()
+    pt.join()
+    i = info(r)
+    res["restart: longest rebuild step on the main thread (µs, INFO)"] = i["qa_semantic_rebuild_step_max_us"]
+    res["restart: vectors read back from the checkpoint / of them unclaimed (INFO)"] = "%d / %d" % (
+        i["qa_semantic_graph_restored"], i["qa_semantic_graph_restored_unclaimed"])
+    res["restart: checkpoint read (ms, INFO, during the RDB load)"] = i["qa_semantic_graph_restore_ms"]
+    res["restart: slowest PING while rebuilding (ms)"] = worst[0] * 1000
+    return r
 
 
 if __name__ == "__main__":
