@@ -459,8 +459,10 @@ extern "C" fn on_server_event(
 ) {
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let ctx = Context::new(ctx);
-        // A save or a shutdown changes no key: the mirror stays.
-        if eid.id != raw::REDISMODULE_EVENT_PERSISTENCE && eid.id != raw::REDISMODULE_EVENT_SHUTDOWN
+        // A save, a fork or a shutdown changes no key: the mirror stays.
+        if eid.id != raw::REDISMODULE_EVENT_PERSISTENCE
+            && eid.id != raw::REDISMODULE_EVENT_SHUTDOWN
+            && eid.id != raw::REDISMODULE_EVENT_FORK_CHILD
         {
             forget_all(&ctx);
         }
@@ -498,6 +500,12 @@ pub fn subscribe(ctx: &Context) {
         },
         raw::RedisModuleEvent {
             id: raw::REDISMODULE_EVENT_SHUTDOWN,
+            dataver: 1,
+        },
+        // A background save's fork, seen from the parent (its persistence event fires in
+        // the child).
+        raw::RedisModuleEvent {
+            id: raw::REDISMODULE_EVENT_FORK_CHILD,
             dataver: 1,
         },
     ];

@@ -999,31 +999,38 @@ fn a_restart_reads_the_saved_graph_and_keeps_only_what_the_entries_confirm() {
         );
     }
     let _: () = pipe.query(&mut con).unwrap();
+    let before = info_field(&mut con, "semantic_rebuilds");
     let _: String = redis::cmd("DEBUG").arg("RELOAD").query(&mut con).unwrap();
     let all = N as u64 + 1;
-    let graphed = |con: &mut redis::Connection, n: u64| {
+    // Waits for a rebuild after `before` to have ended with `n` entries, all in the graph.
+    let rebuilt = |con: &mut redis::Connection, before: u64, n: u64| {
         wait_until(Duration::from_secs(60), || {
-            info_field(con, "semantic_index_entries") == n
+            info_field(con, "semantic_rebuilds") > before
+                && info_field(con, "semantic_index_entries") == n
                 && info_field(con, "semantic_index_graph_pending") == 0
         })
     };
-    assert!(graphed(&mut con, all), "{}", s.log_tail(20));
+    assert!(rebuilt(&mut con, before, all), "{}", s.log_tail(20));
     assert_eq!(info_field(&mut con, "semantic_graph_restored"), 0);
 
-    // SAVE waits for the checkpoint: its files are there when it replies.
-    let _: String = redis::cmd("SAVE").query(&mut con).unwrap();
-    assert_eq!(info_field(&mut con, "semantic_graph_checkpoints"), 1);
+    // BGSAVE: the checkpoint is written beside the fork's RDB (the parent does not wait).
+    let _: String = redis::cmd("BGSAVE").query(&mut con).unwrap();
+    assert!(wait_until(Duration::from_secs(30), || {
+        info_field(&mut con, "semantic_graph_checkpoints") == 1
+            && info_num(&mut con, "persistence", "rdb_bgsave_in_progress") == 0
+    }));
     let saved = checkpoint_files(&s.dir);
     assert_eq!(saved.len(), 2, "a manifest and one graph: {saved:?}");
     assert!(info_field(&mut con, "semantic_graph_checkpoint_bytes") > (N * 2 * 8) as u64);
-    // Nothing changed: a second save writes nothing new.
+    // Nothing changed: SAVE (which waits for its checkpoint) writes nothing new.
     let _: String = redis::cmd("SAVE").query(&mut con).unwrap();
     assert_eq!(info_field(&mut con, "semantic_graph_checkpoints"), 1);
+    assert_eq!(checkpoint_files(&s.dir), saved);
 
     // A restart (SIGKILL, then the RDB of that SAVE): the graph is read back, not built.
     s.restart(&[]);
     let mut con = s.conn();
-    assert!(graphed(&mut con, all), "{}", s.log_tail(20));
+    assert!(rebuilt(&mut con, 0, all), "{}", s.log_tail(20));
     assert_eq!(info_field(&mut con, "semantic_graph_restored"), all);
     assert_eq!(info_field(&mut con, "semantic_graph_restored_unclaimed"), 0);
     let m = meta(&mut con, &["faq", PARAPHRASE]);
@@ -1053,20 +1060,21 @@ fn a_restart_reads_the_saved_graph_and_keeps_only_what_the_entries_confirm() {
     for (name, bytes) in &saved {
         std::fs::write(s.dir.join(name), bytes).unwrap();
     }
+    let before = info_field(&mut con, "semantic_rebuilds");
     let _: String = redis::cmd("DEBUG")
         .arg("RELOAD")
         .arg("NOSAVE")
         .query(&mut con)
         .unwrap();
     let left = all - 100;
-    assert!(graphed(&mut con, left), "{}", s.log_tail(20));
+    assert!(rebuilt(&mut con, before, left), "{}", s.log_tail(20));
     assert_eq!(info_field(&mut con, "semantic_graph_restored"), all);
     // The deleted entries' vectors went when the scan ended; the changed one at once (its
     // new vector went to the graph the usual way).
-    assert!(wait_until(Duration::from_secs(10), || info_field(
-        &mut con,
-        "semantic_graph_restored_unclaimed"
-    ) == 100));
+    assert_eq!(
+        info_field(&mut con, "semantic_graph_restored_unclaimed"),
+        100
+    );
     // Every indexed vector is in the graph once: f16, two bytes per dimension.
     assert_eq!(
         info_field(&mut con, "semantic_index_vector_bytes"),
@@ -1088,12 +1096,13 @@ fn a_restart_reads_the_saved_graph_and_keeps_only_what_the_entries_confirm() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x10;
     std::fs::write(s.dir.join(graph), bytes).unwrap();
+    let before = info_field(&mut con, "semantic_rebuilds");
     let _: String = redis::cmd("DEBUG")
         .arg("RELOAD")
         .arg("NOSAVE")
         .query(&mut con)
         .unwrap();
-    assert!(graphed(&mut con, left), "{}", s.log_tail(20));
+    assert!(rebuilt(&mut con, before, left), "{}", s.log_tail(20));
     assert_eq!(info_field(&mut con, "semantic_graph_restored"), 0);
     assert!(s.log().contains("was not used"), "{}", s.log_tail(20));
     assert_eq!(
@@ -1143,13 +1152,14 @@ fn with_the_aof_alone_a_shutdown_saves_the_graph_for_the_next_start() {
     }
     let _: () = pipe.query(&mut con).unwrap();
     let all = N as u64 + 1;
-    let graphed = |con: &mut redis::Connection| {
+    assert!(
         wait_until(Duration::from_secs(60), || {
-            info_field(con, "semantic_index_entries") == all
-                && info_field(con, "semantic_index_graph_pending") == 0
-        })
-    };
-    assert!(graphed(&mut con), "{}", s.log_tail(20));
+            info_field(&mut con, "semantic_index_entries") == all
+                && info_field(&mut con, "semantic_index_graph_pending") == 0
+        }),
+        "{}",
+        s.log_tail(20)
+    );
     let _ = redis::cmd("SHUTDOWN").query::<()>(&mut con);
     assert!(s.wait_exit(Duration::from_secs(60)).is_some(), "no exit");
     let files = checkpoint_files(&s.dir);
@@ -1157,7 +1167,15 @@ fn with_the_aof_alone_a_shutdown_saves_the_graph_for_the_next_start() {
     assert!(!s.dir.join("dump.rdb").exists(), "no RDB was written");
     s.restart(&[]);
     let mut con = s.conn();
-    assert!(graphed(&mut con), "{}", s.log_tail(20));
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            info_field(&mut con, "semantic_rebuilds") > 0
+                && info_field(&mut con, "semantic_index_entries") == all
+                && info_field(&mut con, "semantic_index_graph_pending") == 0
+        }),
+        "{}",
+        s.log_tail(20)
+    );
     assert_eq!(info_field(&mut con, "semantic_graph_restored"), all);
     assert_eq!(info_field(&mut con, "semantic_graph_restored_unclaimed"), 0);
     assert_eq!(

@@ -100,6 +100,7 @@ pub fn info(ctx: &InfoContext, for_crash_report: bool) -> RedisResult<()> {
             "semantic_rebuild_step_max_us",
             semantic::upkeep::rebuild_step_max_us(),
         )?
+        .field("semantic_rebuilds", semantic::upkeep::rebuilds())?
         .field("semantic_graph_restored", restored)?
         .field("semantic_graph_restored_unclaimed", unclaimed)?
         .field("semantic_graph_restore_ms", restore_ms)?

@@ -37,8 +37,12 @@ enum Op {
     Clear(Option<i32>),
     /// Graphs restored from a checkpoint, before the rebuild scan's inserts claim them.
     Adopt(Vec<Restored>),
-    /// The rebuild scan has ended: restored members not claimed go.
-    Settle,
+    /// A rebuild scan has ended (every entry it read is queued before this): restored
+    /// members not claimed go (if it adopted restored graphs), and the rebuild is counted.
+    ScanDone(bool),
+    /// An entry as the rebuild scan read it (database, cache, key, its `sem` and `question`
+    /// fields, `None`: not an entry), decoded and indexed by the index thread.
+    Scanned(i32, Box<[u8]>, Vec<u8>, Option<[Option<Vec<u8>>; 2]>),
 }
 
 static INDEX: LazyLock<RwLock<Index>> = LazyLock::new(Default::default);
@@ -69,10 +73,21 @@ fn apply_to(ix: &mut Index, op: Op) {
             let n = ix.adopt(graphs);
             GRAPH_RESTORED.store(n as u64, Ordering::Relaxed);
         }
-        Op::Settle => {
-            let n = ix.settle();
-            GRAPH_UNCLAIMED.store(n as u64, Ordering::Relaxed);
+        Op::ScanDone(adopted) => {
+            if adopted {
+                let n = ix.settle();
+                GRAPH_UNCLAIMED.store(n as u64, Ordering::Relaxed);
+            }
+            REBUILDS.fetch_add(1, Ordering::Relaxed);
         }
+        Op::Scanned(db, cache, key, fields) => match decoded(db, &cache, fields) {
+            Some((scope, q, v)) => {
+                ix.insert(scope, &key, &q, &v);
+            }
+            None => {
+                ix.remove(db, &key);
+            }
+        },
     }
     CHANGES.fetch_add(1, Ordering::Relaxed);
 }
@@ -88,14 +103,10 @@ fn apply(op: Op) {
             // An insert that would grow a large table (a copy or rehash of megabytes) is
             // the index thread's.
             let large = matches!(&op, Op::Insert(scope, ..) if ix.insert_grows_large(scope));
-            if queue.is_empty() && !large {
+            if queue.is_empty() && IN_HAND.load(Ordering::Relaxed) == 0 && !large {
                 drop(queue);
                 apply_to(&mut ix, op);
-                LEN.store(ix.len(), Ordering::Relaxed);
-                GRAPH_PENDING.store(ix.lagging(), Ordering::Relaxed);
-                if ix.has_graph_work() {
-                    want_graph_work();
-                }
+                after_changes(&ix);
                 return;
             }
             queue.push(op);
@@ -112,16 +123,71 @@ fn apply(op: Op) {
 }
 
 /// Applies the queued changes, in order. The queue is only taken while the index is held
-/// for writing, so no change can overtake an older one.
+/// for writing, so no change can overtake an older one; nothing is taken while the index
+/// thread holds older changes in hand ([`drain_in_turns`]: they go first).
 fn drain(ix: &mut Index) {
-    let queued = std::mem::take(&mut *pending());
+    let queued = {
+        let mut q = pending();
+        if IN_HAND.load(Ordering::Relaxed) > 0 {
+            return;
+        }
+        std::mem::take(&mut *q)
+    };
     for op in queued {
         apply_to(ix, op);
     }
+    after_changes(ix);
+}
+
+fn after_changes(ix: &Index) {
     LEN.store(ix.len(), Ordering::Relaxed);
     GRAPH_PENDING.store(ix.lagging(), Ordering::Relaxed);
     if ix.has_graph_work() {
         want_graph_work();
+    }
+}
+
+/// Changes taken from the queue by the index thread and not applied yet: while there are
+/// any, nothing else applies a change (it would overtake them).
+static IN_HAND: AtomicUsize = AtomicUsize::new(0);
+
+/// Changes applied per write-lock turn by [`drain_in_turns`].
+const DRAIN_TURN: usize = 1024;
+
+/// The index thread applies the queue in turns of [`DRAIN_TURN`] changes: entries the
+/// rebuild scan read are decoded (f16 to float, normalization) before the index is locked,
+/// so a search waits at most one turn's inserts, not a scan's decoding.
+fn drain_in_turns() {
+    loop {
+        let taken: Vec<Op> = {
+            let mut q = pending();
+            if IN_HAND.load(Ordering::Relaxed) > 0 || q.is_empty() {
+                return;
+            }
+            let n = q.len().min(DRAIN_TURN);
+            IN_HAND.store(n, Ordering::Relaxed);
+            q.drain(..n).collect()
+        };
+        let ready: Vec<Op> = taken
+            .into_iter()
+            .map(|op| match op {
+                Op::Scanned(db, cache, key, fields) => match decoded(db, &cache, fields) {
+                    Some((scope, q, v)) => Op::Insert(scope, key, q, v),
+                    None => Op::Remove(db, key),
+                },
+                op => op,
+            })
+            .collect();
+        let trash = {
+            let mut ix = INDEX.write().unwrap_or_else(|p| p.into_inner());
+            for op in ready {
+                apply_to(&mut ix, op);
+            }
+            IN_HAND.store(0, Ordering::Relaxed);
+            after_changes(&ix);
+            ix.take_trash()
+        };
+        drop(trash);
     }
 }
 
@@ -136,9 +202,13 @@ fn want_graph_work() {
     }
 }
 
+/// The server's process id, taken when the module loads (a fork child has another).
+static MAIN_PID: LazyLock<u32> = LazyLock::new(std::process::id);
+
 /// Starts the `qa-index` thread (at load: it is then asleep, at its low priority, before the
 /// first change that needs it). Idempotent.
 pub fn start_thread() {
+    LazyLock::force(&MAIN_PID);
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {
         let _ = std::thread::Builder::new()
@@ -175,6 +245,7 @@ fn index_loop() -> ! {
             }
         }
         let _ = std::panic::catch_unwind(|| {
+            drain_in_turns();
             let trash = {
                 let mut ix = INDEX.write().unwrap_or_else(|p| p.into_inner());
                 drain(&mut ix);
@@ -199,6 +270,7 @@ fn graph_work(threads: usize) {
             GRAPH_WORK.store(true, Ordering::Relaxed);
             return;
         }
+        drain_in_turns();
         let batch = {
             let mut ix = INDEX.write().unwrap_or_else(|p| p.into_inner());
             drain(&mut ix);
@@ -430,6 +502,9 @@ fn request_checkpoint(ctx: &Context, wait: bool) {
 /// rebuild scan that follows the load.
 fn request_restore(ctx: &Context) {
     *restore_state() = RestoreState::Idle;
+    // The figures are the last load's.
+    GRAPH_RESTORED.store(0, Ordering::Relaxed);
+    GRAPH_UNCLAIMED.store(0, Ordering::Relaxed);
     if !crate::config::SEMANTIC_GRAPH_FILE.get() || is_replica(ctx) {
         return;
     }
@@ -471,7 +546,8 @@ fn search_now(
     deadline: std::time::Instant,
 ) -> Vec<Found> {
     loop {
-        if !pending().is_empty() {
+        // A short queue is applied here; a long one (a rebuild) is the index thread's.
+        if matches!(pending().len(), 1..=64) {
             if let Ok(mut ix) = INDEX.try_write() {
                 drain(&mut ix);
             }
@@ -546,20 +622,40 @@ pub fn graph_pending() -> usize {
 /// The fields of an entry the index needs.
 const FIELDS: [&std::ffi::CStr; 2] = [c"sem", c"question"];
 
+/// An entry's scope, normalized question and unit vector from its fields as read (`None`:
+/// not a hash or string entry, or no usable `sem` field).
+fn decoded(
+    db: i32,
+    cache: &[u8],
+    fields: Option<[Option<Vec<u8>>; 2]>,
+) -> Option<(ScopeKey, String, Vec<f32>)> {
+    let [Some(sem), Some(q)] = fields? else {
+        return None;
+    };
+    let (scope, v) = super::decode(&sem)?;
+    let normalized = normalize::normalize(std::str::from_utf8(&q).ok()?);
+    (!normalized.is_empty()).then(|| ((db, cache.into(), scope), normalized, v))
+}
+
 /// Indexes entry `key` from its fields as read (`None`: not a hash), or forgets it if it has
 /// no usable `sem` field.
 fn index_entry(db: i32, cache: &[u8], key: &[u8], fields: Option<[Option<Vec<u8>>; 2]>) {
-    let indexed = fields.and_then(|f| {
-        let [Some(sem), Some(q)] = f else { return None };
-        let (scope, v) = super::decode(&sem)?;
-        let normalized = normalize::normalize(std::str::from_utf8(&q).ok()?);
-        (!normalized.is_empty()).then(|| ((db, cache.into(), scope), normalized, v))
-    });
-    match indexed {
+    match decoded(db, cache, fields) {
         Some((scope, q, v)) => apply(Op::Insert(scope, key.to_vec(), q, v)),
         None => apply(Op::Remove(db, key.to_vec())),
     }
 }
+
+/// Queues an entry the rebuild scan read, for the index thread (decoding, normalizing and
+/// inserting are its work, not the main thread's).
+fn queue_scanned(db: i32, cache: &[u8], key: &[u8], fields: Option<[Option<Vec<u8>>; 2]>) {
+    pending().push(Op::Scanned(db, cache.into(), key.to_vec(), fields));
+}
+
+/// A rebuild step scans nothing while this many changes wait for the index thread (about
+/// 1 KB each at 384 dimensions: the queue stays within a few tens of megabytes even if the
+/// thread is starved).
+const QUEUE_MAX: usize = 20_000;
 
 /// Keyspace events on entry keys keep the index in step (generic, expired and evicted
 /// events: an entry overwritten by hand is caught when a match is read back before serving).
@@ -621,6 +717,14 @@ const SCAN_STEP_BUDGET: Duration = Duration::from_millis(2);
 /// The longest step of a rebuild scan so far, in microseconds (main-thread time, for INFO).
 static SCAN_STEP_MAX_US: AtomicU64 = AtomicU64::new(0);
 
+/// Rebuild scans completed, every entry they read applied to the index.
+static REBUILDS: AtomicU64 = AtomicU64::new(0);
+
+/// Rebuild scans completed since the module loaded (for INFO).
+pub fn rebuilds() -> u64 {
+    REBUILDS.load(Ordering::Relaxed)
+}
+
 /// The longest main-thread step of a rebuild scan since the module loaded, in microseconds.
 pub fn rebuild_step_max_us() -> u64 {
     SCAN_STEP_MAX_US.load(Ordering::Relaxed)
@@ -643,12 +747,22 @@ pub fn on_server_event(ctx: &Context, eid: u64, subevent: u64, data: *mut c_void
         // the flushed one it finds nothing more).
         apply(Op::Clear((db >= 0).then_some(db)));
     } else if eid == raw::REDISMODULE_EVENT_PERSISTENCE {
-        match subevent {
-            raw::REDISMODULE_SUBEVENT_PERSISTENCE_RDB_START
-            | raw::REDISMODULE_SUBEVENT_PERSISTENCE_AOF_START => request_checkpoint(ctx, false),
-            raw::REDISMODULE_SUBEVENT_PERSISTENCE_SYNC_RDB_START
-            | raw::REDISMODULE_SUBEVENT_PERSISTENCE_SYNC_AOF_START => request_checkpoint(ctx, true),
-            _ => {}
+        // A background save fires its start event in the fork child, which has none of this
+        // process's threads (and may have inherited a lock held by one): nothing is done
+        // there. Its checkpoint is asked for by the parent when the child is born (below).
+        if std::process::id() != *MAIN_PID {
+            return;
+        }
+        if subevent == raw::REDISMODULE_SUBEVENT_PERSISTENCE_SYNC_RDB_START
+            || subevent == raw::REDISMODULE_SUBEVENT_PERSISTENCE_SYNC_AOF_START
+        {
+            request_checkpoint(ctx, true);
+        }
+    } else if eid == raw::REDISMODULE_EVENT_FORK_CHILD {
+        // BGSAVE, BGREWRITEAOF, a full sync's RDB: the parent does not wait.
+        if subevent == raw::REDISMODULE_SUBEVENT_FORK_CHILD_BORN && std::process::id() == *MAIN_PID
+        {
+            request_checkpoint(ctx, false);
         }
     } else if eid == raw::REDISMODULE_EVENT_SHUTDOWN {
         // With the AOF alone (no RDB save at shutdown) the graphs are still saved for the
@@ -759,14 +873,21 @@ impl Scan {
             }
             self.restore = false;
         }
+        if pending().len() >= QUEUE_MAX {
+            // The index thread is behind: wait for it rather than queue more.
+            mainthread::post_after(
+                ctx,
+                Duration::from_millis(1),
+                Box::new(move |ctx| self.step(ctx)),
+            );
+            return;
+        }
         let c = ctx.ctx;
         let started = std::time::Instant::now();
         unsafe {
             if raw::RedisModule_SelectDb.unwrap()(c, self.db) != raw::REDISMODULE_OK as c_int {
                 REBUILDING.store(false, Ordering::Relaxed);
-                if self.adopted {
-                    apply(Op::Settle);
-                }
+                apply(Op::ScanDone(self.adopted));
                 return; // past the last database: done
             }
             if self.cursor.is_null() {
@@ -792,6 +913,8 @@ impl Scan {
             }
         }
         SCAN_STEP_MAX_US.fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        start_thread();
+        WAKE.notify_one();
         mainthread::post_after(ctx, Duration::ZERO, Box::new(move |ctx| self.step(ctx)));
     }
 }
@@ -812,7 +935,7 @@ extern "C" fn on_scanned(
             // The key comes opened for reading, without an expiry check (which could delete
             // it in the middle of the scan).
             if !key.is_null() {
-                index_entry(
+                queue_scanned(
                     seen.db,
                     cache,
                     name,
