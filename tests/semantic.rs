@@ -482,6 +482,41 @@ fn hand_entry(pipe: &mut redis::Pipeline, key: &str, question: &str, sem: &[u8])
         .ignore();
 }
 
+/// Stores `Q` in cache `faq` through the module and returns its scope digest, read from the
+/// entry: its embedding is the last part of its value (`qav2`, then the digest).
+fn faq_scope(con: &mut redis::Connection) -> Vec<u8> {
+    let (_, raw) = stored(con, "faq", Q, A);
+    let sem_len = 4 + 16 + 2 + 2 * common::backend::EMBED_DIMS;
+    let sem = &raw[raw.len() - sem_len..];
+    assert_eq!(&sem[..4], b"qav2");
+    sem[4..20].to_vec()
+}
+
+/// Pseudo-random vectors of the test backend's dimensions (xorshift from `seed`).
+fn random_vectors(seed: u64) -> impl FnMut() -> Vec<f32> {
+    let mut x = seed;
+    move || {
+        (0..common::backend::EMBED_DIMS)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+}
+
+/// Waits until the rebuilds counted pass `before` and the index holds `n` entries, every one
+/// in its graph.
+fn rebuilt(con: &mut redis::Connection, before: u64, n: u64) -> bool {
+    wait_until(Duration::from_secs(60), || {
+        info_field(con, "semantic_rebuilds") > before
+            && info_field(con, "semantic_index_entries") == n
+            && info_field(con, "semantic_index_graph_pending") == 0
+    })
+}
+
 /// A scope past `GRAPH_FROM` (2,048) vectors gets an HNSW graph, filled by the index thread
 /// while the server goes on: misses search it and add entries, `DEL`s remove from it, `INFO`
 /// reads its size. The server survives (this is the load under which `INFO` once crashed a
@@ -493,25 +528,13 @@ fn a_large_scope_is_served_through_its_graph_while_it_changes() {
     let b = Backend::start(Duration::ZERO);
     let mut s = semantic_server(&b, &["--enable-debug-command", "yes"]);
     let mut con = s.conn();
-    // The entry's embedding is the last part of its value: `qav2`, then the scope digest.
-    let (_, raw) = stored(&mut con, "faq", Q, A);
-    let sem_len = 4 + 16 + 2 + 2 * common::backend::EMBED_DIMS;
-    let sem = &raw[raw.len() - sem_len..];
-    assert_eq!(&sem[..4], b"qav2");
-    let digest = sem[4..20].to_vec();
+    let digest = faq_scope(&mut con);
     // N entries of that scope written by hand with random vectors, as float32 (`qav1`, as
     // older builds wrote them), indexed by the rebuild after DEBUG RELOAD.
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut random = random_vectors(0x9E37_79B9_7F4A_7C15);
     let mut pipe = redis::pipe();
     for i in 0..N {
-        let v: Vec<f32> = (0..common::backend::EMBED_DIMS)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect();
+        let v = random();
         hand_entry(
             &mut pipe,
             &format!("qa:{{faq}}:f{i:031x}"),
@@ -975,20 +998,8 @@ fn a_restart_reads_the_saved_graph_and_keeps_only_what_the_entries_confirm() {
     let b = Backend::start(Duration::ZERO);
     let mut s = semantic_server(&b, &["--enable-debug-command", "yes"]);
     let mut con = s.conn();
-    let (_, raw) = stored(&mut con, "faq", Q, A);
-    let sem_len = 4 + 16 + 2 + 2 * common::backend::EMBED_DIMS;
-    let digest = raw[raw.len() - sem_len + 4..raw.len() - sem_len + 20].to_vec();
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut random = || -> Vec<f32> {
-        (0..common::backend::EMBED_DIMS)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect()
-    };
+    let digest = faq_scope(&mut con);
+    let mut random = random_vectors(0x2545_F491_4F6C_DD1D);
     let mut pipe = redis::pipe();
     for i in 0..N {
         hand_entry(
@@ -1002,14 +1013,6 @@ fn a_restart_reads_the_saved_graph_and_keeps_only_what_the_entries_confirm() {
     let before = info_field(&mut con, "semantic_rebuilds");
     let _: String = redis::cmd("DEBUG").arg("RELOAD").query(&mut con).unwrap();
     let all = N as u64 + 1;
-    // Waits for a rebuild after `before` to have ended with `n` entries, all in the graph.
-    let rebuilt = |con: &mut redis::Connection, before: u64, n: u64| {
-        wait_until(Duration::from_secs(60), || {
-            info_field(con, "semantic_rebuilds") > before
-                && info_field(con, "semantic_index_entries") == n
-                && info_field(con, "semantic_index_graph_pending") == 0
-        })
-    };
     assert!(rebuilt(&mut con, before, all), "{}", s.log_tail(20));
     assert_eq!(info_field(&mut con, "semantic_graph_restored"), 0);
 
@@ -1128,22 +1131,16 @@ fn with_the_aof_alone_a_shutdown_saves_the_graph_for_the_next_start() {
     let b = Backend::start(Duration::ZERO);
     let mut s = semantic_server(&b, &["--appendonly", "yes"]);
     let mut con = s.conn();
-    let (_, raw) = stored(&mut con, "faq", Q, A);
-    let sem_len = 4 + 16 + 2 + 2 * common::backend::EMBED_DIMS;
-    let digest = raw[raw.len() - sem_len + 4..raw.len() - sem_len + 20].to_vec();
-    // Entries that arrive by RESTORE are indexed as they come (as a migrated slot's are).
+    let digest = faq_scope(&mut con);
+    // Entries renamed into place are indexed as they arrive (the rename's keyspace event).
+    let mut random = random_vectors(0x1234_5678_9ABC_DEF1);
     let mut pipe = redis::pipe();
     for i in 0..N {
         hand_entry(
             &mut pipe,
             &format!("scratch{i}"),
             &format!("filler question {i}"),
-            &sem_qav1(
-                &digest,
-                &(0..common::backend::EMBED_DIMS)
-                    .map(|d| ((i * 31 + d * 17) % 101) as f32 - 50.0)
-                    .collect::<Vec<_>>(),
-            ),
+            &sem_qav1(&digest, &random()),
         );
         pipe.cmd("RENAME")
             .arg(format!("scratch{i}"))
@@ -1167,15 +1164,7 @@ fn with_the_aof_alone_a_shutdown_saves_the_graph_for_the_next_start() {
     assert!(!s.dir.join("dump.rdb").exists(), "no RDB was written");
     s.restart(&[]);
     let mut con = s.conn();
-    assert!(
-        wait_until(Duration::from_secs(60), || {
-            info_field(&mut con, "semantic_rebuilds") > 0
-                && info_field(&mut con, "semantic_index_entries") == all
-                && info_field(&mut con, "semantic_index_graph_pending") == 0
-        }),
-        "{}",
-        s.log_tail(20)
-    );
+    assert!(rebuilt(&mut con, 0, all), "{}", s.log_tail(20));
     assert_eq!(info_field(&mut con, "semantic_graph_restored"), all);
     assert_eq!(info_field(&mut con, "semantic_graph_restored_unclaimed"), 0);
     assert_eq!(

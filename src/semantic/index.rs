@@ -83,6 +83,19 @@ struct Graph {
 }
 
 impl Graph {
+    /// A graph around `ix`, its memory measured.
+    fn new(ix: usearch::Index, serial: u64) -> Graph {
+        let mut g = Graph {
+            ix,
+            gate: Gate::default(),
+            serial,
+            bytes: 0,
+            measured_at: 0,
+        };
+        g.measure(true);
+        g
+    }
+
     /// Measures the graph's memory when it has changed size by a sixteenth since the last
     /// time (a walk over every node: not on each batch of a large graph). `&mut`: no
     /// addition runs.
@@ -591,15 +604,7 @@ impl Index {
                 .collect();
             taken += s.unclaimed.len();
             self.serial += 1;
-            let mut g = Graph {
-                ix: r.ix,
-                gate: Gate::default(),
-                serial: self.serial,
-                bytes: 0,
-                measured_at: 0,
-            };
-            g.measure(true);
-            s.graph = Some(g);
+            s.graph = Some(Graph::new(r.ix, self.serial));
             if s.unclaimed.is_empty() {
                 self.release(id);
             }
@@ -907,15 +912,7 @@ impl Index {
                     continue;
                 };
                 self.serial += 1;
-                let mut g = Graph {
-                    ix,
-                    gate: Gate::default(),
-                    serial: self.serial,
-                    bytes: 0,
-                    measured_at: 0,
-                };
-                g.measure(true);
-                s.graph = Some(g);
+                s.graph = Some(Graph::new(ix, self.serial));
             }
             let n = s.tail_ids.len().min(max);
             let Some(g) = s.graph.as_ref().filter(|_| n > 0) else {
