@@ -55,7 +55,7 @@ def unit_rows(rng, n, dims):
 
 
 class Server:
-    def __init__(self, args, hp, work):
+    def __init__(self, args, hp, work, start=True):
         self.port = free_port()
         module = os.environ.get("QA_MODULE", os.path.join(ROOT, "target/release/libredis_qa.so"))
         self.cmd = [
@@ -66,8 +66,10 @@ class Server:
             "--qa.embed-url", f"http://127.0.0.1:{hp}/v1", "--qa.semantic", "yes",
             "--qa.max-inflight", "4",
         ]
+        self.work = work
         self.log = open(os.path.join(work, "redis.log"), "a")
-        self.start()
+        if start:
+            self.start()
 
     def start(self):
         self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT)
@@ -126,6 +128,10 @@ def main():
     ap.add_argument("--scopes", type=int, default=10_000)
     ap.add_argument("--fill-only", action="store_true",
                     help="stop after the fill, memory and search figures (a large N's first look)")
+    ap.add_argument("--restart-from", metavar="DIR",
+                    help="only a restart of DIR's dump.rdb and graph checkpoint (copied), then searches")
+    ap.add_argument("--keep", metavar="DIR",
+                    help="copy the restart phase's dump.rdb and graph checkpoint into DIR")
     ap.add_argument("--skip-inserts", action="store_true",
                     help="leave out the inserts phase (a large N: fill, restart, small scopes)")
     args = ap.parse_args()
@@ -133,6 +139,11 @@ def main():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     hp = httpd.server_address[1]
+    if args.restart_from:
+        try:
+            return restart_from(args, hp, args.restart_from)
+        finally:
+            httpd.shutdown()
     work = tempfile.mkdtemp(prefix="qa-graph-bench.")
     res = Figures()
     n = args.entries
@@ -184,7 +195,7 @@ def main():
         entries = info(r)["qa_semantic_index_entries"]
         if not args.skip_inserts:
             entries = inserts(args, s, r, scope, n, res)
-        r = restart(s, entries, res)
+        r = restart(s, entries, res, args.keep)
         r.execute_command("QA.RESETSTATS")
         p50, p99 = searches(r, args.queries, "b")
         res["search p50 / p99 after the restart (µs, INFO)"] = "%d / %d" % (p50, p99)
@@ -270,10 +281,9 @@ def inserts(args, s, r, scope, n, res):
     return entries
 
 
-def restart(s, entries, res):
-    """SAVE (which writes the graph checkpoint), kill -9, restart: RDB load, every entry
-    searchable, graph complete (read back from the checkpoint), the longest main-thread step
-    and the slowest PING meanwhile. Returns the new connection."""
+def restart(s, entries, res, keep=None):
+    """SAVE (which writes the graph checkpoint), kill -9, restart (see `start_measured`).
+    Returns the new connection."""
     r = s.r
     t0 = time.monotonic()
     r.save()
@@ -282,11 +292,22 @@ def restart(s, entries, res):
     res["restart: graph checkpoint written (ms, INFO) / bytes per entry"] = "%d / %.0f" % (
         i["qa_semantic_graph_checkpoint_ms"], i["qa_semantic_graph_checkpoint_bytes"] / entries)
     s.kill()
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        for f in os.listdir(s.work):
+            if f.startswith("dump.rdb"):
+                shutil.copy(os.path.join(s.work, f), keep)
+    return start_measured(s, res)
+
+
+def start_measured(s, res):
+    """Starts the server on its directory's RDB and graph checkpoint: RDB load, every entry
+    in the index (the rebuild scan done and applied: INFO qa_semantic_rebuilds), graph
+    complete (read back from the checkpoint), the longest main-thread step and the slowest
+    PING meanwhile. Returns the new connection."""
     t0 = time.monotonic()
     s.proc = subprocess.Popen(s.cmd, stdout=s.log, stderr=subprocess.STDOUT)
     r = s.r = redis.Redis(port=s.port)
-    assert wait(lambda: r.ping() and r.info("persistence")["loading"] == 0, 600)
-    res["restart: RDB loaded (s)"] = time.monotonic() - t0
     worst = [0.0]
     done = threading.Event()
 
@@ -294,24 +315,62 @@ def restart(s, entries, res):
         c = redis.Redis(port=s.port)
         while not done.is_set():
             t = time.monotonic()
-            c.ping()
+            try:
+                c.ping()
+            except redis.exceptions.BusyLoadingError:
+                pass  # replied LOADING: still a reply
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.01)  # not listening yet
+                continue
             worst[0] = max(worst[0], time.monotonic() - t)
             time.sleep(0.001)
+    assert wait(lambda: r.ping(), 600)
     pt = threading.Thread(target=pinger)
     pt.start()
-    assert wait(lambda: info(r)["qa_semantic_index_entries"] >= entries, 600)
+    assert wait(lambda: r.info("persistence")["loading"] == 0, 600)
+    res["restart: RDB loaded (s)"] = time.monotonic() - t0
+    assert wait(lambda: info(r)["qa_semantic_rebuilds"] >= 1, 600, 0.05)
     res["restart: every entry searchable (s)"] = time.monotonic() - t0
-    assert wait(lambda: graph_done(r, entries), 7200, 0.5)
+    assert wait(lambda: info(r)["qa_semantic_index_graph_pending"] == 0, 7200, 0.05)
     res["restart: graph complete (s)"] = time.monotonic() - t0
     done.set()
     pt.join()
     i = info(r)
+    res["restart: entries in the index"] = i["qa_semantic_index_entries"]
     res["restart: longest rebuild step on the main thread (µs, INFO)"] = i["qa_semantic_rebuild_step_max_us"]
     res["restart: vectors read back from the checkpoint / of them unclaimed (INFO)"] = "%d / %d" % (
         i["qa_semantic_graph_restored"], i["qa_semantic_graph_restored_unclaimed"])
     res["restart: checkpoint read (ms, INFO, during the RDB load)"] = i["qa_semantic_graph_restore_ms"]
-    res["restart: slowest PING while rebuilding (ms)"] = worst[0] * 1000
+    res["restart: slowest PING from the start (ms; LOADING replies count)"] = worst[0] * 1000
+    res["restart: index bytes per entry (INFO)"] = (
+        i["qa_semantic_index_bytes"] / max(1, i["qa_semantic_index_entries"]))
     return r
+
+
+def restart_from(args, hp, src):
+    """--restart-from: a restart of a saved data set (dump.rdb and its graph checkpoint,
+    copied into a fresh directory), then the searches."""
+    res = Figures()
+    work = tempfile.mkdtemp(prefix="qa-graph-bench.")
+    s = None
+    try:
+        for f in os.listdir(src):
+            if f.startswith("dump.rdb"):
+                shutil.copy(os.path.join(src, f), work)
+        s = Server(args, hp, work, start=False)
+        r = start_measured(s, res)
+        r.execute_command("QA.RESETSTATS")
+        p50, p99 = searches(r, args.queries, "b")
+        res["search p50 / p99 after the restart (µs, INFO)"] = "%d / %d" % (p50, p99)
+    finally:
+        if s is not None:
+            s.kill()
+        shutil.rmtree(work, ignore_errors=True)
+    print("| measured (restart of %s, %d queries) | value |" % (src, args.queries))
+    print("|---|---|")
+    for k, v in res.items():
+        print("| %s | %s |" % (k, ("%.1f" % v) if isinstance(v, float) else (
+            "{:,}".format(v) if isinstance(v, int) else v)))
 
 
 if __name__ == "__main__":

@@ -156,7 +156,10 @@ const DRAIN_TURN: usize = 1024;
 
 /// The index thread applies the queue in turns of [`DRAIN_TURN`] changes: entries the
 /// rebuild scan read are decoded (f16 to float, normalization) before the index is locked,
-/// so a search waits at most one turn's inserts, not a scan's decoding.
+/// so a search waits at most one turn's inserts, not a scan's decoding. The queue is taken
+/// whole (a swap: this thread runs at idle priority, and the main thread must never wait for
+/// it to be scheduled again while it holds the queue's lock), and counted as in hand until
+/// every change of it is applied.
 fn drain_in_turns() {
     loop {
         let taken: Vec<Op> = {
@@ -164,30 +167,36 @@ fn drain_in_turns() {
             if IN_HAND.load(Ordering::Relaxed) > 0 || q.is_empty() {
                 return;
             }
-            let n = q.len().min(DRAIN_TURN);
-            IN_HAND.store(n, Ordering::Relaxed);
-            q.drain(..n).collect()
+            IN_HAND.store(q.len(), Ordering::Relaxed);
+            std::mem::take(&mut *q)
         };
-        let ready: Vec<Op> = taken
-            .into_iter()
-            .map(|op| match op {
-                Op::Scanned(db, cache, key, fields) => match decoded(db, &cache, fields) {
-                    Some((scope, q, v)) => Op::Insert(scope, key, q, v),
-                    None => Op::Remove(db, key),
-                },
-                op => op,
-            })
-            .collect();
-        let trash = {
-            let mut ix = INDEX.write().unwrap_or_else(|p| p.into_inner());
-            for op in ready {
-                apply_to(&mut ix, op);
-            }
-            IN_HAND.store(0, Ordering::Relaxed);
-            after_changes(&ix);
-            ix.take_trash()
-        };
-        drop(trash);
+        let mut taken = taken.into_iter().peekable();
+        while taken.peek().is_some() {
+            let ready: Vec<Op> = taken
+                .by_ref()
+                .take(DRAIN_TURN)
+                .map(|op| match op {
+                    Op::Scanned(db, cache, key, fields) => match decoded(db, &cache, fields) {
+                        Some((scope, q, v)) => Op::Insert(scope, key, q, v),
+                        None => Op::Remove(db, key),
+                    },
+                    op => op,
+                })
+                .collect();
+            let last = taken.peek().is_none();
+            let trash = {
+                let mut ix = INDEX.write().unwrap_or_else(|p| p.into_inner());
+                for op in ready {
+                    apply_to(&mut ix, op);
+                }
+                if last {
+                    IN_HAND.store(0, Ordering::Relaxed);
+                }
+                after_changes(&ix);
+                ix.take_trash()
+            };
+            drop(trash);
+        }
     }
 }
 
@@ -873,7 +882,8 @@ impl Scan {
             }
             self.restore = false;
         }
-        if pending().len() >= QUEUE_MAX {
+        let started = std::time::Instant::now();
+        if pending().len() + IN_HAND.load(Ordering::Relaxed) >= QUEUE_MAX {
             // The index thread is behind: wait for it rather than queue more.
             mainthread::post_after(
                 ctx,
@@ -883,7 +893,6 @@ impl Scan {
             return;
         }
         let c = ctx.ctx;
-        let started = std::time::Instant::now();
         unsafe {
             if raw::RedisModule_SelectDb.unwrap()(c, self.db) != raw::REDISMODULE_OK as c_int {
                 REBUILDING.store(false, Ordering::Relaxed);
