@@ -5,10 +5,9 @@
 //! eviction, renames, moves, restores: generic events only, so writes to other keys pay
 //! nothing for them) and server events (flush, loading, swapdb, role changes). A change of
 //! one entry is applied at once when the index is free and nothing older waits; anything else
-//! is queued and applied in order by whoever next holds the index for writing: the `qa-index`
-//! thread, or a search that finds changes waiting. So the main thread never waits for the
-//! index and never frees a large part of it (`QA.INVALIDATE` of a cache with 100k vectors,
-//! `FLUSHALL`).
+//! is sent, in order, to the `qa-index` thread (a channel: the main thread never waits for a
+//! lock that thread holds). So the main thread never waits for the index and never frees a
+//! large part of it (`QA.INVALIDATE` of a cache with 100k vectors, `FLUSHALL`).
 //!
 //! A replica keeps no index (it never searches: misses are refused there, and it would see
 //! the primary's writes only through write events on every key); a replica promoted to
@@ -21,6 +20,7 @@
 use std::os::raw::{c_int, c_void};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Condvar, LazyLock, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -46,8 +46,15 @@ enum Op {
 }
 
 static INDEX: LazyLock<RwLock<Index>> = LazyLock::new(Default::default);
-static PENDING: Mutex<Vec<Op>> = Mutex::new(Vec::new());
-static WAKE: Condvar = Condvar::new();
+/// Changes for the index thread, in order. A channel, not a locked queue: the main thread
+/// must never wait for a lock the idle-priority index thread might hold while it is not
+/// scheduled (a priority inversion that measured 10 ms on a loaded 2-core machine).
+static QUEUE: OnceLock<Sender<Op>> = OnceLock::new();
+/// The index thread, for waking it.
+static THREAD: OnceLock<std::thread::Thread> = OnceLock::new();
+/// Changes sent and not applied yet (queued, or in the index thread's hands): while there
+/// are any, no change is applied anywhere else (it would overtake them).
+static OUTSTANDING: AtomicUsize = AtomicUsize::new(0);
 /// Set when some scope has graph work for the `qa-index` thread (see `index::Index::graph_batch`).
 static GRAPH_WORK: AtomicBool = AtomicBool::new(false);
 /// Entries indexed, as of the last change applied.
@@ -55,8 +62,29 @@ static LEN: AtomicUsize = AtomicUsize::new(0);
 /// Entries not in their scope's graph yet, as of the last change applied.
 static GRAPH_PENDING: AtomicUsize = AtomicUsize::new(0);
 
-fn pending() -> MutexGuard<'static, Vec<Op>> {
-    PENDING.lock().unwrap_or_else(|p| p.into_inner())
+/// Whether changes wait for the index thread.
+fn queued() -> usize {
+    OUTSTANDING.load(Ordering::SeqCst)
+}
+
+/// Queues a change for the index thread, without waking it (see [`wake`]).
+fn send(op: Op) {
+    start_thread();
+    OUTSTANDING.fetch_add(1, Ordering::SeqCst);
+    match QUEUE.get().map(|q| q.send(op)) {
+        Some(Ok(())) => {}
+        // No index thread (it could not be started): the change is dropped.
+        _ => {
+            OUTSTANDING.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Wakes the index thread (lock-free: an unpark).
+fn wake() {
+    if let Some(t) = THREAD.get() {
+        t.unpark();
+    }
 }
 
 fn apply_to(ix: &mut Index, op: Op) {
@@ -99,44 +127,18 @@ fn apply_to(ix: &mut Index, op: Op) {
 fn apply(op: Op) {
     if matches!(op, Op::Insert(..) | Op::Remove(..)) {
         if let Ok(mut ix) = INDEX.try_write() {
-            let mut queue = pending();
             // An insert that would grow a large table (a copy or rehash of megabytes) is
             // the index thread's.
             let large = matches!(&op, Op::Insert(scope, ..) if ix.insert_grows_large(scope));
-            if queue.is_empty() && IN_HAND.load(Ordering::Relaxed) == 0 && !large {
-                drop(queue);
+            if queued() == 0 && !large {
                 apply_to(&mut ix, op);
                 after_changes(&ix);
                 return;
             }
-            queue.push(op);
-            drop(queue);
-            drop(ix);
-            start_thread();
-            WAKE.notify_one();
-            return;
         }
     }
-    start_thread();
-    pending().push(op);
-    WAKE.notify_one();
-}
-
-/// Applies the queued changes, in order. The queue is only taken while the index is held
-/// for writing, so no change can overtake an older one; nothing is taken while the index
-/// thread holds older changes in hand ([`drain_in_turns`]: they go first).
-fn drain(ix: &mut Index) {
-    let queued = {
-        let mut q = pending();
-        if IN_HAND.load(Ordering::Relaxed) > 0 {
-            return;
-        }
-        std::mem::take(&mut *q)
-    };
-    for op in queued {
-        apply_to(ix, op);
-    }
-    after_changes(ix);
+    send(op);
+    wake();
 }
 
 fn after_changes(ix: &Index) {
@@ -147,67 +149,47 @@ fn after_changes(ix: &Index) {
     }
 }
 
-/// Changes taken from the queue by the index thread and not applied yet: while there are
-/// any, nothing else applies a change (it would overtake them).
-static IN_HAND: AtomicUsize = AtomicUsize::new(0);
-
 /// Changes applied per write-lock turn by [`drain_in_turns`].
 const DRAIN_TURN: usize = 1024;
 
 /// The index thread applies the queue in turns of [`DRAIN_TURN`] changes: entries the
 /// rebuild scan read are decoded (f16 to float, normalization) before the index is locked,
-/// so a search waits at most one turn's inserts, not a scan's decoding. The queue is taken
-/// whole (a swap: this thread runs at idle priority, and the main thread must never wait for
-/// it to be scheduled again while it holds the queue's lock), and counted as in hand until
-/// every change of it is applied.
-fn drain_in_turns() {
+/// so a search waits at most one turn's inserts, not a scan's decoding.
+fn drain_in_turns(rx: &Receiver<Op>) {
     loop {
-        let taken: Vec<Op> = {
-            let mut q = pending();
-            if IN_HAND.load(Ordering::Relaxed) > 0 || q.is_empty() {
-                return;
-            }
-            IN_HAND.store(q.len(), Ordering::Relaxed);
-            std::mem::take(&mut *q)
-        };
-        let mut taken = taken.into_iter().peekable();
-        while taken.peek().is_some() {
-            let ready: Vec<Op> = taken
-                .by_ref()
-                .take(DRAIN_TURN)
-                .map(|op| match op {
-                    Op::Scanned(db, cache, key, fields) => match decoded(db, &cache, fields) {
-                        Some((scope, q, v)) => Op::Insert(scope, key, q, v),
-                        None => Op::Remove(db, key),
-                    },
-                    op => op,
-                })
-                .collect();
-            let last = taken.peek().is_none();
-            let trash = {
-                let mut ix = INDEX.write().unwrap_or_else(|p| p.into_inner());
-                for op in ready {
-                    apply_to(&mut ix, op);
-                }
-                if last {
-                    IN_HAND.store(0, Ordering::Relaxed);
-                }
-                after_changes(&ix);
-                ix.take_trash()
-            };
-            drop(trash);
+        let ready: Vec<Op> = rx
+            .try_iter()
+            .take(DRAIN_TURN)
+            .map(|op| match op {
+                Op::Scanned(db, cache, key, fields) => match decoded(db, &cache, fields) {
+                    Some((scope, q, v)) => Op::Insert(scope, key, q, v),
+                    None => Op::Remove(db, key),
+                },
+                op => op,
+            })
+            .collect();
+        if ready.is_empty() {
+            return;
         }
+        let n = ready.len();
+        let trash = {
+            let mut ix = INDEX.write().unwrap_or_else(|p| p.into_inner());
+            for op in ready {
+                apply_to(&mut ix, op);
+            }
+            OUTSTANDING.fetch_sub(n, Ordering::SeqCst);
+            after_changes(&ix);
+            ix.take_trash()
+        };
+        drop(trash);
     }
 }
 
 /// Wakes the `qa-index` thread for graph work (once: until it has taken the work).
 fn want_graph_work() {
-    if !GRAPH_WORK.swap(true, Ordering::Relaxed) {
+    if !GRAPH_WORK.swap(true, Ordering::SeqCst) {
         start_thread();
-        // Notified under the queue's lock, which the thread holds from its check to its
-        // wait: it cannot miss this.
-        let _q = pending();
-        WAKE.notify_one();
+        wake();
     }
 }
 
@@ -220,9 +202,10 @@ pub fn start_thread() {
     LazyLock::force(&MAIN_PID);
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {
-        let _ = std::thread::Builder::new()
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
             .name("qa-index".into())
-            .spawn(|| {
+            .spawn(move || {
                 // Freeing a whole cache's vectors takes milliseconds: on a core it shares with
                 // Redis's main thread, this thread must never run ahead of it. SCHED_IDLE (and
                 // nice 19): woken, it does not preempt the main thread (nice 19 alone sometimes
@@ -236,34 +219,32 @@ pub fn start_thread() {
                     let param = libc::sched_param { sched_priority: 0 };
                     libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
                 }
-                index_loop()
+                index_loop(rx)
             });
+        if let Ok(h) = spawned {
+            let _ = THREAD.set(h.thread().clone());
+            let _ = QUEUE.set(tx);
+        }
     });
 }
 
-fn index_loop() -> ! {
+fn index_loop(rx: Receiver<Op>) -> ! {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     loop {
-        {
-            let mut q = pending();
-            while q.is_empty()
-                && !GRAPH_WORK.load(Ordering::Relaxed)
-                && !JOB.load(Ordering::Relaxed)
-            {
-                q = WAKE.wait(q).unwrap_or_else(|p| p.into_inner());
-            }
+        // An unpark before the park makes it return at once: no wake-up is lost.
+        while queued() == 0 && !GRAPH_WORK.load(Ordering::SeqCst) && !JOB.load(Ordering::SeqCst) {
+            std::thread::park_timeout(Duration::from_secs(1));
         }
-        let _ = std::panic::catch_unwind(|| {
-            drain_in_turns();
-            let trash = {
-                let mut ix = INDEX.write().unwrap_or_else(|p| p.into_inner());
-                drain(&mut ix);
-                ix.take_trash()
-            };
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            drain_in_turns(&rx);
+            let trash = INDEX
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .take_trash();
             drop(trash);
             run_jobs();
-            graph_work(threads);
-        });
+            graph_work(threads, &rx);
+        }));
     }
 }
 
@@ -272,30 +253,26 @@ fn index_loop() -> ! {
 /// bookkeeping), and added to the graph with it held for reading, so searches go on
 /// meanwhile. Waiting changes are applied between batches (in order: only under the write
 /// lock). Stops when no scope has graph work left, or a checkpoint or restore waits.
-fn graph_work(threads: usize) {
+fn graph_work(threads: usize, rx: &Receiver<Op>) {
     GRAPH_WORK.store(false, Ordering::Relaxed);
     loop {
         if JOB.load(Ordering::Relaxed) {
             GRAPH_WORK.store(true, Ordering::Relaxed);
             return;
         }
-        drain_in_turns();
-        let batch = {
-            let mut ix = INDEX.write().unwrap_or_else(|p| p.into_inner());
-            drain(&mut ix);
-            ix.graph_batch(GRAPH_BATCH)
-        };
+        drain_in_turns(rx);
+        let batch = INDEX
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .graph_batch(GRAPH_BATCH);
         let Some(mut batch) = batch else {
             return;
         };
         // At most a few milliseconds per batch, and none once changes or a job wait (they
         // are applied before the next batch).
         let until = std::time::Instant::now() + Duration::from_millis(5);
-        let stop = || {
-            !pending().is_empty()
-                || JOB.load(Ordering::Relaxed)
-                || std::time::Instant::now() >= until
-        };
+        let stop =
+            || queued() > 0 || JOB.load(Ordering::Relaxed) || std::time::Instant::now() >= until;
         INDEX
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -380,10 +357,9 @@ pub fn checkpoint_stats() -> [u64; 6] {
 }
 
 fn wake_for_job() {
-    JOB.store(true, Ordering::Relaxed);
+    JOB.store(true, Ordering::SeqCst);
     start_thread();
-    let _q = pending();
-    WAKE.notify_one();
+    wake();
 }
 
 fn run_jobs() {
@@ -555,12 +531,6 @@ fn search_now(
     deadline: std::time::Instant,
 ) -> Vec<Found> {
     loop {
-        // A short queue is applied here; a long one (a rebuild) is the index thread's.
-        if matches!(pending().len(), 1..=64) {
-            if let Ok(mut ix) = INDEX.try_write() {
-                drain(&mut ix);
-            }
-        }
         if let Ok(ix) = INDEX.try_read() {
             let (found, complete) = ix.search_until(scope, query, threshold, limit, Some(deadline));
             if !complete {
@@ -585,7 +555,7 @@ pub fn forget(db: i32, key: &[u8]) {
 
 /// A cache was invalidated: its old vectors are never searched again.
 pub fn drop_cache(db: i32, cache: &[u8]) {
-    if LEN.load(Ordering::Relaxed) > 0 || !pending().is_empty() {
+    if LEN.load(Ordering::Relaxed) > 0 || queued() > 0 {
         apply(Op::DropCache(db, cache.to_vec()));
     }
 }
@@ -606,19 +576,28 @@ pub fn indexed(db: i32, cache: &[u8], key: &[u8], sem: &[u8], normalized: &str) 
 
 /// The module stored entry `key` without an embedding: an older vector of it must go.
 pub fn forget_if_indexed(db: i32, key: &[u8]) {
-    if LEN.load(Ordering::Relaxed) > 0 || !pending().is_empty() {
+    if LEN.load(Ordering::Relaxed) > 0 || queued() > 0 {
         apply(Op::Remove(db, key.to_vec()));
     }
 }
 
-/// (entries, float32 bytes, whole index bytes), for INFO. Never waits.
+/// (entries, float32 bytes, whole index bytes), for INFO. Never waits: while the index is
+/// held for writing, the entry count as of the last change applied and the sizes as last
+/// read.
 pub fn size() -> (usize, usize, usize) {
+    static LAST: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
     match INDEX.try_read() {
         Ok(ix) => {
             let (raw, total) = ix.memory();
+            LAST[0].store(raw, Ordering::Relaxed);
+            LAST[1].store(total, Ordering::Relaxed);
             (ix.len(), raw, total)
         }
-        Err(_) => (0, 0, 0),
+        Err(_) => (
+            LEN.load(Ordering::Relaxed),
+            LAST[0].load(Ordering::Relaxed),
+            LAST[1].load(Ordering::Relaxed),
+        ),
     }
 }
 
@@ -658,7 +637,7 @@ fn index_entry(db: i32, cache: &[u8], key: &[u8], fields: Option<[Option<Vec<u8>
 /// Queues an entry the rebuild scan read, for the index thread (decoding, normalizing and
 /// inserting are its work, not the main thread's).
 fn queue_scanned(db: i32, cache: &[u8], key: &[u8], fields: Option<[Option<Vec<u8>>; 2]>) {
-    pending().push(Op::Scanned(db, cache.into(), key.to_vec(), fields));
+    send(Op::Scanned(db, cache.into(), key.to_vec(), fields));
 }
 
 /// A rebuild step scans nothing while this many changes wait for the index thread (about
@@ -681,7 +660,7 @@ pub fn on_key_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u8]) 
     );
     if !arrives
         && LEN.load(Ordering::Relaxed) == 0
-        && pending().is_empty()
+        && queued() == 0
         && !REBUILDING.load(Ordering::Relaxed)
     {
         return; // no index here (exact tier only, or a replica)
@@ -859,7 +838,19 @@ impl Scan {
             return;
         }
         if self.restore {
-            let mut st = restore_state();
+            // Never waits for the index thread's hold of the state (see `QUEUE`).
+            let mut st = match RESTORE.try_lock() {
+                Ok(st) => st,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    mainthread::post_after(
+                        ctx,
+                        Duration::from_millis(1),
+                        Box::new(move |ctx| self.step(ctx)),
+                    );
+                    return;
+                }
+            };
             match std::mem::replace(&mut *st, RestoreState::Idle) {
                 RestoreState::Reading(n) if self.started.elapsed() < RESTORE_WAIT => {
                     // The checkpoint is still being read: look again in a millisecond.
@@ -883,7 +874,7 @@ impl Scan {
             self.restore = false;
         }
         let started = std::time::Instant::now();
-        if pending().len() + IN_HAND.load(Ordering::Relaxed) >= QUEUE_MAX {
+        if queued() >= QUEUE_MAX {
             // The index thread is behind: wait for it rather than queue more.
             mainthread::post_after(
                 ctx,
@@ -922,8 +913,7 @@ impl Scan {
             }
         }
         SCAN_STEP_MAX_US.fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        start_thread();
-        WAKE.notify_one();
+        wake();
         mainthread::post_after(ctx, Duration::ZERO, Box::new(move |ctx| self.step(ctx)));
     }
 }
