@@ -67,7 +67,8 @@ def main():
     if not runs:
         raise SystemExit("no complete graph_bench.py run to draw")
     runs.sort(key=lambda r: r["n"])
-    labels = [f"{r['n'] // 1000}k" for r in runs]
+    labels = [f"{r['n'] // 1_000_000}M" if r["n"] % 1_000_000 == 0 else f"{r['n'] // 1000}k"
+              for r in runs]
     fig, ax = plt.subplots(1, 3, figsize=(12, 3.6))
     width = 0.8 / len(runs)
     kinds = ["graph complete", "2,000 inserts/s", "after restart"]
