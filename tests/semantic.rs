@@ -507,6 +507,33 @@ fn random_vectors(seed: u64) -> impl FnMut() -> Vec<f32> {
     }
 }
 
+/// Writes `n` filler entries `qa:{faq}:f<i>` of scope `digest` by hand, each with a random
+/// float32 vector (`qav1`, as older builds wrote them): in place (the index sees them at the
+/// next rebuild), or written aside and renamed into place (the rename's keyspace event
+/// indexes each as it arrives).
+fn hand_filled(con: &mut redis::Connection, digest: &[u8], n: usize, seed: u64, renamed: bool) {
+    let mut random = random_vectors(seed);
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        let key = format!("qa:{{faq}}:f{i:031x}");
+        let at = if renamed {
+            format!("scratch{i}")
+        } else {
+            key.clone()
+        };
+        hand_entry(
+            &mut pipe,
+            &at,
+            &format!("filler question {i}"),
+            &sem_qav1(digest, &random()),
+        );
+        if renamed {
+            pipe.cmd("RENAME").arg(&at).arg(&key).ignore();
+        }
+    }
+    let _: () = pipe.query(con).unwrap();
+}
+
 /// Waits until the rebuilds counted pass `before` and the index holds `n` entries, every one
 /// in its graph.
 fn rebuilt(con: &mut redis::Connection, before: u64, n: u64) -> bool {
@@ -529,20 +556,8 @@ fn a_large_scope_is_served_through_its_graph_while_it_changes() {
     let mut s = semantic_server(&b, &["--enable-debug-command", "yes"]);
     let mut con = s.conn();
     let digest = faq_scope(&mut con);
-    // N entries of that scope written by hand with random vectors, as float32 (`qav1`, as
-    // older builds wrote them), indexed by the rebuild after DEBUG RELOAD.
-    let mut random = random_vectors(0x9E37_79B9_7F4A_7C15);
-    let mut pipe = redis::pipe();
-    for i in 0..N {
-        let v = random();
-        hand_entry(
-            &mut pipe,
-            &format!("qa:{{faq}}:f{i:031x}"),
-            &format!("filler question {i}"),
-            &sem_qav1(&digest, &v),
-        );
-    }
-    let _: () = pipe.query(&mut con).unwrap();
+    // N entries of that scope written by hand, indexed by the rebuild after DEBUG RELOAD.
+    hand_filled(&mut con, &digest, N, 0x9E37_79B9_7F4A_7C15, false);
     let _: String = redis::cmd("DEBUG").arg("RELOAD").query(&mut con).unwrap();
     assert!(wait_until(Duration::from_secs(30), || info_field(
         &mut con,
@@ -999,17 +1014,8 @@ fn a_restart_reads_the_saved_graph_and_keeps_only_what_the_entries_confirm() {
     let mut s = semantic_server(&b, &["--enable-debug-command", "yes"]);
     let mut con = s.conn();
     let digest = faq_scope(&mut con);
-    let mut random = random_vectors(0x2545_F491_4F6C_DD1D);
-    let mut pipe = redis::pipe();
-    for i in 0..N {
-        hand_entry(
-            &mut pipe,
-            &format!("qa:{{faq}}:f{i:031x}"),
-            &format!("filler question {i}"),
-            &sem_qav1(&digest, &random()),
-        );
-    }
-    let _: () = pipe.query(&mut con).unwrap();
+    hand_filled(&mut con, &digest, N, 0x2545_F491_4F6C_DD1D, false);
+    let mut random = random_vectors(0x5851_F42D_4C95_7F2D);
     let before = info_field(&mut con, "semantic_rebuilds");
     let _: String = redis::cmd("DEBUG").arg("RELOAD").query(&mut con).unwrap();
     let all = N as u64 + 1;
@@ -1132,22 +1138,7 @@ fn with_the_aof_alone_a_shutdown_saves_the_graph_for_the_next_start() {
     let mut s = semantic_server(&b, &["--appendonly", "yes"]);
     let mut con = s.conn();
     let digest = faq_scope(&mut con);
-    // Entries renamed into place are indexed as they arrive (the rename's keyspace event).
-    let mut random = random_vectors(0x1234_5678_9ABC_DEF1);
-    let mut pipe = redis::pipe();
-    for i in 0..N {
-        hand_entry(
-            &mut pipe,
-            &format!("scratch{i}"),
-            &format!("filler question {i}"),
-            &sem_qav1(&digest, &random()),
-        );
-        pipe.cmd("RENAME")
-            .arg(format!("scratch{i}"))
-            .arg(format!("qa:{{faq}}:f{i:031x}"))
-            .ignore();
-    }
-    let _: () = pipe.query(&mut con).unwrap();
+    hand_filled(&mut con, &digest, N, 0x1234_5678_9ABC_DEF1, true);
     let all = N as u64 + 1;
     assert!(
         wait_until(Duration::from_secs(60), || {
