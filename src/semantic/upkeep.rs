@@ -62,7 +62,7 @@ static LEN: AtomicUsize = AtomicUsize::new(0);
 /// Entries not in their scope's graph yet, as of the last change applied.
 static GRAPH_PENDING: AtomicUsize = AtomicUsize::new(0);
 
-/// Whether changes wait for the index thread.
+/// How many changes wait for the index thread (queued or in its hands).
 fn queued() -> usize {
     OUTSTANDING.load(Ordering::SeqCst)
 }
@@ -519,7 +519,7 @@ pub fn search(
     found
 }
 
-/// Searches once the index is free, applying waiting changes first when it can; nothing
+/// Searches once the index is free (changes waiting are the index thread's to apply); nothing
 /// (the exact path) if the index stays held past `deadline` (the `qa-index` thread may be
 /// starved while it frees a cache). A change not applied yet can only make a match be skipped
 /// at read-back, never served wrongly.
