@@ -636,7 +636,8 @@ impl Index {
         removed
     }
 
-    /// Whether restored members wait to be claimed or removed.
+    /// Whether restored members wait to be claimed or removed (for tests).
+    #[cfg(test)]
     pub fn unsettled(&self) -> bool {
         self.scopes
             .iter()

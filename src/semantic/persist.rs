@@ -84,10 +84,7 @@ pub fn save(base: &Path, seq: u64, graphs: &[ToSave<'_>]) -> Result<Written, Str
         remove_other_checkpoints(base, None);
         return Ok(Written::default());
     }
-    let mut out = Vec::new();
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&(graphs.len() as u32).to_le_bytes());
+    let mut listed = Vec::with_capacity(graphs.len());
     let mut written = Written::default();
     for (n, g) in graphs.iter().enumerate() {
         let path = graph_path(base, seq, n);
@@ -97,26 +94,12 @@ pub fn save(base: &Path, seq: u64, graphs: &[ToSave<'_>]) -> Result<Written, Str
             .map_err(|e| format!("saving {}: {e}", path.display()))?;
         let (crc, len) =
             file_crc(&path).map_err(|e| format!("reading back {}: {e}", path.display()))?;
-        let (db, cache, digest) = g.scope;
-        out.extend_from_slice(&db.to_le_bytes());
-        out.extend_from_slice(&(cache.len() as u32).to_le_bytes());
-        out.extend_from_slice(cache);
-        out.extend_from_slice(digest);
-        out.extend_from_slice(&(g.dims as u32).to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&crc.to_le_bytes());
-        out.extend_from_slice(&(g.members.len() as u32).to_le_bytes());
-        for (label, key) in &g.members {
-            out.extend_from_slice(&label.to_le_bytes());
-            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-            out.extend_from_slice(key);
-        }
+        listed.push((g.scope, g.dims, len, crc, &g.members[..]));
         written.graphs += 1;
         written.vectors += g.members.len();
         written.bytes += len;
     }
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
+    let out = encode_manifest(seq, &listed);
     let mut tmp = manifest.clone().into_os_string();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -134,6 +117,37 @@ pub fn save(base: &Path, seq: u64, graphs: &[ToSave<'_>]) -> Result<Written, Str
     written.bytes += out.len() as u64;
     remove_other_checkpoints(base, Some(seq));
     Ok(written)
+}
+
+/// One graph's manifest entry: scope, dimensions, file length, file CRC-32, members (graph
+/// key, entry key).
+type Entry<'a, K> = (&'a ScopeKey, usize, u64, u32, &'a [(u64, K)]);
+
+/// The manifest's bytes (the format [`parse_manifest`] reads), its CRC-32 last.
+fn encode_manifest<K: AsRef<[u8]>>(seq: u64, graphs: &[Entry<'_, K>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&(graphs.len() as u32).to_le_bytes());
+    for ((db, cache, digest), dims, len, crc, members) in graphs {
+        out.extend_from_slice(&db.to_le_bytes());
+        out.extend_from_slice(&(cache.len() as u32).to_le_bytes());
+        out.extend_from_slice(cache);
+        out.extend_from_slice(digest);
+        out.extend_from_slice(&(*dims as u32).to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(&(members.len() as u32).to_le_bytes());
+        for (label, key) in members.iter() {
+            let key = key.as_ref();
+            out.extend_from_slice(&label.to_le_bytes());
+            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            out.extend_from_slice(key);
+        }
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
 }
 
 /// Deletes graph files of `base` whose checkpoint is not `keep`.
@@ -319,28 +333,11 @@ mod tests {
     use super::*;
 
     fn manifest_bytes(seq: u64, graphs: &[Listed]) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&seq.to_le_bytes());
-        out.extend_from_slice(&(graphs.len() as u32).to_le_bytes());
-        for g in graphs {
-            out.extend_from_slice(&g.scope.0.to_le_bytes());
-            out.extend_from_slice(&(g.scope.1.len() as u32).to_le_bytes());
-            out.extend_from_slice(&g.scope.1);
-            out.extend_from_slice(&g.scope.2);
-            out.extend_from_slice(&(g.dims as u32).to_le_bytes());
-            out.extend_from_slice(&g.len.to_le_bytes());
-            out.extend_from_slice(&g.crc.to_le_bytes());
-            out.extend_from_slice(&(g.members.len() as u32).to_le_bytes());
-            for (l, k) in &g.members {
-                out.extend_from_slice(&l.to_le_bytes());
-                out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-                out.extend_from_slice(k);
-            }
-        }
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
+        let entries: Vec<Entry<'_, Box<[u8]>>> = graphs
+            .iter()
+            .map(|g| (&g.scope, g.dims, g.len, g.crc, &g.members[..]))
+            .collect();
+        encode_manifest(seq, &entries)
     }
 
     fn listed() -> Vec<Listed> {
